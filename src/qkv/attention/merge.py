@@ -1,0 +1,57 @@
+"""Merging partial attention states computed over disjoint key sets (split-KV, KV cache, ring).
+
+For parts ``(out_i, lse_i)`` over key sets ``K_i``, the attention over the union is
+
+    lse = log(sum_i exp(lse_i))
+    out = sum_i exp(lse_i - lse) * out_i
+
+computed in float32 with the max-shift trick; parts with ``lse = -inf`` (no key attended) are
+neutral, and rows where every part is empty give ``out = 0``, ``lse = -inf`` -- never NaN.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["merge"]
+
+
+def merge(parts: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """Combine ``[(out_i (B, H, L, Dv), lse_i (B, H, L)), ...]`` into the exact ``(out, lse)`` of the union.
+
+    Differentiable; ``out`` keeps the dtype of the first part, ``lse`` is float32 (float64 for float64).
+
+    Example:
+        >>> import torch, qkv
+        >>> q, k, v = (torch.randn(1, 2, 3, 4, dtype=torch.float64) for _ in range(3))
+        >>> whole = qkv.attention(q, k, v, return_lse=True)
+        >>> a = qkv.attention(q, k[:, :, :1], v[:, :, :1], return_lse=True)
+        >>> b = qkv.attention(q, k[:, :, 1:], v[:, :, 1:], return_lse=True)
+        >>> out, lse = qkv.merge([a, b])
+        >>> bool(torch.allclose(out, whole[0]) and torch.allclose(lse, whole[1]))
+        True
+    """
+    parts = list(parts)
+    if not parts:
+        raise ValueError("merge needs at least one (out, lse) part, got an empty list")
+    out0, lse0 = parts[0]
+    for i, (o, l) in enumerate(parts):
+        if o.dim() != 4 or l.shape != o.shape[:-1]:
+            raise ValueError(f"part {i}: expected out (B, H, L, Dv) and lse (B, H, L), got out {tuple(o.shape)} "
+                             f"and lse {tuple(l.shape)}; pass the result of attention(..., return_lse=True)")
+        if o.shape != out0.shape:
+            raise ValueError(f"part {i} has out shape {tuple(o.shape)} but part 0 has {tuple(out0.shape)}; "
+                             "every part must cover the same queries")
+    acc = torch.float64 if out0.dtype == torch.float64 else torch.float32
+    lses = torch.stack([l.to(acc) for _, l in parts])  # (P, B, H, L)
+    m = lses.amax(dim=0)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m)).detach()
+    w = torch.exp(lses - m)  # (P, B, H, L); 0 for empty parts
+    s = w.sum(dim=0)
+    nonempty = s > 0
+    s_safe = torch.where(nonempty, s, torch.ones_like(s))
+    out = sum(w[i, ..., None] * o.to(acc) for i, (o, _) in enumerate(parts)) / s_safe[..., None]
+    lse = torch.where(nonempty, m + torch.log(s_safe), torch.full_like(s, float("-inf")))
+    return out.to(out0.dtype), lse
