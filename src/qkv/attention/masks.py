@@ -344,9 +344,9 @@ class _Document(Mask):
             L = ids.shape[1]
             n = -(-L // block)
             pad = n * block - L
-            lo = torch.nn.functional.pad(ids, (0, pad), value=torch.iinfo(torch.long).max).view(-1, n, block)
-            hi = torch.nn.functional.pad(ids, (0, pad), value=torch.iinfo(torch.long).min).view(-1, n, block)
-            return lo.amin(-1), hi.amax(-1)
+            # pad the last block by repeating the last id (F.pad's float fill value cannot hold int64 limits)
+            padded = torch.cat([ids, ids[:, -1:].expand(-1, pad)], dim=1).view(-1, n, block)
+            return padded.amin(-1), padded.amax(-1)
 
         qlo, qhi = ranges(self.q_ids.to(device), block_q)
         klo, khi = ranges(self.kv_ids.to(device), block_k)
