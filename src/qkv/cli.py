@@ -1,0 +1,325 @@
+"""The ``qkv`` command: see attention work in a real model.
+
+Subcommands live in :data:`COMMANDS` (name -> :class:`Command`: help, ``add_arguments(parser)``,
+``run(args, console) -> int``); adding one is adding a small pair of functions and one entry.
+
+* ``qkv explain [TEXT] [--query it] [--layer L] [--head H] [--measure weights|values|rollout] [--top K]
+  [--prefer X --over Y] [--html PATH] [--json PATH] [--png PATH]``
+* ``qkv heads TEXT --query it --prefer cat --over mat``
+* ``qkv compare TEXT_A TEXT_B --query it --prefer cat --over mat``
+
+Bad input (empty text, a token not in the text, an out-of-range layer or head, a text too long for
+the model) prints one line ``qkv: error: ...`` on stderr and exits with status 2.
+
+JSON written by ``--json`` (``"schema": "qkv.cli"``, ``"version": 1``)::
+
+    explain: {"schema", "version", "command": "explain", "text", "model", "measure",
+              "query": {"index", "token"}, "prefer": str|null, "over": str|null,
+              "layers": [{"layer", "mean_top": [{"index", "token", "value"}],
+                          "head": int|null, "head_top": [{"index", "token", "value"}]}],
+              "breakdown": {"layer", "head", "rows": [{"index", "token", "score", "scaled", "weight",
+                                                      "value_norm", "value_share"}]},
+              "summary": str, "trace": <Trace.to_dict(), see qkv.lens.trace>}
+    heads:   {"schema", "version", "command": "heads", "text", "model", "measure", "query", "prefer", "over",
+              "heads": [{"layer", "head", "prefer", "over", "diff"}] (best first), "summary"}
+    compare: {"schema", "version", "command": "compare", "texts": [A, B], "model", "measure", "query",
+              "prefer", "over", "heads": [{"layer", "head", "diff_a", "diff_b", "flipped"}],
+              "summaries": [str, str], "summary": str}
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+__all__ = ["main", "build_parser", "COMMANDS", "Command", "DEFAULT_TEXT", "DEFAULT_QUERY", "CLI_SCHEMA_VERSION"]
+
+DEFAULT_TEXT = "The cat sat on the mat because it was tired."
+DEFAULT_QUERY = "it"
+CLI_SCHEMA_VERSION = 1
+MEASURES = ("weights", "values", "rollout")
+
+
+class Command(NamedTuple):
+    """One subcommand: a help line, a function adding its arguments, and a function running it."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, object], int]
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    probe = Console(stderr=stderr)
+    return probe if probe.is_terminal else Console(stderr=stderr, width=120)
+
+
+def _trace(text: str, model: str):
+    """Trace ``text`` with a spinner on stderr while the model loads and runs."""
+    from .lens.trace import trace
+
+    if not text.strip():
+        raise ValueError(f"the text is empty; give a sentence, e.g. qkv explain \"{DEFAULT_TEXT}\"")
+    with _console(stderr=True).status(f"Loading {model} and recording attention ..."):
+        return trace(text, model)
+
+
+def _write_json(path: str, doc: dict, console) -> None:
+    Path(path).write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8")
+    console.print(f"wrote {path}", style="dim", markup=False, highlight=False)
+
+
+def _doc(command: str, t, **fields) -> dict:
+    return {"schema": "qkv.cli", "version": CLI_SCHEMA_VERSION, "command": command, "model": t.model["name"],
+            **fields}
+
+
+def _pair(args) -> tuple[str | None, str | None]:
+    if (args.prefer is None) != (args.over is None):
+        raise ValueError("give both --prefer and --over (e.g. --prefer cat --over mat), or neither")
+    return args.prefer, args.over
+
+
+def _common(p: argparse.ArgumentParser, measures=MEASURES) -> None:
+    p.add_argument("--model", default="minilm", help="model name or checkpoint directory (default: minilm)")
+    p.add_argument("--query", default=DEFAULT_QUERY,
+                   help="the token whose attention is shown: a token ('it'), the n-th one ('it@2') or an index")
+    p.add_argument("--measure", default="weights", choices=measures,
+                   help="weights: softmax(q·k/√d); values: ‖α·f(v)‖ (what arrives); rollout: through the layers")
+    p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+
+
+def _query_index(t, query: str) -> int:
+    try:
+        return t.index(int(query) if query.lstrip("-").isdigit() else query)
+    except ValueError as e:
+        raise ValueError(f"{e} (choose the query with --query)") from None
+
+
+# ------------------------------------------------------------------------------------------- explain
+def _explain_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("text", nargs="?", default=DEFAULT_TEXT, help=f"the text (default: {DEFAULT_TEXT!r})")
+    _common(p)
+    p.add_argument("--layer", type=int, help="layer of the breakdown (default: the best head's layer)")
+    p.add_argument("--head", type=int, help="head shown per layer and in the breakdown (default: the best)")
+    p.add_argument("--top", type=int, default=5, metavar="K", help="tokens shown per layer (default 5)")
+    p.add_argument("--prefer", help="a token the query may prefer (with --over); default for the default "
+                                    "sentence: cat")
+    p.add_argument("--over", help="the token it is compared with (default for the default sentence: mat)")
+    p.add_argument("--html", metavar="PATH", help="write one self-contained HTML page")
+    p.add_argument("--png", metavar="PATH", help="write a heatmap of the breakdown head")
+
+
+def _choose_head(t, i: int, args, prefer, over) -> tuple[int, int]:
+    """The head of the breakdown: --layer/--head if given; else the head that most prefers ``prefer`` (or the
+    sharpest head) within the given layer/head."""
+    if args.layer is not None and args.head is not None:
+        return t.check_layer(args.layer), t.check_head(args.head)
+    measure = "weights" if args.measure == "rollout" else args.measure
+    layers = [t.check_layer(args.layer)] if args.layer is not None else range(t.num_layers)
+    if args.head is not None:
+        h = t.check_head(args.head)
+        cand = [(n, h) for n in layers]
+    else:
+        cand = [(n, h) for n in layers for h in range(t.num_heads)]
+    if prefer is not None:
+        m = t.values if measure == "values" else t.weights
+        a, b = t.index(prefer), t.index(over)
+        return max(cand, key=lambda nh: float(m[nh[0], nh[1], i, a] - m[nh[0], nh[1], i, b]))
+    m = t.values if measure == "values" else t.weights
+    content = [j for j in range(len(t)) if not t.special[j] and j != i] or list(range(len(t)))
+    return max(cand, key=lambda nh: float(m[nh[0], nh[1], i, content].max()))
+
+
+def _run_explain(args, console) -> int:
+    from .view.terminal import attention_summary, breakdown_table, preference_summary, top_table
+
+    if args.top < 1:
+        raise ValueError(f"--top must be at least 1, got {args.top}")
+    if args.measure == "rollout" and args.head is not None:
+        raise ValueError("rollout combines all heads of a layer; drop --head or use --measure weights/values")
+    prefer, over = _pair(args)
+    if prefer is None and args.text == DEFAULT_TEXT and args.query == DEFAULT_QUERY:
+        prefer, over = "cat", "mat"  # the essay's claim: "it" should match "the cat" more than "the mat"
+    t = _trace(args.text, args.model)
+    i = _query_index(t, args.query)
+    if args.layer is not None:
+        t.check_layer(args.layer)
+    if args.head is not None:
+        t.check_head(args.head)
+    if prefer is not None:
+        for name, tok in (("--prefer", prefer), ("--over", over)):
+            try:
+                t.index(tok)
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
+        if t.index(prefer) == t.index(over):
+            raise ValueError(f"--prefer and --over name the same token {prefer!r}; pick two different tokens")
+    layer, head = _choose_head(t, i, args, prefer, over)
+
+    console.print(top_table(t, i, measure=args.measure, k=args.top, head=args.head, prefer=prefer, over=over))
+    console.print()
+    console.print(breakdown_table(t, i, layer, head))
+    summary = (preference_summary(t, i, prefer, over, args.measure) if prefer is not None
+               else attention_summary(t, i, args.measure))
+    console.print()
+    console.print(summary, style="bold", markup=False, highlight=False)
+
+    if args.html:
+        from .view.html import write_html
+
+        write_html(t, args.html, query=i, layer=layer, head=head, measure=args.measure, summary=summary)
+        console.print(f"wrote {args.html} (open it in a browser; it needs no network)", style="dim",
+                      markup=False, highlight=False)
+    if args.png:
+        from .view.png import save_heatmap
+
+        save_heatmap(t, args.png, layer, head, args.measure, query=i)
+        console.print(f"wrote {args.png}", style="dim", markup=False, highlight=False)
+    if args.json:
+        layers = []
+        for n in range(t.num_layers):
+            h = None if args.measure == "rollout" else (
+                args.head if args.head is not None else _choose_head(
+                    t, i, argparse.Namespace(layer=n, head=None, measure=args.measure), prefer, over)[1])
+            layers.append({"layer": n, "mean_top": [a._asdict() for a in t.top(i, args.top, n, None, args.measure)],
+                           "head": h, "head_top": [] if h is None else
+                           [a._asdict() for a in t.top(i, args.top, n, h, args.measure)]})
+        doc = _doc("explain", t, text=t.text, measure=args.measure, query={"index": i, "token": t.tokens[i]},
+                   prefer=prefer, over=over, layers=layers,
+                   breakdown={"layer": layer, "head": head, "rows": [r._asdict() for r in t.breakdown(i, layer, head)]},
+                   summary=summary, trace=t.to_dict())
+        _write_json(args.json, doc, console)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- heads
+def _heads_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("text", help="the text")
+    _common(p, measures=("weights", "values"))
+    p.add_argument("--prefer", required=True, help="the token the query may prefer (e.g. cat)")
+    p.add_argument("--over", required=True, help="the token it is compared with (e.g. mat)")
+    p.add_argument("--top", type=int, default=10, metavar="K", help="heads shown at each end (default 10)")
+
+
+def _run_heads(args, console) -> int:
+    from .view.terminal import heads_table, preference_summary
+
+    if args.top < 1:
+        raise ValueError(f"--top must be at least 1, got {args.top}")
+    t = _trace(args.text, args.model)
+    i = _query_index(t, args.query)
+    prefs = t.heads(i, args.prefer, args.over, args.measure)
+    a, b = t.tokens[t.index(args.prefer)], t.tokens[t.index(args.over)]
+    console.print(heads_table(t, prefs, a, b, limit=args.top))
+    summary = preference_summary(t, i, args.prefer, args.over, args.measure)
+    console.print(summary, style="bold", markup=False, highlight=False)
+    if args.json:
+        _write_json(args.json, _doc("heads", t, text=t.text, measure=args.measure, query=t.tokens[i], prefer=a,
+                                    over=b, heads=[p._asdict() for p in prefs], summary=summary), console)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- compare
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("text_a", help="the first text, e.g. '... because it was tired.'")
+    p.add_argument("text_b", help="the same text with one word changed, e.g. '... because it was soft.'")
+    _common(p, measures=("weights", "values"))
+    p.add_argument("--prefer", required=True, help="a token in both texts (e.g. cat)")
+    p.add_argument("--over", required=True, help="another token in both texts (e.g. mat)")
+    p.add_argument("--top", type=int, default=12, metavar="K", help="heads listed (default 12)")
+
+
+def _run_compare(args, console) -> int:
+    from rich.text import Text
+
+    from .view.terminal import compare_table, head_flips, preference_summary
+
+    if args.top < 1:
+        raise ValueError(f"--top must be at least 1, got {args.top}")
+    traces, rankings, summaries = [], [], []
+    for label, text in (("A", args.text_a), ("B", args.text_b)):
+        if not text.strip():
+            raise ValueError(f"text {label} is empty; give two sentences that differ in one word")
+        t = _trace(text, args.model)
+        try:
+            i = _query_index(t, args.query)
+            rankings.append(t.heads(i, args.prefer, args.over, args.measure))
+        except ValueError as e:
+            raise ValueError(f"text {label}: {e}") from None
+        traces.append(t)
+        summaries.append(preference_summary(t, i, args.prefer, args.over, args.measure))
+    flips = head_flips(*rankings)
+    a, b = traces[0].tokens[traces[0].index(args.prefer)], traces[0].tokens[traces[0].index(args.over)]
+    for label, t, s in zip("AB", traces, summaries):
+        console.print(Text(f"{label}: {t.text}", style="bold"))
+        console.print(Text(f"   {s}"))
+    console.print()
+    console.print(compare_table(flips, a, b, limit=args.top))
+    to_b = [f for f in flips if f.flipped and f.diff_a > 0]
+    to_a = [f for f in flips if f.flipped and f.diff_a < 0]
+    n = len(flips)
+
+    def names(fs):
+        return ", ".join(f"L{f.layer}H{f.head}" for f in fs[:6]) + (" ..." if len(fs) > 6 else "")
+
+    summary = (f"{len(to_b)} of {n} heads switch from '{a}' to '{b}'" + (f" ({names(to_b)})" if to_b else "")
+               + f" and {len(to_a)} from '{b}' to '{a}'" + (f" ({names(to_a)})" if to_a else "")
+               + f"; the other {n - len(to_a) - len(to_b)} keep their preference.")
+    console.print(summary, style="bold", markup=False, highlight=False)
+    if args.json:
+        _write_json(args.json, _doc("compare", traces[0], texts=[args.text_a, args.text_b], measure=args.measure,
+                                    query=args.query, prefer=a, over=b,
+                                    heads=[{**f._asdict(), "flipped": f.flipped} for f in flips],
+                                    summaries=summaries, summary=summary), console)
+    return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "explain": Command("show what a token attends to, layer by layer, and the step-by-step chain of one head",
+                       _explain_args, _run_explain),
+    "heads": Command("rank heads by how much a token prefers one token over another", _heads_args, _run_heads),
+    "compare": Command("minimal pairs: which heads change preference when one word changes",
+                       _compare_args, _run_compare),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-parser per entry of :data:`COMMANDS`."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="qkv", description="Attention - queries, keys, values - visible in "
+                                                             "real models.")
+    parser.add_argument("--version", action="version", version=f"qkv {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        cmd.add_arguments(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``qkv`` command; returns the exit status (0 ok, 2 bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args._run(args, _console())
+    except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"qkv {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qkv: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""``qkv.trace``: every step of attention, recorded from a real model's forward pass.
+
+One :class:`Trace` holds, for one text, the tokens (with character offsets) and per layer and head the
+tensors the model actually computed: ``q, k, v`` (after the projections), ``scores = q @ k^T``,
+``scaled``, ``weights = softmax(scaled)`` and ``output = weights @ v`` (per head, before the output
+projection), plus ``||f_h(v_j)||`` for value-norm attribution (see :mod:`qkv.lens.attribution`).
+
+Shape legend: ``N`` layers, ``H`` query heads, ``Hkv`` key/value heads, ``L`` tokens, ``D`` head dim.
+
+Queries (and ``prefer``/``over`` tokens) are named by a token string (first match,
+case-insensitive, WordPiece ``##`` and byte-level ``Ġ`` markers ignored), ``"it@2"`` for the 2nd
+occurrence, or an integer index.
+
+Example (a synthetic trace; ``qkv.trace(text)`` builds one from a model):
+    >>> import torch
+    >>> from qkv.lens.trace import Trace
+    >>> w = torch.tensor([[[[1.0, 0.0], [0.75, 0.25]]]])                  # (N=1, H=1, L=2, L=2)
+    >>> t = Trace.from_tensors("a b", ["a", "b"], weights=w)
+    >>> [(a.token, a.value) for a in t.top("b", k=2)]
+    [('a', 0.75), ('b', 0.25)]
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, NamedTuple, Sequence
+
+import torch
+from torch import Tensor
+
+from .attribution import normalise_rows, rollout, transformed_value_norms
+
+__all__ = ["trace", "Trace", "Attended", "HeadPreference", "BreakdownRow", "MEASURES", "SCHEMA_VERSION",
+           "load_model"]
+
+MEASURES = ("weights", "values", "rollout")
+SCHEMA_VERSION = 1
+_MODELS: dict[str, Any] = {}
+
+
+class Attended(NamedTuple):
+    """One key token and how much the query attends to it under some measure."""
+
+    index: int
+    token: str
+    value: float
+
+
+class HeadPreference(NamedTuple):
+    """How much one head's query puts on ``prefer`` versus ``over`` (``diff = prefer - over``)."""
+
+    layer: int
+    head: int
+    prefer: float
+    over: float
+    diff: float
+
+
+class BreakdownRow(NamedTuple):
+    """The essay's chain for one (query, key) pair in one head.
+
+    ``score = q.k``, ``scaled = score * scale`` (``1/sqrt(D)``), ``weight = softmax(scaled)``,
+    ``value_norm = ||weight * f(v)||`` (Kobayashi et al. 2020) and ``value_share`` its fraction of the row.
+    """
+
+    index: int
+    token: str
+    score: float
+    scaled: float
+    weight: float
+    value_norm: float
+    value_share: float
+
+
+def _clean(token: str) -> str:
+    """A token as the user would type it: WordPiece ``##``, byte-level ``Ġ``, SentencePiece ``▁`` dropped."""
+    t = token[2:] if token.startswith("##") and len(token) > 2 else token
+    return t.lstrip("Ġ▁").lower()
+
+
+@dataclass
+class Trace:
+    """Recorded attention of one text through one model (batch of one; every tensor float32, CPU).
+
+    Attributes:
+        text: the input text.
+        tokens: ``L`` token strings as the tokenizer spells them.
+        offsets: ``L`` ``(start, end)`` character spans in ``text`` (``(0, 0)`` for specials).
+        special: ``L`` flags for tokens the tokenizer added (``[CLS]``, ``[SEP]``).
+        model: ``name, model_type, num_layers, num_heads, num_kv_heads, head_dim``.
+        q: ``(N, H, L, D)``; k, v: ``(N, Hkv, L, D)`` (may be None in synthetic traces).
+        scores, scaled, weights: ``(N, H, L, L)``; output: ``(N, H, L, D)`` or None.
+        fv_norms: ``(N, H, L)`` ``||f_h(v_j)||`` (ones when unknown, making ``values`` == ``weights``).
+    """
+
+    text: str
+    tokens: list[str]
+    offsets: list[tuple[int, int]]
+    special: list[bool]
+    model: dict
+    weights: Tensor
+    scores: Tensor
+    scaled: Tensor
+    fv_norms: Tensor
+    q: Tensor | None = None
+    k: Tensor | None = None
+    v: Tensor | None = None
+    output: Tensor | None = None
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_tensors(cls, text: str, tokens: Sequence[str], *, weights: Tensor, scores: Tensor | None = None,
+                     scaled: Tensor | None = None, fv_norms: Tensor | None = None,
+                     offsets: Sequence[tuple[int, int]] | None = None, special: Sequence[bool] | None = None,
+                     model: dict | None = None, **tensors: Tensor) -> "Trace":
+        """A trace from given tensors (``weights`` ``(N, H, L, L)``; others default from it) -- for tests and views."""
+        if weights.dim() != 4 or weights.shape[-1] != weights.shape[-2] or weights.shape[-1] != len(tokens):
+            raise ValueError(f"weights must be (N, H, L, L) with L = {len(tokens)} tokens, got {tuple(weights.shape)}")
+        N, H, L, _ = weights.shape
+        scaled = weights.clamp_min(1e-12).log() if scaled is None else scaled
+        scores = scaled if scores is None else scores
+        info = {"name": "synthetic", "model_type": "synthetic", "num_layers": N, "num_heads": H,
+                "num_kv_heads": H, "head_dim": 0, **(model or {})}
+        return cls(text=text, tokens=list(tokens), offsets=list(offsets or [(0, 0)] * L),
+                   special=list(special or [False] * L), model=info, weights=weights.float(),
+                   scores=scores.float(), scaled=scaled.float(),
+                   fv_norms=torch.ones(N, H, L) if fv_norms is None else fv_norms.float(), **tensors)
+
+    # ---------------------------------------------------------------- sizes and names
+    @property
+    def num_layers(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def num_heads(self) -> int:
+        return self.weights.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def check_layer(self, layer: int) -> int:
+        """``layer`` if in range (negative counts from the end), else a ValueError saying the range."""
+        N = self.num_layers
+        if not isinstance(layer, int) or not -N <= layer < N:
+            raise ValueError(f"layer {layer} is out of range; {self.model['name']} has {N} layers (0..{N - 1})")
+        return layer % N
+
+    def check_head(self, head: int) -> int:
+        """``head`` if in range (negative counts from the end), else a ValueError saying the range."""
+        H = self.num_heads
+        if not isinstance(head, int) or not -H <= head < H:
+            raise ValueError(f"head {head} is out of range; {self.model['name']} has {H} heads (0..{H - 1})")
+        return head % H
+
+    def index(self, query: str | int) -> int:
+        """Position of a token: an int index, a token string (first match) or ``"tok@n"`` (n-th match).
+
+        Raises:
+            ValueError: the token is not in the text (the message lists close matches) or the index is
+                out of range.
+        """
+        L = len(self.tokens)
+        if isinstance(query, int):
+            if not -L <= query < L:
+                raise ValueError(f"token index {query} is out of range; the text has {L} tokens (0..{L - 1})")
+            return query % L
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError(f"a query token must be a non-empty string or an index, got {query!r}")
+        names = [_clean(t) for t in self.tokens]
+        raw = [t.lower() for t in self.tokens]
+        want, nth = query.strip().lower(), 1
+        m = re.fullmatch(r"(.+)@(\d+)", want)
+        if m and want not in names and want not in raw:
+            want, nth = m.group(1), int(m.group(2))
+        hits = [i for i, (n, r) in enumerate(zip(names, raw)) if want in (n, r)]
+        if len(hits) >= nth >= 1:
+            return hits[nth - 1]
+        if hits:
+            raise ValueError(f"{query!r}: the text has only {len(hits)} occurrence(s) of {want!r}; "
+                             f"use {want}@1..{want}@{len(hits)}")
+        pool = list(dict.fromkeys(n for n, s in zip(names, self.special) if not s))
+        close = difflib.get_close_matches(want, pool, n=5, cutoff=0.5)
+        hint = f"close matches: {', '.join(close)}" if close else f"tokens are: {' '.join(pool)}"
+        raise ValueError(f"token {query!r} is not in the text; {hint}")
+
+    # ---------------------------------------------------------------- measures
+    @cached_property
+    def values(self) -> Tensor:
+        """``(N, H, L, L)`` value-norm attribution ``||a_ij f_h(v_j)||``, normalised per row."""
+        return normalise_rows(self.weights * self.fv_norms.unsqueeze(-2))
+
+    @cached_property
+    def value_norms(self) -> Tensor:
+        """``(N, H, L, L)`` raw ``||a_ij f_h(v_j)||`` (not normalised)."""
+        return self.weights * self.fv_norms.unsqueeze(-2)
+
+    @cached_property
+    def rollout(self) -> Tensor:
+        """``(N, L, L)`` attention rollout after each layer (rows sum to 1)."""
+        return torch.stack(rollout([w.unsqueeze(0) for w in self.weights])).squeeze(1)
+
+    def attention(self, layer: int, head: int) -> Tensor:
+        """The softmax weights ``(L, L)`` of one head (row = query, column = key)."""
+        return self.weights[self.check_layer(layer), self.check_head(head)]
+
+    def matrix(self, layer: int, head: int | None = None, measure: str = "weights") -> Tensor:
+        """``(L, L)`` of one head under ``measure``; ``head=None`` averages heads; rollout ignores ``head``."""
+        layer = self.check_layer(layer)
+        if measure == "rollout":
+            return self.rollout[layer]
+        m = self._measure(measure)[layer]  # (H, L, L)
+        return m.mean(0) if head is None else m[self.check_head(head)]
+
+    def _measure(self, measure: str) -> Tensor:
+        if measure == "weights":
+            return self.weights
+        if measure == "values":
+            return self.values
+        raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
+
+    def row(self, query: str | int, layer: int | None = None, head: int | None = None,
+            measure: str = "weights") -> Tensor:
+        """``(L,)`` how much ``query`` takes from each key; ``None`` layer/head average over them.
+
+        ``rollout`` combines all heads (``head`` must be None) and ``layer=None`` means the last layer.
+        """
+        i = self.index(query)
+        if measure == "rollout":
+            if head is not None:
+                raise ValueError("rollout combines all heads of a layer; do not pass a head with measure='rollout'")
+            return self.rollout[self.check_layer(-1 if layer is None else layer), i]
+        m = self._measure(measure)[:, :, i]  # (N, H, L)
+        m = m.mean(0) if layer is None else m[self.check_layer(layer)]
+        return m.mean(0) if head is None else m[self.check_head(head)]
+
+    def top(self, query: str | int, k: int = 5, layer: int | None = None, head: int | None = None,
+            measure: str = "weights", skip_special: bool = False) -> list[Attended]:
+        """The ``k`` keys ``query`` attends to most (see :meth:`row` for ``layer``/``head``/``measure``)."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        r = self.row(query, layer, head, measure)
+        order = [j for j in torch.argsort(r, descending=True, stable=True).tolist()
+                 if not (skip_special and self.special[j])]
+        return [Attended(j, self.tokens[j], float(r[j])) for j in order[:k]]
+
+    def heads(self, query: str | int, prefer: str | int, over: str | int,
+              measure: str = "weights") -> list[HeadPreference]:
+        """Every head ranked by ``measure(query -> prefer) - measure(query -> over)``, best first."""
+        i, a, b = self.index(query), self.index(prefer), self.index(over)
+        if a == b:
+            raise ValueError(f"prefer and over name the same token ({self.tokens[a]!r} at {a}); pick two tokens")
+        m = self._measure(measure)[:, :, i]  # (N, H, L)
+        out = [HeadPreference(n, h, float(m[n, h, a]), float(m[n, h, b]), float(m[n, h, a] - m[n, h, b]))
+               for n in range(self.num_layers) for h in range(self.num_heads)]
+        return sorted(out, key=lambda p: -p.diff)
+
+    def breakdown(self, query: str | int, layer: int, head: int) -> list[BreakdownRow]:
+        """One row per key token: ``q.k``, scaled score, softmax weight, ``||a f(v)||`` and its share."""
+        i, n, h = self.index(query), self.check_layer(layer), self.check_head(head)
+        raw, share = self.value_norms[n, h, i], self.values[n, h, i]
+        return [BreakdownRow(j, t, float(self.scores[n, h, i, j]), float(self.scaled[n, h, i, j]),
+                             float(self.weights[n, h, i, j]), float(raw[j]), float(share[j]))
+                for j, t in enumerate(self.tokens)]
+
+    def sharpest_head(self, query: str | int, layer: int, measure: str = "weights") -> tuple[int, Attended]:
+        """The head of ``layer`` that puts the most on one content token (not special, not ``query`` itself)."""
+        i, n = self.index(query), self.check_layer(layer)
+        m = self._measure(measure)[n, :, i].clone()  # (H, L)
+        skip = [j for j in range(len(self)) if self.special[j] or j == i]
+        if len(skip) < len(self):
+            m[:, skip] = -1.0
+        best = m.max(dim=1)  # per head: strongest content key
+        h = int(torch.argmax(best.values))
+        j = int(best.indices[h])
+        return h, Attended(j, self.tokens[j], float(self._measure(measure)[n, h, i, j]))
+
+    # ---------------------------------------------------------------- export
+    def to_dict(self, decimals: int = 5) -> dict:
+        """The trace as plain JSON data (schema version :data:`SCHEMA_VERSION`).
+
+        Schema::
+
+            {"schema": "qkv.trace", "version": 1,
+             "text": str,
+             "model": {"name", "model_type", "num_layers", "num_heads", "num_kv_heads", "head_dim"},
+             "tokens": [{"index": int, "text": str, "start": int, "end": int, "special": bool}],  # L
+             "layers": [{"layer": int,                                                        # N
+                         "scores":  [H][L][L] float,   # q.k (row = query, column = key)
+                         "scaled":  [H][L][L] float,   # scores * 1/sqrt(D)
+                         "weights": [H][L][L] float,   # softmax(scaled); rows sum to 1
+                         "values":  [H][L][L] float,   # ||a_ij f(v_j)|| normalised per row
+                         "value_norms": [H][L] float,  # ||f_h(v_j)||
+                         "rollout": [L][L] float}]}    # rollout after this layer; rows sum to 1
+
+        Numbers are rounded to ``decimals`` places.
+        """
+        def num(t: Tensor) -> list:
+            return t.double().round(decimals=decimals).tolist()
+
+        layers = [{"layer": n, "scores": num(self.scores[n]), "scaled": num(self.scaled[n]),
+                   "weights": num(self.weights[n]), "values": num(self.values[n]),
+                   "value_norms": num(self.fv_norms[n]), "rollout": num(self.rollout[n])}
+                  for n in range(self.num_layers)]
+        tokens = [{"index": j, "text": t, "start": s, "end": e, "special": sp}
+                  for j, (t, (s, e), sp) in enumerate(zip(self.tokens, self.offsets, self.special))]
+        return {"schema": "qkv.trace", "version": SCHEMA_VERSION, "text": self.text, "model": dict(self.model),
+                "tokens": tokens, "layers": layers}
+
+    def to_json(self, indent: int | None = None, decimals: int = 5) -> str:
+        """:meth:`to_dict` as a JSON string (see its schema)."""
+        return json.dumps(self.to_dict(decimals), indent=indent, ensure_ascii=False)
+
+
+# -------------------------------------------------------------------- building a trace from a model
+def load_model(model: Any = "minilm"):
+    """A loaded model: ``model`` itself if it is one, else ``qkv.models.load(model)`` (cached per name)."""
+    if not isinstance(model, str):
+        if not (hasattr(model, "layers") and hasattr(model, "tokenizer") and hasattr(model, "config")):
+            raise ValueError(f"model must be a name/path or a qkv model with .layers, .tokenizer and .config, "
+                             f"got {type(model).__name__}")
+        return model
+    if not model.strip():
+        raise ValueError("model name is empty; use e.g. 'minilm' or a checkpoint directory")
+    if model not in _MODELS:
+        from ..models import load
+
+        _MODELS[model] = load(model)
+    return _MODELS[model]
+
+
+def trace(text: str, model: Any = "minilm") -> Trace:
+    """Run ``model`` on ``text`` once and record every attention step of every layer and head.
+
+    Args:
+        text: the input text (non-empty, within the model's maximum length).
+        model: a model name/path for :func:`qkv.models.load` (loaded once per process) or a loaded model.
+
+    Returns:
+        A :class:`Trace`.
+
+    Raises:
+        ValueError: empty text, text longer than the model accepts, or an unknown model.
+    """
+    from ..nn.record import Recorder, recording
+
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"text is empty; give a sentence such as 'The cat sat on the mat because it was tired.' "
+                         f"(got {text!r})")
+    m = load_model(model)
+    enc = m.tokenizer.encode(text)
+    cfg = m.config
+    ids = torch.tensor([enc.ids], dtype=torch.long)  # (B=1, L)
+    rec = Recorder(["layers.*.attention.*"])
+    with torch.no_grad(), recording(rec):
+        m(ids)
+
+    def stack(step: str) -> Tensor:
+        return torch.stack([rec[f"layers.{n}.attention.{step}"][0].float() for n in range(cfg.num_layers)])
+
+    v = stack("v")  # (N, Hkv, L, D)
+    with torch.no_grad():
+        fv = torch.stack([transformed_value_norms(v[n:n + 1], m.layers[n].attention.out_proj.weight.float(),
+                                                  num_heads=cfg.num_heads)[0]
+                          for n in range(cfg.num_layers)])  # (N, H, L)
+    info = {"name": cfg.name or (model if isinstance(model, str) else "model"), "model_type": cfg.model_type,
+            "num_layers": cfg.num_layers, "num_heads": cfg.num_heads, "num_kv_heads": cfg.num_kv_heads,
+            "head_dim": cfg.head_dim}
+    return Trace(text=text, tokens=list(enc.tokens), offsets=[tuple(o) for o in enc.offsets],
+                 special=[bool(s) for s in enc.special], model=info, weights=stack("weights"),
+                 scores=stack("scores"), scaled=stack("scaled"), fv_norms=fv, q=stack("q"), k=stack("k"),
+                 v=v, output=stack("output"))

@@ -1,0 +1,131 @@
+"""One self-contained HTML page for a :class:`qkv.lens.Trace`: opens from disk, no network.
+
+The page shows a layer x head grid of small attention maps; clicking a head draws lines from the
+selected token to every token (thickness = weight, value-norm or rollout, toggled); clicking a token
+selects it and shows the breakdown table ``q.k -> scaled -> softmax weight -> ||a f(v)||``.
+
+Safety: the trace is embedded as JSON inside ``<script type="application/json">`` with ``<``, ``>``,
+``&`` and U+2028/9 escaped, so user text such as ``</script>`` cannot end the block; the script
+writes user text only with ``textContent``; a Content-Security-Policy allows only the page's own
+script (by hash) and no network at all.
+
+Example:
+    >>> import torch
+    >>> from qkv.lens.trace import Trace
+    >>> t = Trace.from_tensors("</script>", ["</script>"], weights=torch.ones(1, 1, 1, 1))
+    >>> page = render_html(t)
+    >>> "</script><" not in page.split('id="qkv-data">')[1].split("</script>")[0], "http" + "://" in page
+    (True, False)
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+from ..lens.trace import MEASURES, Trace
+from .html_assets import CSS, JS
+
+__all__ = ["render_html", "write_html", "embed_json", "extract_json"]
+
+_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="{csp}">
+<title>qkv explain</title>
+<link rel="icon" href="data:,">
+<style>{css}</style>
+</head>
+<body>
+<header>
+  <h1>Attention, step by step</h1>
+  <div class="sub" id="model"></div>
+  <div id="sentence" aria-label="tokens (click one to make it the query)"></div>
+  <p id="summary"></p>
+</header>
+<main>
+  <section id="grid-wrap">
+    <h2>Every layer × head (click a map)</h2>
+    <div id="grid"></div>
+    <p class="note" id="grid-note"></p>
+  </section>
+  <section id="lines-wrap">
+    <div class="controls">
+      <button type="button" class="measure" data-measure="weights" aria-pressed="false">weights</button>
+      <button type="button" class="measure" data-measure="values" aria-pressed="false">values ‖α·f(v)‖</button>
+      <button type="button" class="measure" data-measure="rollout" aria-pressed="false">rollout</button>
+    </div>
+    <h2 id="lines-title"></h2>
+    <svg id="lines" role="img" aria-label="lines from the selected token to every token"></svg>
+    <p class="note">weights: softmax(q·kᵀ/√d), who is matched. values: ‖α·f(v)‖ normalised per row, what
+      actually arrives (Kobayashi et al. 2020). rollout: heads averaged with the residual, multiplied through
+      the layers (Abnar &amp; Zuidema 2020). Click a token to make it the query.</p>
+  </section>
+  <section id="breakdown-wrap">
+    <h2 id="breakdown-title"></h2>
+    <table id="breakdown">
+      <thead><tr><th>key</th><th class="token">token</th><th>q·k</th><th>scaled (÷√d)</th><th>weight</th>
+        <th class="token">softmax</th><th>‖α·f(v)‖</th><th>share</th><th class="token">what arrives</th></tr></thead>
+      <tbody id="breakdown-body"></tbody>
+    </table>
+  </section>
+</main>
+<footer>Made by qkv. Self-contained: no network, no external files.</footer>
+<script type="application/json" id="qkv-data">{data}</script>
+<script>{js}</script>
+</body>
+</html>
+"""
+
+
+def embed_json(obj) -> str:
+    """``obj`` as JSON safe inside a ``<script>`` block: ``<``, ``>``, ``&``, U+2028/9 become ``\\uXXXX``."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return "".join(_ESCAPES.get(c, c) for c in text)
+
+
+def extract_json(page: str) -> dict:
+    """The data embedded by :func:`render_html` (for tests and tools)."""
+    start = page.index('id="qkv-data">') + len('id="qkv-data">')
+    return json.loads(page[start:page.index("</script>", start)])
+
+
+def render_html(trace: Trace, *, query: str | int | None = None, layer: int | None = None, head: int | None = None,
+                measure: str = "weights", summary: str = "", decimals: int = 4) -> str:
+    """The page as a string.
+
+    Args:
+        trace: what to show.
+        query: the token selected at first (default: the first non-special token).
+        layer, head: the head selected at first (default: the sharpest head for ``query``).
+        measure: ``weights``, ``values`` or ``rollout`` at first.
+        summary: one line of text shown under the sentence (e.g. the CLI's honest summary).
+        decimals: rounding of the embedded numbers (4 keeps the page small).
+    """
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
+    if query is None:
+        query = next((j for j, s in enumerate(trace.special) if not s), 0)
+    i = trace.index(query)
+    if layer is None:
+        layer = max(range(trace.num_layers), key=lambda n: trace.sharpest_head(i, n)[1].value)
+    layer = trace.check_layer(layer)
+    head = trace.sharpest_head(i, layer)[0] if head is None else trace.check_head(head)
+    data = {"trace": trace.to_dict(decimals), "summary": summary,
+            "initial": {"query": i, "layer": layer, "head": head, "measure": measure}}
+    script_hash = base64.b64encode(hashlib.sha256(JS.encode("utf-8")).digest()).decode("ascii")
+    csp = (f"default-src 'none'; script-src 'sha256-{script_hash}'; style-src 'unsafe-inline'; "
+           f"img-src data:; base-uri 'none'; form-action 'none'")
+    return _PAGE.format(csp=csp, css=CSS, data=embed_json(data), js=JS)
+
+
+def write_html(trace: Trace, path: str | Path, **kwargs) -> Path:
+    """Write :func:`render_html` to ``path`` (UTF-8) and return the path."""
+    path = Path(path)
+    path.write_text(render_html(trace, **kwargs), encoding="utf-8")
+    return path

@@ -1,0 +1,238 @@
+"""The inline stylesheet and script of the self-contained HTML view (see :mod:`qkv.view.html`).
+
+The script reads the trace from ``<script type="application/json" id="qkv-data">`` and writes every
+piece of user text with ``textContent`` (never ``innerHTML``). No network: everything is inline.
+"""
+
+__all__ = ["CSS", "JS"]
+
+CSS = """
+:root { --ink:#1d2330; --muted:#6b7280; --line:#e5e7eb; --accent:#d9480f; --blue:#1c4f8f; --bg:#fbfbfd; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink);
+       background: var(--bg); }
+header { padding: 18px 28px 10px; border-bottom: 1px solid var(--line); background: #fff; }
+h1 { font-size: 18px; margin: 0 0 4px; font-weight: 650; }
+h2 { font-size: 15px; margin: 0 0 8px; font-weight: 650; }
+.sub { color: var(--muted); font-size: 13px; }
+#sentence { margin: 12px 0 6px; font-size: 20px; line-height: 2.1; }
+.tok { border: 1px solid transparent; border-radius: 6px; padding: 2px 4px; cursor: pointer; background: none;
+       font: inherit; color: inherit; }
+.tok:hover { border-color: #c7cdd8; background: #f3f4f6; }
+.tok.special { font-size: 12px; color: var(--muted); font-family: ui-monospace, Menlo, monospace; }
+.tok.selected { background: var(--accent); color: #fff; border-color: var(--accent); }
+#summary { margin: 6px 0 0; padding: 8px 10px; background: #fff7ed; border-left: 3px solid var(--accent);
+           font-size: 13px; }
+main { display: grid; grid-template-columns: minmax(360px, auto) minmax(380px, 1fr); gap: 22px; padding: 18px 28px; }
+section { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 14px 16px; }
+#grid { display: grid; gap: 3px; align-items: center; }
+.axis { font-size: 11px; color: var(--muted); text-align: center; }
+.map { padding: 0; border: 2px solid transparent; border-radius: 3px; background: #fff; cursor: pointer;
+       line-height: 0; }
+.map:hover { border-color: #94a3b8; }
+.map.selected { border-color: var(--accent); }
+.map canvas { width: 46px; height: 46px; image-rendering: pixelated; display: block; }
+.controls { display: flex; gap: 6px; align-items: center; margin-bottom: 8px; flex-wrap: wrap; }
+.measure { border: 1px solid #cbd5e1; background: #fff; border-radius: 999px; padding: 3px 12px; cursor: pointer;
+           font: inherit; font-size: 13px; }
+.measure[aria-pressed="true"] { background: var(--blue); color: #fff; border-color: var(--blue); }
+#lines { width: 100%; display: block; }
+#lines text { font-size: 13px; cursor: pointer; fill: var(--ink); }
+#lines text.special { fill: var(--muted); font-size: 11px; }
+#lines text.selected { fill: var(--accent); font-weight: 700; }
+.note { color: var(--muted); font-size: 12px; margin: 6px 0 0; }
+#breakdown-wrap { grid-column: 1 / -1; }
+table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
+th, td { padding: 3px 8px; border-bottom: 1px solid var(--line); text-align: right; white-space: nowrap; }
+th { font-size: 12px; color: var(--muted); font-weight: 600; }
+td.token, th.token { text-align: left; }
+td.bar { width: 22%; text-align: left; }
+.barfill { height: 10px; border-radius: 2px; display: inline-block; vertical-align: middle; }
+.w .barfill { background: var(--blue); } .v .barfill { background: #2f9e44; }
+tr.top td { font-weight: 700; }
+footer { padding: 0 28px 24px; color: var(--muted); font-size: 12px; }
+"""
+
+JS = r"""
+"use strict";
+(function () {
+  const D = JSON.parse(document.getElementById("qkv-data").textContent);
+  const T = D.trace, L = T.tokens.length, N = T.layers.length, H = T.model.num_heads;
+  const S = { query: D.initial.query, layer: D.initial.layer, head: D.initial.head, measure: D.initial.measure };
+  const $ = (id) => document.getElementById(id);
+  const SVG_NS = $("lines").namespaceURI;
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = String(text);
+    return e;
+  }
+  function label(j) {
+    const t = T.tokens[j];
+    if (t.special || t.end <= t.start) return t.text;
+    return T.text.slice(t.start, t.end).trim() || t.text;
+  }
+  function matrix(layer, head, measure) {
+    const lay = T.layers[layer];
+    if (measure === "rollout") return lay.rollout;
+    return lay[measure][head];
+  }
+  function colour(x) {
+    const t = Math.sqrt(Math.max(0, Math.min(1, x)));
+    const a = [247, 251, 255], b = [8, 48, 107];
+    return "rgb(" + a.map((v, i) => Math.round(v + (b[i] - v) * t)).join(",") + ")";
+  }
+
+  // -- the sentence: one button per token, original spelling and spacing -------------------------
+  function buildSentence() {
+    const box = $("sentence");
+    let prevEnd = null;
+    T.tokens.forEach((t, j) => {
+      if (!t.special && prevEnd !== null && t.start > prevEnd) box.appendChild(document.createTextNode(" "));
+      const b = el("button", "tok" + (t.special ? " special" : ""), label(j));
+      b.type = "button";
+      b.dataset.index = String(j);
+      b.title = "token " + j + ": " + t.text;
+      b.addEventListener("click", () => { S.query = j; update(); });
+      box.appendChild(b);
+      if (!t.special) prevEnd = t.end;
+    });
+  }
+
+  // -- the layer x head grid of small maps ----------------------------------------------------------
+  function buildGrid() {
+    const g = $("grid");
+    g.style.gridTemplateColumns = "28px repeat(" + H + ", 50px)";
+    g.appendChild(el("div", "axis", ""));
+    for (let h = 0; h < H; h++) g.appendChild(el("div", "axis", "H" + h));
+    for (let n = 0; n < N; n++) {
+      g.appendChild(el("div", "axis", "L" + n));
+      for (let h = 0; h < H; h++) {
+        const b = el("button", "map");
+        b.type = "button";
+        b.dataset.layer = String(n);
+        b.dataset.head = String(h);
+        b.setAttribute("aria-label", "layer " + n + " head " + h);
+        b.title = "layer " + n + ", head " + h;
+        const c = document.createElement("canvas");
+        const cell = Math.max(1, Math.floor(92 / L));
+        c.width = c.height = cell * L;
+        b.appendChild(c);
+        b.addEventListener("click", () => { S.layer = n; S.head = h; update(); });
+        g.appendChild(b);
+      }
+    }
+  }
+  function drawMaps() {
+    const m = S.measure === "rollout" ? "weights" : S.measure;
+    document.querySelectorAll(".map").forEach((b) => {
+      const n = +b.dataset.layer, h = +b.dataset.head, c = b.firstChild, ctx = c.getContext("2d");
+      const M = matrix(n, h, m), cell = c.width / L;
+      for (let i = 0; i < L; i++) for (let j = 0; j < L; j++) {
+        ctx.fillStyle = colour(M[i][j]);
+        ctx.fillRect(j * cell, i * cell, cell, cell);
+      }
+      ctx.strokeStyle = "#d9480f";
+      ctx.lineWidth = Math.max(1, cell / 5);
+      ctx.strokeRect(0, S.query * cell, c.width, cell);
+      b.classList.toggle("selected", n === S.layer && h === S.head);
+    });
+    $("grid-note").textContent = S.measure === "rollout"
+      ? "Maps show weights (rollout mixes all heads of a layer: see the lines)."
+      : "Row = query, column = key; darker = more " + S.measure + " (colour ∝ √value). The outlined row is '" +
+        label(S.query) + "'.";
+  }
+
+  // -- lines from the selected token to every token (thickness = measure) ---------------------------
+  function drawLines() {
+    const svg = $("lines");
+    while (svg.firstChild) svg.removeChild(svg.firstChild);
+    const rowH = 22, top = 14, W = 460, xl = 150, xr = 310;
+    svg.setAttribute("viewBox", "0 0 " + W + " " + (top + rowH * L));
+    svg.setAttribute("height", String(top + rowH * L));
+    const row = matrix(S.layer, S.head, S.measure)[S.query];
+    const y = (j) => top + rowH * j + rowH / 2;
+    for (let j = 0; j < L; j++) {
+      const v = row[j];
+      const line = document.createElementNS(SVG_NS, "line");
+      line.setAttribute("x1", String(xl + 6)); line.setAttribute("y1", String(y(S.query)));
+      line.setAttribute("x2", String(xr - 6)); line.setAttribute("y2", String(y(j)));
+      line.setAttribute("stroke", S.measure === "values" ? "#2f9e44" : "#1c4f8f");
+      line.setAttribute("stroke-width", String(Math.max(0.3, 14 * v)));
+      line.setAttribute("stroke-opacity", String(0.15 + 0.85 * Math.min(1, v * 2)));
+      line.setAttribute("stroke-linecap", "round");
+      const tip = document.createElementNS(SVG_NS, "title");
+      tip.textContent = label(S.query) + " → " + label(j) + ": " + v.toFixed(3);
+      line.appendChild(tip);
+      svg.appendChild(line);
+    }
+    for (const side of ["left", "right"]) {
+      for (let j = 0; j < L; j++) {
+        const t = document.createElementNS(SVG_NS, "text");
+        t.setAttribute("x", String(side === "left" ? xl : xr));
+        t.setAttribute("y", String(y(j) + 4));
+        t.setAttribute("text-anchor", side === "left" ? "end" : "start");
+        let cls = T.tokens[j].special ? "special" : "";
+        if (side === "left" && j === S.query) cls += " selected";
+        t.setAttribute("class", cls.trim());
+        t.textContent = side === "right" ? label(j) + "  " + row[j].toFixed(2) : label(j);
+        t.addEventListener("click", () => { S.query = j; update(); });
+        svg.appendChild(t);
+      }
+    }
+    const where = S.measure === "rollout" ? "rollout after layer " + S.layer + " (all heads)"
+      : "layer " + S.layer + ", head " + S.head;
+    $("lines-title").textContent = "'" + label(S.query) + "' → every token: " + S.measure + ", " + where;
+  }
+
+  // -- the breakdown table: q.k -> scaled -> softmax weight -> ||a f(v)|| ---------------------------
+  function barCell(cls, x, max) {
+    const td = el("td", "bar " + cls);
+    const f = el("span", "barfill");
+    f.style.width = (max > 0 ? Math.round(100 * x / max) : 0) + "%";
+    td.appendChild(f);
+    return td;
+  }
+  function drawBreakdown() {
+    const lay = T.layers[S.layer], h = S.head, i = S.query;
+    const w = lay.weights[h][i], sc = lay.scores[h][i], sd = lay.scaled[h][i], sh = lay.values[h][i];
+    const fv = lay.value_norms[h];
+    const maxW = Math.max(...w), maxV = Math.max(...sh);
+    const body = $("breakdown-body");
+    while (body.firstChild) body.removeChild(body.firstChild);
+    for (let j = 0; j < L; j++) {
+      const tr = el("tr", w[j] === maxW || sh[j] === maxV ? "top" : "");
+      tr.appendChild(el("td", "", j));
+      tr.appendChild(el("td", "token", label(j)));
+      tr.appendChild(el("td", "", sc[j].toFixed(2)));
+      tr.appendChild(el("td", "", sd[j].toFixed(2)));
+      tr.appendChild(el("td", "", w[j].toFixed(3)));
+      tr.appendChild(barCell("w", w[j], maxW));
+      tr.appendChild(el("td", "", (w[j] * fv[j]).toFixed(3)));
+      tr.appendChild(el("td", "", sh[j].toFixed(3)));
+      tr.appendChild(barCell("v", sh[j], maxV));
+      body.appendChild(tr);
+    }
+    $("breakdown-title").textContent = "Step by step for '" + label(i) + "' (token " + i + ") in layer " +
+      S.layer + ", head " + h;
+  }
+
+  function update() {
+    document.querySelectorAll(".tok").forEach((b) => b.classList.toggle("selected", +b.dataset.index === S.query));
+    document.querySelectorAll(".measure").forEach((b) =>
+      b.setAttribute("aria-pressed", String(b.dataset.measure === S.measure)));
+    drawMaps(); drawLines(); drawBreakdown();
+  }
+
+  document.title = "qkv · " + T.text;
+  $("model").textContent = T.model.name + " · " + T.model.model_type + " · " + N + " layers × " + H +
+    " heads · head_dim " + T.model.head_dim + " · " + L + " tokens";
+  $("summary").textContent = D.summary || "";
+  $("summary").hidden = !D.summary;
+  document.querySelectorAll(".measure").forEach((b) =>
+    b.addEventListener("click", () => { S.measure = b.dataset.measure; update(); }));
+  buildSentence(); buildGrid(); update();
+  document.body.dataset.ready = "1";
+})();
+"""
