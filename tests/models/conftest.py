@@ -27,3 +27,14 @@ def minilm_path():
 def hf_minilm(minilm_path):
     transformers = pytest.importorskip("transformers")
     return transformers.BertModel.from_pretrained(minilm_path, attn_implementation="eager").eval()
+
+
+def save_hf(model, path, **kwargs):
+    """Save a transformers model as safetensors (+ config.json) into ``path``; return the path as str."""
+    model.save_pretrained(str(path), safe_serialization=True, **kwargs)
+    return str(path)
+
+
+def max_rel_err(a, b):
+    """max |a - b| / max |b|: an error measure that does not vanish with tiny logits."""
+    return ((a - b).abs().max() / b.abs().max()).item()
