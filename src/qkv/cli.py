@@ -58,14 +58,17 @@ def _console(stderr: bool = False):
     return probe if probe.is_terminal else Console(stderr=stderr, width=120)
 
 
-def _trace(text: str, model: str):
+def _trace(text: str, args):
     """Trace ``text`` with a spinner on stderr while the model loads and runs."""
     from .lens.trace import trace
 
     if not text.strip():
         raise ValueError(f"the text is empty; give a sentence, e.g. qkv explain \"{DEFAULT_TEXT}\"")
-    with _console(stderr=True).status(f"Loading {model} and recording attention ..."):
-        return trace(text, model)
+    with _console(stderr=True).status(f"Loading {args.model} and recording attention ..."):
+        try:
+            return trace(text, args.model, truncate=args.truncate)
+        except ValueError as e:
+            raise ValueError(str(e).replace("pass truncate=True", "pass --truncate")) from None
 
 
 def _write_json(path: str, doc: dict, console) -> None:
@@ -91,6 +94,7 @@ def _common(p: argparse.ArgumentParser, measures=MEASURES) -> None:
     p.add_argument("--measure", default="weights", choices=measures,
                    help="weights: softmax(q·k/√d); values: ‖α·f(v)‖ (what arrives); rollout: through the layers")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+    p.add_argument("--truncate", action="store_true", help="keep the first tokens of a text too long for the model")
 
 
 def _query_index(t, query: str) -> int:
@@ -145,7 +149,7 @@ def _run_explain(args, console) -> int:
     prefer, over = _pair(args)
     if prefer is None and args.text == DEFAULT_TEXT and args.query == DEFAULT_QUERY:
         prefer, over = "cat", "mat"  # the essay's claim: "it" should match "the cat" more than "the mat"
-    t = _trace(args.text, args.model)
+    t = _trace(args.text, args)
     i = _query_index(t, args.query)
     if args.layer is not None:
         t.check_layer(args.layer)
@@ -211,7 +215,7 @@ def _run_heads(args, console) -> int:
 
     if args.top < 1:
         raise ValueError(f"--top must be at least 1, got {args.top}")
-    t = _trace(args.text, args.model)
+    t = _trace(args.text, args)
     i = _query_index(t, args.query)
     prefs = t.heads(i, args.prefer, args.over, args.measure)
     a, b = t.tokens[t.index(args.prefer)], t.tokens[t.index(args.over)]
@@ -245,7 +249,7 @@ def _run_compare(args, console) -> int:
     for label, text in (("A", args.text_a), ("B", args.text_b)):
         if not text.strip():
             raise ValueError(f"text {label} is empty; give two sentences that differ in one word")
-        t = _trace(text, args.model)
+        t = _trace(text, args)
         try:
             i = _query_index(t, args.query)
             rankings.append(t.heads(i, args.prefer, args.over, args.measure))

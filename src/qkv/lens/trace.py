@@ -331,12 +331,13 @@ def load_model(model: Any = "minilm"):
     return _MODELS[model]
 
 
-def trace(text: str, model: Any = "minilm") -> Trace:
+def trace(text: str, model: Any = "minilm", *, truncate: bool = False) -> Trace:
     """Run ``model`` on ``text`` once and record every attention step of every layer and head.
 
     Args:
         text: the input text (non-empty, within the model's maximum length).
         model: a model name/path for :func:`qkv.models.load` (loaded once per process) or a loaded model.
+        truncate: keep only the first tokens the model accepts instead of raising on a too-long text.
 
     Returns:
         A :class:`Trace`.
@@ -350,7 +351,7 @@ def trace(text: str, model: Any = "minilm") -> Trace:
         raise ValueError(f"text is empty; give a sentence such as 'The cat sat on the mat because it was tired.' "
                          f"(got {text!r})")
     m = load_model(model)
-    enc = m.tokenizer.encode(text)
+    enc = m.tokenizer.encode(text, truncate=truncate)
     cfg = m.config
     ids = torch.tensor([enc.ids], dtype=torch.long)  # (B=1, L)
     rec = Recorder(["layers.*.attention.*"])
