@@ -29,8 +29,11 @@ __all__ = ["RotaryEmbedding", "rope_frequencies", "rotate_half", "ROPE_TYPES"]
 ROPE_TYPES = ("default", "linear", "llama3")
 
 
-def rope_frequencies(head_dim: int, theta: float = 10000.0, scaling: dict | None = None) -> Tensor:
-    """Inverse frequencies ``(D/2,)`` float32, with optional ``rope_scaling`` (Hugging Face keys).
+def rope_frequencies(head_dim: int, theta: float = 10000.0, scaling: dict | None = None,
+                     dtype: torch.dtype = torch.float32) -> Tensor:
+    """Inverse frequencies ``(D/2,)`` in ``dtype``, with optional ``rope_scaling`` (Hugging Face keys).
+
+    float32 reproduces Hugging Face's numbers bit for bit; float64 is used for float64 inputs.
 
     Args:
         head_dim: ``D`` (even).
@@ -43,7 +46,7 @@ def rope_frequencies(head_dim: int, theta: float = 10000.0, scaling: dict | None
         raise ValueError(f"RotaryEmbedding: head_dim must be a positive even int (dims rotate in pairs), got {head_dim!r}")
     if not (isinstance(theta, (int, float)) and math.isfinite(theta) and theta > 0):
         raise ValueError(f"RotaryEmbedding: theta (rope_theta) must be a positive number, got {theta!r}; Llama uses 10000.0")
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device="cpu").float() / head_dim))
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device="cpu").to(dtype) / head_dim))
     kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
     if kind == "default":
         return inv_freq
@@ -83,13 +86,14 @@ class RotaryEmbedding(nn.Module):
         scaling: optional ``rope_scaling`` dict (see :func:`rope_frequencies`).
 
     Call ``rope(x, positions)`` with x ``(B, H, L, D)`` and integer positions ``(L,)`` or ``(B, L)``;
-    the angles are computed in float32 and the result has x's dtype.
+    the angles are computed in float32 (float64 for float64 x) and the result has x's dtype.
     """
 
     def __init__(self, head_dim: int, *, theta: float = 10000.0, scaling: dict | None = None):
         super().__init__()
         self.head_dim, self.theta, self.scaling = head_dim, float(theta), scaling
         self._inv_freq = rope_frequencies(head_dim, theta, scaling)  # (D/2,) plain tensor (not in state_dict)
+        self._inv_freq64 = rope_frequencies(head_dim, theta, scaling, torch.float64)
         self._cached: tuple | None = None  # (positions, dtype, cos, sin): reused across layers of one forward
 
     def cos_sin(self, positions: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
@@ -101,8 +105,8 @@ class RotaryEmbedding(nn.Module):
         c = self._cached
         if c is not None and c[0] is positions and c[1] == dtype:
             return c[2], c[3]
-        inv = self._inv_freq.to(positions.device)
-        freqs = positions.float().unsqueeze(-1) * inv  # (..., L, D/2)
+        inv = (self._inv_freq64 if dtype == torch.float64 else self._inv_freq).to(positions.device)
+        freqs = positions.to(inv.dtype).unsqueeze(-1) * inv  # (..., L, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (..., L, D)
         cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)
         if positions.dim() == 2:
