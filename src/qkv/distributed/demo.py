@@ -1,0 +1,175 @@
+"""Ring attention on local gloo processes vs single-process attention: max difference and time.
+
+Run::
+
+    python -m qkv.distributed.demo --world-size 4
+    python -m qkv.distributed.demo --world-size 2 --length 8192 --mask causal --layout contiguous --backward
+
+Every rank draws the same seeded q, k, v ``(B, H, N, D)`` for the whole sequence, keeps its shard,
+runs :func:`qkv.distributed.ring_attention` (and its backward), and gathers the result; the parent
+process then runs ``qkv.attention`` on the whole sequence and prints the largest differences.
+:func:`ring_job` and :func:`single_job` are also what ``bench/ring.py`` measures (time and peak memory).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+
+from ..attention import attention, masks
+from . import launch
+from .plan import plan_ring
+from .ring import ring_attention
+from .sharding import gather, local_length, shard
+
+__all__ = ["make_mask", "make_inputs", "ring_job", "single_job", "main"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+
+
+def make_mask(spec: str, n: int):
+    """``full`` | ``causal`` | ``causal_top_left`` | ``sliding_window:W`` | ``document:S`` (documents of S tokens)."""
+    name, _, arg = spec.partition(":")
+    if name == "full":
+        return None
+    if name == "causal":
+        return masks.causal()
+    if name == "causal_top_left":
+        return masks.causal("top_left")
+    if name == "sliding_window":
+        return masks.sliding_window(int(arg or 256))
+    if name == "document":
+        return masks.document(torch.arange(n) // int(arg or 1000)) & masks.causal()
+    raise ValueError(f"unknown mask {spec!r}; use full, causal, causal_top_left, sliding_window:W or document:S")
+
+
+def make_inputs(cfg: dict):
+    """The whole-sequence q, k, v (and the output gradient) from ``cfg``'s seed; identical on every process."""
+    g = torch.Generator().manual_seed(cfg["seed"])
+    dt = _DTYPES[cfg["dtype"]]
+    B, H, Hkv, N, D = cfg["batch"], cfg["heads"], cfg["kv_heads"], cfg["length"], cfg["head_dim"]
+    q = torch.randn(B, H, N, D, generator=g).to(dt)
+    k = torch.randn(B, Hkv, N, D, generator=g).to(dt)
+    v = torch.randn(B, Hkv, N, D, generator=g).to(dt)
+    dout = torch.randn(B, H, N, D, generator=g).to(dt)
+    return q, k, v, dout
+
+
+def _peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (MiB)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024 if sys.platform != "darwin" else kib / 2**20
+
+
+def _rss_mib() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:  # pragma: no cover - not Linux
+        return float("nan")
+
+
+def ring_job(rank: int, world: int, cfg: dict) -> dict:
+    """One rank of the demo/benchmark: time the ring forward (and backward); return gathered results on rank 0."""
+    q, k, v, dout = make_inputs(cfg)
+    layout, mask = cfg["layout"], make_mask(cfg["mask"], cfg["length"])
+    loc = [shard(x, 2, layout=layout).detach().clone().requires_grad_(cfg["backward"]) for x in (q, k, v)]
+    dout_loc = shard(dout, 2, layout=layout).contiguous()
+    del q, k, v, dout
+    rss_before = _rss_mib()
+    dist.barrier()
+    t0 = time.perf_counter()
+    out, lse = ring_attention(*loc, mask=mask, return_lse=True, layout=layout, impl=cfg["impl"])
+    t_fwd = time.perf_counter() - t0
+    t_bwd = float("nan")
+    if cfg["backward"]:
+        t1 = time.perf_counter()
+        out.backward(dout_loc)
+        t_bwd = time.perf_counter() - t1
+    peak = _peak_rss_mib()
+    res = {"rank": rank, "forward_s": t_fwd, "backward_s": t_bwd, "rss_before_mib": rss_before, "peak_rss_mib": peak}
+    if cfg.get("gather", True):
+        full = [gather(x.detach(), 2, layout=layout) for x in (out, lse)]
+        if cfg["backward"]:
+            full += [gather(x.grad, 2, layout=layout) for x in loc]
+        if rank == 0:
+            res["tensors"] = full
+    return res
+
+
+def single_job(rank: int, world: int, cfg: dict) -> dict:
+    """The single-process baseline: ``qkv.attention`` on the whole sequence (time, peak memory, results)."""
+    q, k, v, dout = make_inputs(cfg)
+    full = [x.requires_grad_(cfg["backward"]) for x in (q, k, v)]
+    rss_before = _rss_mib()
+    t0 = time.perf_counter()
+    out, lse = attention(*full, mask=make_mask(cfg["mask"], cfg["length"]), impl=cfg["impl"], return_lse=True)
+    t_fwd = time.perf_counter() - t0
+    t_bwd = float("nan")
+    if cfg["backward"]:
+        t1 = time.perf_counter()
+        out.backward(dout)
+        t_bwd = time.perf_counter() - t1
+    res = {"rank": rank, "forward_s": t_fwd, "backward_s": t_bwd, "rss_before_mib": rss_before,
+           "peak_rss_mib": _peak_rss_mib()}
+    if cfg.get("gather", True):
+        res["tensors"] = [out.detach(), lse.detach()] + ([x.grad for x in full] if cfg["backward"] else [])
+    return res
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m qkv.distributed.demo", description=__doc__.split("\n")[0])
+    p.add_argument("--world-size", type=int, default=4, help="number of gloo processes (default 4)")
+    p.add_argument("--length", type=int, default=4096, help="global sequence length N (default 4096)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--kv-heads", type=int, default=None, help="key/value heads (GQA); default = heads")
+    p.add_argument("--head-dim", type=int, default=64)
+    p.add_argument("--mask", default="causal", help="full | causal | causal_top_left | sliding_window:W | document:S")
+    p.add_argument("--layout", default="zigzag", choices=("contiguous", "zigzag"))
+    p.add_argument("--dtype", default="float32", choices=sorted(_DTYPES))
+    p.add_argument("--impl", default="auto", help="attention implementation per shard pair (default auto)")
+    p.add_argument("--backward", action="store_true", help="also run and check the backward pass")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=600.0, help="bound on the whole run in seconds")
+    return p
+
+
+def main(argv=None) -> int:
+    a = _parser().parse_args(argv)
+    cfg = dict(seed=a.seed, dtype=a.dtype, batch=a.batch, heads=a.heads, kv_heads=a.kv_heads or a.heads,
+               length=a.length, head_dim=a.head_dim, mask=a.mask, layout=a.layout, impl=a.impl, backward=a.backward)
+    make_mask(a.mask, a.length)  # fail fast on a bad --mask
+    print(f"ring attention: N={a.length} B={a.batch} Hq={a.heads} Hkv={cfg['kv_heads']} D={a.head_dim} "
+          f"mask={a.mask} layout={a.layout} {a.dtype} impl={a.impl}; {a.world_size} gloo processes on 127.0.0.1 "
+          f"({os.cpu_count()} CPU cores)")
+    t0 = time.perf_counter()
+    ranks = launch.spawn(ring_job, a.world_size, args=(cfg,), timeout=a.timeout)
+    wall = time.perf_counter() - t0
+    single = single_job(0, 1, cfg)
+    names = ["out", "lse"] + (["dq", "dk", "dv"] if a.backward else [])
+    W = a.world_size
+    lengths = [local_length(a.length, W, r, a.layout) for r in range(W)]
+    plan = plan_ring(make_mask(a.mask, a.length), lengths, lengths, a.layout)
+    print(f"  ring forward   {max(r['forward_s'] for r in ranks):8.3f} s  (slowest rank; per rank: "
+          + ", ".join(f"{r['forward_s']:.3f}" for r in ranks) + ")")
+    if a.backward:
+        print(f"  ring backward  {max(r['backward_s'] for r in ranks):8.3f} s")
+    print(f"  single process {single['forward_s']:8.3f} s forward"
+          + (f", {single['backward_s']:.3f} s backward" if a.backward else "") + f"  (impl={a.impl})")
+    print(f"  spawn + run    {wall:8.3f} s wall;  K/V messages per forward: {plan.messages()} "
+          f"(full ring: {W * (W - 1)}); score pairs per rank: {[plan.work(r) for r in range(W)]}")
+    for name, x, y in zip(names, ranks[0]["tensors"], single["tensors"]):
+        fin = torch.isfinite(y)
+        diff = (x.double() - y.double())[fin].abs().max().item() if fin.any() else 0.0
+        print(f"  max |{name} - single process| = {diff:.3e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
