@@ -21,3 +21,16 @@ register(Implementation(
     priority=lambda inp: 100.0,
     description="the essay's chain step by step (materialises Lq x Lk scores); the oracle",
 ))
+
+from .tiled import tiled_forward, tiled_not_supported  # noqa: E402  (after the registry exists)
+
+# Priorities from bench/results/attention.md (python -m bench): tiled computes only the blocks the
+# mask keeps, in PyTorch's fused CPU kernel where it can; it is the default for every masked,
+# score-modified or return_lse call.
+register(Implementation(
+    name="tiled",
+    forward=tiled_forward,
+    not_supported=tiled_not_supported,
+    priority=lambda inp: 20.0,
+    description="FlashAttention-style tiles in O(N) memory; skips empty blocks of block-sparse masks",
+))

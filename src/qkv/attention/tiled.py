@@ -1,0 +1,257 @@
+"""``impl="tiled"``: exact attention in O(N) memory, skipping what the mask forbids.
+
+FlashAttention-2 on CPU. The score matrix is cut into tiles; the mask's block map says which
+tiles are EMPTY (skipped), FULL (no mask work) or PARTIAL (mask evaluated on the tile only)
+(:mod:`qkv.attention.tiled_plan`). Each query row's tiles are computed as a few segments whose
+partial results ``(out_i, lse_i)`` are combined with :func:`qkv.merge` (the online softmax:
+running max, running sum, rescaled accumulator)::
+
+    lse = log(sum_i exp(lse_i))          out = sum_i exp(lse_i - lse) * out_i
+
+A segment runs in PyTorch's fused CPU flash kernel when it can (no score mod or an additive one
+such as ALiBi/bias, ``D == Dv``), else in plain PyTorch tiles (any score mod, ``Dv != D``,
+gradients of a bias tensor). Nothing of size ``Lq x Lk`` is ever allocated.
+
+The backward (a custom :class:`torch.autograd.Function`) saves only ``q, k, v, out, lse`` and
+recomputes each segment's probabilities ``P = exp(S - lse)`` (``delta = rowsum(dO * O) - dlse``),
+so it is O(N) in memory too; the gradient of ``lse`` is exact (ring attention differentiates
+through :func:`qkv.merge`).
+
+Shape legend: q ``(B, Hq, Lq, D)``, k ``(B, Hkv, Lk, D)``, v ``(B, Hkv, Lk, Dv)`` -> out
+``(B, Hq, Lq, Dv)``, lse ``(B, Hq, Lq)``.
+
+Example:
+    >>> import torch, qkv
+    >>> q, k, v = (torch.randn(1, 2, 300, 16, dtype=torch.float64) for _ in range(3))
+    >>> mask = qkv.masks.sliding_window(32)
+    >>> out, lse = qkv.attention(q, k, v, mask=mask, impl="tiled", return_lse=True)
+    >>> ref, ref_lse = qkv.attention(q, k, v, mask=mask, impl="reference", return_lse=True)
+    >>> bool(torch.allclose(out, ref) and torch.allclose(lse, ref_lse))
+    True
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from . import mods as _mods
+from .inputs import AttentionInputs
+from .merge import merge
+from .tiled_kernels import (Rows, additive_mask, fused_backward, fused_forward, sanitize, segment_mask,
+                            torch_backward, torch_forward)
+from .tiled_kernels import _indices as segment_indices
+from .tiled_plan import CAUSAL_SEG, Plan, make_plan
+
+__all__ = ["tiled_forward", "tiled_not_supported", "tiled_plan_for", "CHUNK_BYTES"]
+
+#: Memory budget of one batch of segments (gathered keys/values, masks, score tiles).
+CHUNK_BYTES = 64 << 20
+
+
+def _additive(mod) -> bool:
+    """True for score mods that only add a bias (ALiBi, bias tensor, compositions/offsets of them)."""
+    if isinstance(mod, (_mods._Alibi, _mods._Bias)):
+        return True
+    if isinstance(mod, _mods._Compose):
+        return all(_additive(_mods.as_mod(m)) for m in mod.mods)
+    if isinstance(mod, _mods._Offset):
+        return _additive(_mods.as_mod(mod.mod))
+    return False
+
+
+def _grad_tensors(mod) -> list[Tensor]:
+    """Tensors a score mod computes with that require grad (bias tensors, tensors a callable captures)."""
+    found: list[Tensor] = []
+
+    def visit(obj, depth=0):
+        if depth > 4 or obj is None:
+            return
+        if isinstance(obj, Tensor):
+            if obj.requires_grad and not any(obj is f for f in found):
+                found.append(obj)
+            return
+        if isinstance(obj, (list, tuple)):
+            for o in obj:
+                visit(o, depth + 1)
+            return
+        if isinstance(obj, _mods.ScoreMod):
+            for o in vars(obj).values():
+                visit(o, depth + 1)
+            return
+        for cell in getattr(obj, "__closure__", None) or ():
+            try:
+                visit(cell.cell_contents, depth + 1)
+            except ValueError:  # empty cell
+                pass
+        if hasattr(obj, "__self__"):
+            visit(obj.__self__, depth + 1)
+
+    visit(mod)
+    return found
+
+
+@dataclass
+class _Problem:
+    """Everything the forward and backward share (no tensors of size ``Lq x Lk``)."""
+
+    plan: Plan
+    mask: object
+    mod: object
+    scale: float
+    lq: int
+    lk: int
+    fused: bool
+
+
+def _fusable(inp: AttentionInputs) -> bool:
+    mod = inp.score_mod
+    return (inp.q.device.type == "cpu" and inp.D == inp.Dv
+            and (mod is None or (_additive(mod) and not _grad_tensors(mod))))
+
+
+def tiled_plan_for(inp: AttentionInputs) -> Plan:
+    """The plan the tiled engine would run for ``inp`` (for inspection and the benchmark)."""
+    fused = _fusable(inp)
+    return make_plan(inp.mask, inp.Lq, inp.Lk, fused=fused, heads=inp.B * inp.Hq,
+                     whole_rows=fused and inp.score_mod is not None)
+
+
+def _chunks(group, per_segment_bytes: int):
+    step = max(1, CHUNK_BYTES // max(per_segment_bytes, 1))
+    for s in range(0, group.n, step):
+        yield slice(s, min(s + step, group.n))
+
+
+def _segment_bytes(p: _Problem, g, B, Hq, Hkv, D, Dv, esz) -> int:
+    """Memory one segment of ``g`` needs while its batch runs (gathers, masks, tiles, outputs)."""
+    gathered = B * Hkv * g.tk * (D + Dv) + B * Hq * g.tq * (2 * D + 2 * Dv)
+    if not p.fused:
+        tiles = 4 * B * Hq * g.tq * g.tk  # scores, probabilities and their gradients
+    elif p.mod is not None:
+        tiles = 2 * B * Hq * g.tq * g.tk  # the bias of an additive score mod
+    else:
+        tiles = 0 if (g.shared or g.kind != "mask") else g.tq * g.tk
+    return (gathered + tiles) * esz
+
+
+def _segments(p: _Problem, q, k, v):
+    """Yield ``(group, sl, rows, keys, qg, kg, vg, allowed, add_mask, idx)`` for every segment batch."""
+    B, Hq = q.shape[:2]
+    esz = q.element_size()
+    for g in p.plan.groups:
+        per = _segment_bytes(p, g, B, Hq, k.shape[1], q.shape[3], v.shape[3], esz)
+        for sl in _chunks(g, per):
+            r, c = Rows(g.q_starts[sl], g.tq), Rows(g.k_starts[sl], g.tk)
+            qg, kg, vg = r.get(q), c.get(k), c.get(v)
+            allowed = None
+            if g.kind != "full" and not (p.fused and g.kind == CAUSAL_SEG and p.mod is None):
+                allowed = segment_mask(p.mask, g, sl, B, Hq, p.lq, p.lk, q.device)
+            qg, kg, vg = sanitize(qg, kg, vg, allowed)
+            add = idx = None
+            if p.fused:
+                add = additive_mask(allowed, p.mod, g, sl, B, Hq, p.lq, p.lk, q.dtype, q.device)
+            elif p.mod is not None:
+                idx = segment_indices(g, sl, B, Hq, q.device)
+            yield g, r, c, qg, kg, vg, allowed, add, idx
+
+
+def _forward(p: _Problem, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    B, Hq, Lq, _ = q.shape
+    Dv = v.shape[3]
+    groups = p.plan.groups
+    if len(groups) == 1 and groups[0].n == 1 and groups[0].tq == Lq and p.fused:  # one call covers it all
+        g = groups[0]
+        for _, _, _, qg, kg, vg, allowed, add, _ in _segments(p, q, k, v):
+            return fused_forward(qg, kg, vg, add, allowed, g.kind == CAUSAL_SEG and p.mod is None, p.scale)
+    out = torch.zeros(B, Hq, Lq, Dv, dtype=q.dtype, device=q.device)
+    lse = torch.full((B, Hq, Lq), float("-inf"), dtype=q.dtype, device=q.device)
+    for g, r, _, qg, kg, vg, allowed, add, idx in _segments(p, q, k, v):
+        if p.fused:
+            o, l = fused_forward(qg, kg, vg, add, allowed, g.kind == CAUSAL_SEG and p.mod is None, p.scale)
+        else:
+            o, l = torch_forward(qg, kg, vg, allowed, p.mod, idx, B, p.scale, p.lq, p.lk)
+        o, l = merge([(r.get(out), r.get(lse.unsqueeze(-1)).squeeze(-1)), (o, l)])
+        r.put_(out, o)
+        r.put_(lse.unsqueeze(-1), l.unsqueeze(-1))
+    return out, lse
+
+
+def _backward(p: _Problem, q, k, v, out, lse, dout, dlse, mod_tensors):
+    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    dmods = [torch.zeros_like(t) for t in mod_tensors]
+    dlse = None if dlse is None else torch.where(torch.isfinite(lse), dlse, 0.0)
+    has_dlse = dlse is not None and bool((dlse != 0).any())
+    if p.fused and has_dlse:
+        # The fused kernel computes delta = rowsum(dO * O) itself; add dlse through an extra value
+        # column of ones (dP gains dlse) whose output column is 0 (delta unchanged).
+        q, k = (torch.nn.functional.pad(t, (0, 1)) for t in (q, k))
+        v = torch.nn.functional.pad(v, (0, 1), value=1.0)
+        out = torch.nn.functional.pad(out, (0, 1))
+        dout = torch.cat([dout, dlse.unsqueeze(-1).to(dout.dtype)], dim=-1)
+        dq, dk, dv = (torch.nn.functional.pad(t, (0, 1)) for t in (dq, dk, dv))
+    delta = None
+    if not p.fused:
+        delta = (dout * out).sum(-1)
+        if has_dlse:
+            delta = delta - dlse
+    lse4 = lse.unsqueeze(-1)
+    for g, r, c, qg, kg, vg, allowed, add, idx in _segments(p, q, k, v):
+        dog, og, lg = r.get(dout), r.get(out), r.get(lse4).squeeze(-1)
+        if p.fused:
+            gq, gk, gv = fused_backward(dog, qg, kg, vg, og, lg, add, g.kind == CAUSAL_SEG and p.mod is None,
+                                        p.scale)
+        else:
+            dg = r.get(delta.unsqueeze(-1)).squeeze(-1)
+            gq, gk, gv, gm = torch_backward(dog, qg, kg, vg, lg, dg, allowed, p.mod, idx, q.shape[0], p.scale,
+                                            p.lq, p.lk, mod_tensors)
+            for acc, gr in zip(dmods, gm):
+                if gr is not None:
+                    acc += gr
+        r.add_(dq, gq)
+        c.add_(dk, gk)
+        c.add_(dv, gv)
+    if p.fused and has_dlse:
+        dq, dk, dv = dq[..., :-1], dk[..., :-1], dv[..., :-1]
+    return dq, dk, dv, dmods
+
+
+class _TiledAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, p: _Problem, q, k, v, *mod_tensors):
+        out, lse = _forward(p, q, k, v)
+        ctx.p = p
+        ctx.save_for_backward(q, k, v, out, lse, *mod_tensors)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        q, k, v, out, lse, *mod_tensors = ctx.saved_tensors
+        if dout is None:
+            dout = torch.zeros_like(out)
+        dq, dk, dv, dmods = _backward(ctx.p, q, k, v, out, lse, dout.contiguous(), dlse, mod_tensors)
+        return (None, dq, dk, dv, *dmods)
+
+
+def tiled_forward(inp: AttentionInputs) -> tuple[Tensor, Tensor]:
+    """``(out, lse)`` of validated inputs; differentiable w.r.t. q, k, v and score-mod tensors."""
+    cd = inp.compute_dtype
+    q, k, v = inp.q.to(cd), inp.k.to(cd), inp.v.to(cd)
+    fused = _fusable(inp)
+    p = _Problem(tiled_plan_for(inp), inp.mask, inp.score_mod, inp.scale, inp.Lq, inp.Lk, fused)
+    if inp.needs_grad:
+        mod_tensors = [] if fused else _grad_tensors(inp.score_mod)
+        out, lse = _TiledAttention.apply(p, q, k, v, *mod_tensors)
+    else:
+        out, lse = _forward(p, q, k, v)
+    return out.to(inp.dtype), lse
+
+
+def tiled_not_supported(inp: AttentionInputs) -> list[str]:
+    """Why ``tiled`` cannot run ``inp`` (empty list: it can)."""
+    reasons = []
+    if inp.dropout_p > 0:
+        reasons.append(f"dropout_p={inp.dropout_p} is not supported by the tiled engine (dropout would need the "
+                       "same random weights again in the backward); use impl='reference' or 'sdpa'")
+    return reasons

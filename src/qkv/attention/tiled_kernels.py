@@ -1,0 +1,261 @@
+"""Per-group work of the tiled engine: gather a group's segments, compute them, scatter the results.
+
+A group's ``n`` segments go into the batch dim: rows ``(B * n, H, tq, D)``, keys ``(B * n, Hkv, tk, D)``.
+Two executors compute a batch of segments:
+
+* **fused** -- ``torch.ops.aten._scaled_dot_product_flash_attention_for_cpu`` (PyTorch's fused CPU
+  flash kernel, returns the log-sum-exp) and its backward; masks and additive score mods enter as
+  an additive float mask (``0`` / :data:`NEG`);
+* **torch** -- plain PyTorch ops on the segment (any score mod, ``Dv != D``, gradients of mod tensors).
+
+Shape legend: ``B`` batch, ``H``/``Hq`` query heads, ``Hkv`` key/value heads, ``n`` segments,
+``tq``/``tk`` rows/keys per segment, ``D``/``Dv`` head dims.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import mods as _mods
+from .tiled_plan import CAUSAL_SEG, FULL_SEG, Group
+
+__all__ = ["NEG", "Rows", "segment_mask", "additive_mask", "fused_forward", "fused_backward",
+           "torch_forward", "torch_backward", "sanitize"]
+
+#: "Minus infinity" of additive masks: finite, so that a row masked out of one segment never
+#: produces ``inf - inf`` in the fused backward; ``exp(NEG + s - lse)`` is exactly 0.
+NEG = -1e30
+
+_fused_fwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+_fused_bwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+
+
+class Rows:
+    """Segments ``starts[s] + (0..t)`` along dim 2 of ``(B, H, L, ...)`` tensors, as ``(B * n, H, t, ...)``.
+
+    Uses views (slices, ``as_strided``) when the starts form an arithmetic progression, else index
+    gathers; ``add_``/``put_`` write back (overlapping segments accumulate correctly).
+    """
+
+    def __init__(self, starts: np.ndarray, t: int):
+        self.starts, self.t, self.n = starts, t, len(starts)
+        steps = np.diff(starts)
+        self.step = int(steps[0]) if self.n > 1 and (steps == steps[0]).all() and steps[0] > 0 else None
+        self._idx = None
+
+    def idx(self, device) -> Tensor:
+        if self._idx is None or self._idx.device != device:
+            s = torch.as_tensor(self.starts, device=device).view(-1, 1)
+            self._idx = (s + torch.arange(self.t, device=device)).view(-1)  # (n * t,)
+        return self._idx
+
+    def _view5(self, x: Tensor) -> Tensor | None:
+        """``(B, H, n, t, D)`` view of ``x`` ``(B, H, L, D)``, or None when not expressible."""
+        if self.n == 1:
+            s = int(self.starts[0])
+            return x[:, :, s:s + self.t].unsqueeze(2)
+        if self.step is None:
+            return None
+        sB, sH, sL, sD = x.stride()
+        return x.as_strided((x.shape[0], x.shape[1], self.n, self.t, x.shape[3]),
+                            (sB, sH, self.step * sL, sL, sD), x.storage_offset() + int(self.starts[0]) * sL)
+
+    def get(self, x: Tensor) -> Tensor:
+        """``x`` ``(B, H, L, D)`` -> ``(B * n, H, t, D)`` (a view when possible)."""
+        B, H, _, D = x.shape
+        v = self._view5(x)
+        if v is None:
+            v = x.index_select(2, self.idx(x.device)).view(B, H, self.n, self.t, D)
+        return v.permute(0, 2, 1, 3, 4).reshape(B * self.n, H, self.t, D)
+
+    def _back(self, src: Tensor, B: int) -> Tensor:
+        _, H, t, D = src.shape
+        return src.view(B, self.n, H, t, D).permute(0, 2, 1, 3, 4)  # (B, H, n, t, D)
+
+    def add_(self, dst: Tensor, src: Tensor) -> None:
+        """``dst[rows] += src`` for ``src`` ``(B * n, H, t, D)`` (overlaps accumulate)."""
+        s5 = self._back(src, dst.shape[0])
+        if self.n == 1 or (self.step is not None and self.step >= self.t):
+            self._view5(dst).add_(s5)
+        else:
+            B, H, _, D = dst.shape
+            dst.index_add_(2, self.idx(dst.device), s5.reshape(B, H, self.n * self.t, D))
+
+    def put_(self, dst: Tensor, src: Tensor) -> None:
+        """``dst[rows] = src`` (segments must not overlap)."""
+        s5 = self._back(src, dst.shape[0])
+        v = self._view5(dst)
+        if v is not None:
+            v.copy_(s5)
+        else:
+            B, H, _, D = dst.shape
+            dst.index_copy_(2, self.idx(dst.device), s5.reshape(B, H, self.n * self.t, D))
+
+
+def _indices(group: Group, sl: slice, B: int, H: int, device):
+    """Broadcastable global index tensors b ``(B,1,1,1,1)``, h ``(1,1,H,1,1)``,
+    q ``(1,n,1,tq,1)``, kv ``(1,n,1,1,tk)`` for the segments ``sl`` of ``group``."""
+    qs = torch.as_tensor(group.q_starts[sl], device=device).view(1, -1, 1, 1, 1)
+    ks = torch.as_tensor(group.k_starts[sl], device=device).view(1, -1, 1, 1, 1)
+    b = torch.arange(B, device=device).view(B, 1, 1, 1, 1)
+    h = torch.arange(H, device=device).view(1, 1, H, 1, 1)
+    q = qs + torch.arange(group.tq, device=device).view(1, 1, 1, -1, 1)
+    kv = ks + torch.arange(group.tk, device=device).view(1, 1, 1, 1, -1)
+    return b, h, q, kv
+
+
+def _flat(x: Tensor, B: int, n: int) -> Tensor:
+    """``(B|1, n|1, H|1, tq, tk)`` -> ``(B * n, H|1, tq, tk)`` (``(1, H|1, ...)`` if shared by all)."""
+    if x.shape[0] == 1 and x.shape[1] == 1:
+        return x[0]
+    x = x.expand(B, n, *x.shape[2:])
+    return x.reshape(B * n, *x.shape[2:])
+
+
+def segment_mask(mask, group: Group, sl: slice, B: int, Hq: int, lq: int, lk: int, device) -> Tensor | None:
+    """Bool ``(B * n | 1, H | 1, tq, tk)``: which pairs of the segments may attend (None = all)."""
+    if group.kind == FULL_SEG:
+        return None
+    n = len(range(*sl.indices(group.n)))
+    if group.kind == CAUSAL_SEG:
+        i = torch.arange(group.tq, device=device).view(-1, 1)
+        return (torch.arange(group.tk, device=device).view(1, -1) <= i).view(1, 1, group.tq, group.tk)
+    Bm = B if mask.batch_size is not None else 1
+    Hm = Hq if mask.num_heads is not None else 1
+    if group.shared:  # one pattern for every segment of the group
+        sl, n = slice(sl.start, sl.start + 1), 1
+    b, h, q, kv = _indices(group, sl, Bm, Hm, device)
+    allowed = mask.evaluate(b, h, q, kv, lq, lk)
+    allowed = allowed.expand(torch.broadcast_shapes(allowed.shape, (1, n, 1, group.tq, group.tk)))
+    return _flat(allowed, B, n) if not group.shared else allowed.reshape(allowed.shape[0] * n, *allowed.shape[2:])
+
+
+def additive_mask(allowed: Tensor | None, mod, group: Group, sl: slice, B: int, Hq: int, lq: int, lk: int,
+                  dtype, device) -> Tensor | None:
+    """Float mask for the fused kernel: the additive score mod's bias, :data:`NEG` where masked."""
+    bias = None
+    if mod is not None:
+        n = len(range(*sl.indices(group.n)))
+        b, h, q, kv = _indices(group, sl, B, Hq, device)
+        zero = torch.zeros((), dtype=dtype, device=device).expand(B, n, Hq, group.tq, group.tk)
+        bias = _flat(_mods.apply(mod, zero, b, h, q, kv, lq, lk).clamp(min=NEG), B, n)
+    if allowed is None:
+        return bias
+    if bias is None:
+        return torch.where(allowed, 0.0, NEG).to(dtype)
+    return bias.masked_fill(~allowed, NEG)
+
+
+def sanitize(qg: Tensor, kg: Tensor, vg: Tensor, allowed: Tensor | None):
+    """Zero the query rows and key/value columns that nothing in the segment attends to, so that
+    NaN/inf in masked-out padding never reaches an output or a gradient (``0 * nan = nan``)."""
+    if allowed is None:
+        return qg, kg, vg
+    row_ok = allowed.any(-1, keepdim=True)  # (Bn|1, H|1, tq, 1)
+    col_ok = allowed.any(-2)  # (Bn|1, H|1, tk)
+    Hkv = kg.shape[1]
+    if col_ok.shape[1] > 1 and col_ok.shape[1] != Hkv:  # per-query-head mask: a kv head serves G heads
+        col_ok = col_ok.view(col_ok.shape[0], Hkv, -1, col_ok.shape[-1]).any(2)
+    col_ok = col_ok.unsqueeze(-1)
+    if not bool(row_ok.all()):
+        qg = torch.where(row_ok, qg, 0.0)
+    if not bool(col_ok.all()):
+        kg = torch.where(col_ok, kg, 0.0)
+        vg = torch.where(col_ok, vg, 0.0)
+    return qg, kg, vg
+
+
+def _empty_rows(lse: Tensor, allowed: Tensor | None) -> Tensor:
+    """Rows with nothing to attend in the segment: masked everywhere, or a bias of -inf everywhere."""
+    empty = lse < NEG / 2
+    if allowed is not None:
+        empty = empty | ~allowed.any(-1)
+    return empty
+
+
+def fused_forward(qg, kg, vg, add_mask, allowed, causal: bool, scale: float):
+    """``(out (Bn, Hq, tq, D), lse (Bn, Hq, tq))`` of a segment batch with the fused CPU kernel."""
+    out, lse = _fused_fwd(qg, kg, vg, 0.0, causal, attn_mask=add_mask, scale=scale)
+    if add_mask is not None:
+        empty = _empty_rows(lse, allowed)
+        if bool(empty.any()):
+            lse = lse.masked_fill(empty, float("-inf"))
+            out = out.masked_fill(empty.unsqueeze(-1), 0.0)
+    return out, lse
+
+
+def fused_backward(dog, qg, kg, vg, og, lse_g, add_mask, causal: bool, scale: float):
+    """``(dq, dk, dv)`` of a segment batch from the global ``out``/``lse`` rows (FlashAttention-2
+    backward: the segment's probabilities are recomputed as ``exp(s - lse)``)."""
+    lse_g = lse_g.masked_fill(torch.isinf(lse_g), 0.0)  # empty rows: every score is NEG -> P = 0
+    return _fused_bwd(dog, qg, kg, vg, og, lse_g, 0.0, causal, attn_mask=add_mask, scale=scale)
+
+
+def _scores(qg: Tensor, kg: Tensor, scale: float) -> Tensor:
+    """``q @ k^T * scale`` ``(Bn, Hq, tq, tk)``; the G query heads of a group share their K."""
+    Bn, Hq, tq, D = qg.shape
+    Hkv, tk = kg.shape[1], kg.shape[2]
+    s = torch.matmul(qg.reshape(Bn, Hkv, (Hq // Hkv) * tq, D), kg.transpose(-1, -2))  # (Bn, Hkv, G*tq, tk)
+    return s.view(Bn, Hq, tq, tk).mul_(scale)
+
+
+def _modify(s: Tensor, mod, idx, B: int, lq: int, lk: int) -> Tensor:
+    if mod is None:
+        return s
+    Bn, Hq, tq, tk = s.shape
+    z = _mods.apply(mod, s.view(B, Bn // B, Hq, tq, tk), *idx, lq, lk)
+    return z.reshape(Bn, Hq, tq, tk)
+
+
+def _weigh(p: Tensor, vg: Tensor) -> Tensor:
+    """``p @ v`` ``(Bn, Hq, tq, Dv)`` with shared values per kv head."""
+    Bn, Hq, tq, tk = p.shape
+    Hkv, Dv = vg.shape[1], vg.shape[3]
+    return torch.matmul(p.reshape(Bn, Hkv, (Hq // Hkv) * tq, tk), vg).view(Bn, Hq, tq, Dv)
+
+
+def torch_forward(qg, kg, vg, allowed, mod, idx, B: int, scale: float, lq: int, lk: int):
+    """``(out, lse)`` of a segment batch with plain PyTorch ops (any score mod)."""
+    z = _modify(_scores(qg, kg, scale), mod, idx, B, lq, lk)
+    if allowed is not None:
+        z = z.masked_fill(~allowed, float("-inf"))
+    m = z.amax(-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, 0.0)
+    p = torch.exp(z - m)
+    l = p.sum(-1, keepdim=True)
+    ok = l > 0
+    l = torch.where(ok, l, 1.0)
+    out = _weigh(p, vg) / l
+    lse = torch.where(ok, m + torch.log(l), float("-inf")).squeeze(-1)
+    return out, lse
+
+
+def torch_backward(dog, qg, kg, vg, lse_g, delta_g, allowed, mod, idx, B: int, scale: float, lq: int, lk: int,
+                   mod_tensors: list[Tensor]):
+    """``(dq, dk, dv, [d mod_tensor])`` of a segment batch; ``delta = rowsum(dO * O) - dlse``."""
+    s = _scores(qg, kg, scale)
+    with torch.enable_grad():
+        if mod is not None:
+            s.requires_grad_(True)
+        z = _modify(s, mod, idx, B, lq, lk)
+    zd = z.detach()
+    if allowed is not None:
+        zd = zd.masked_fill(~allowed, float("-inf"))
+    p = torch.exp(zd - lse_g.masked_fill(torch.isinf(lse_g), float("inf")).unsqueeze(-1))  # (Bn, Hq, tq, tk)
+    Bn, Hq, tq, tk = p.shape
+    Hkv = kg.shape[1]
+    G = Hq // Hkv
+    dog3 = dog.reshape(Bn, Hkv, G * tq, dog.shape[-1])
+    p3 = p.view(Bn, Hkv, G * tq, tk)
+    dv = torch.matmul(p3.transpose(-1, -2), dog3)  # (Bn, Hkv, tk, Dv)
+    dp = torch.matmul(dog3, vg.transpose(-1, -2)).view(Bn, Hq, tq, tk)
+    dz = p.mul_(dp.sub_(delta_g.unsqueeze(-1)))
+    grads_mod = []
+    if mod is not None:
+        got = torch.autograd.grad(z, [s, *mod_tensors], dz, allow_unused=True)
+        dz, grads_mod = got[0], list(got[1:])
+    ds = (dz * scale).view(Bn, Hkv, G * tq, tk)
+    dq = torch.matmul(ds, kg).view(Bn, Hq, tq, -1)
+    dk = torch.matmul(ds.transpose(-1, -2), qg.reshape(Bn, Hkv, G * tq, -1))
+    return dq, dk, dv, grads_mod

@@ -1,0 +1,229 @@
+"""The plan of the tiled engine: which rectangles of the ``Lq x Lk`` score matrix to compute.
+
+The mask's block map (:meth:`qkv.masks.Mask.block_map`) says for every ``block_q x block_k`` tile
+whether it is EMPTY (skipped), FULL (no mask work) or PARTIAL (mask evaluated on the tile only).
+Each query-block row becomes a few *segments* -- a block of query rows against one contiguous key
+range, of kind
+
+* ``"full"``   every pair may attend (no mask work),
+* ``"mask"``   the mask is evaluated on the segment only,
+* ``"causal"`` query ``r0 + i`` sees keys ``k0 ... k0 + i`` (top-left causal inside the segment).
+
+Segments of equal shape and kind form a :class:`Group`, computed by one batched kernel call
+(the segments go into the batch dim). Every segment's ``(out, lse)`` is combined with
+:func:`qkv.merge`, so a query row may be covered by any number of segments.
+
+Shape legend: ``Lq``/``Lk`` query/key lengths, ``n`` segments in a group, ``tq``/``tk`` rows/keys
+per segment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import masks as _masks
+
+__all__ = ["Group", "Plan", "make_plan", "causal_shift"]
+
+FULL_SEG, MASK_SEG, CAUSAL_SEG = "full", "mask", "causal"
+_EMPTY, _PARTIAL, _FULL = _masks.EMPTY, _masks.PARTIAL, _masks.FULL
+
+
+@dataclass
+class Group:
+    """Segments of one shape and kind: query rows ``q_starts[s] + (0..tq)`` x keys ``k_starts[s] + (0..tk)``.
+
+    ``shared`` means every segment has the same mask pattern (translation-invariant mask and equal
+    ``k_start - q_start``), so the pattern is evaluated once.
+    """
+
+    kind: str
+    q_starts: np.ndarray
+    k_starts: np.ndarray
+    tq: int
+    tk: int
+    shared: bool = False
+
+    @property
+    def n(self) -> int:
+        return len(self.q_starts)
+
+    @property
+    def pairs(self) -> int:
+        return self.n * self.tq * self.tk
+
+
+@dataclass
+class Plan:
+    """All groups of one problem; ``block_q``/``block_k`` are the tile sizes the block map used."""
+
+    groups: list[Group] = field(default_factory=list)
+    block_q: int = 0
+    block_k: int = 0
+
+    @property
+    def pairs(self) -> int:
+        """(query, key) pairs computed (masked ones inside PARTIAL segments included)."""
+        return sum(g.pairs for g in self.groups)
+
+
+def causal_shift(mask, lq: int, lk: int) -> int | None:
+    """``c`` when ``mask`` is exactly "query ``i`` sees keys ``j <= i + c``", else None.
+
+    Covers :func:`qkv.masks.causal` in both alignments and its :func:`qkv.masks.offset` sub-blocks
+    (ring attention).
+    """
+    if isinstance(mask, _masks._Offset):
+        inner = causal_shift(mask.mask, mask.lq_total, mask.lk_total)
+        # kv + kv_off <= q + q_off + c  <=>  kv <= q + (c + q_off - kv_off)
+        return None if inner is None else inner + mask.q_offset - mask.kv_offset
+    if isinstance(mask, _masks._Diagonal) and mask.left is None and mask.right is not None:
+        return _masks._diag_offset(mask.align, lq, lk) + mask.right
+    return None
+
+
+def _translation_invariant(mask) -> bool:
+    """True when the mask at (q, kv) depends on ``kv - q`` only (bands, causal, full)."""
+    if mask is None or isinstance(mask, (_masks._Diagonal, _masks._Full)):
+        return True
+    if isinstance(mask, _masks._Combined):
+        return _translation_invariant(mask.a) and _translation_invariant(mask.b)
+    if isinstance(mask, (_masks._Not, _masks._Offset)):
+        return _translation_invariant(mask.a if isinstance(mask, _masks._Not) else mask.mask)
+    return False
+
+
+def _closed_form(mask) -> bool:
+    """True when ``mask.block_map`` is computed in closed form (cheap at any block size)."""
+    if isinstance(mask, _masks._Combined):
+        return _closed_form(mask.a) and _closed_form(mask.b)
+    if isinstance(mask, _masks._Not):
+        return _closed_form(mask.a)
+    return type(mask)._block_map is not _masks.Mask._block_map
+
+
+def _kinds(mask, lq: int, lk: int, bq: int, bk: int) -> np.ndarray:
+    """Block kinds ``(nq, nk)`` over all batch elements and heads: EMPTY only if empty everywhere,
+    FULL only if full everywhere, else PARTIAL."""
+    nq, nk = -(-lq // bq), -(-lk // bk)
+    if mask is None:
+        return np.full((nq, nk), _FULL, dtype=np.int8)
+    bm = mask.block_map(lq, lk, bq, bk)  # (B|1, H|1, nq, nk)
+    lo = bm.amin(dim=(0, 1))
+    hi = bm.amax(dim=(0, 1))
+    return torch.where(lo == hi, lo, torch.full_like(lo, _PARTIAL)).numpy().astype(np.int8)
+
+
+def _row_segments(row: np.ndarray, merge_blocks: int, max_blocks: int) -> list[tuple[str, int, int]]:
+    """Segments ``(kind, j0, j1)`` (block units) of one block row: runs of non-empty blocks, FULL and
+    PARTIAL sub-runs merged while a merged (masked) segment stays within ``merge_blocks``, and no
+    segment longer than ``max_blocks``."""
+    segs: list[list] = []
+    nz = np.flatnonzero(row)
+    if nz.size == 0:
+        return []
+    cuts = np.flatnonzero(np.diff(nz) > 1) + 1
+    for run in np.split(nz, cuts):
+        kinds = row[run]
+        change = np.flatnonzero(np.diff(kinds) != 0) + 1
+        for sub in np.split(np.arange(run.size), change):
+            j0, j1 = int(run[sub[0]]), int(run[sub[-1]]) + 1
+            kind = FULL_SEG if kinds[sub[0]] == _FULL else MASK_SEG
+            if segs and segs[-1][2] == j0 and MASK_SEG in (segs[-1][0], kind) and j1 - segs[-1][1] <= merge_blocks:
+                segs[-1] = [MASK_SEG, segs[-1][1], j1]
+            else:
+                segs.append([kind, j0, j1])
+    out = []
+    for kind, j0, j1 in segs:
+        n = -(-(j1 - j0) // max_blocks)
+        step = -(-(j1 - j0) // n)
+        out += [(kind, a, min(a + step, j1)) for a in range(j0, j1, step)]
+    return out
+
+
+def _block_plan(mask, lq, lk, bq, bk, merge_keys, max_keys) -> Plan:
+    kinds = _kinds(mask, lq, lk, bq, bk)
+    shared_ok = _translation_invariant(mask)
+    merge_blocks = max(1, merge_keys // bk)
+    max_blocks = max(1, max_keys // bk)
+    groups: dict[tuple, tuple[list, list]] = {}
+    for i in range(kinds.shape[0]):
+        q0 = i * bq
+        tq = min(bq, lq - q0)
+        seen: dict[tuple, int] = {}
+        for kind, j0, j1 in _row_segments(kinds[i], merge_blocks, max_blocks):
+            k0 = j0 * bk
+            tk = min(j1 * bk, lk) - k0
+            shape = (kind, tq, tk)
+            ordinal = seen.get(shape, 0)  # a row appears at most once per group (rows never collide)
+            seen[shape] = ordinal + 1
+            diff = k0 - q0 if (shared_ok and kind == MASK_SEG) else None
+            qs, ks = groups.setdefault((kind, tq, tk, ordinal, diff), ([], []))
+            qs.append(q0)
+            ks.append(k0)
+    plan = Plan(block_q=bq, block_k=bk)
+    for (kind, tq, tk, _, diff), (qs, ks) in groups.items():
+        plan.groups.append(Group(kind, np.asarray(qs, dtype=np.int64), np.asarray(ks, dtype=np.int64), tq, tk,
+                                 shared=diff is not None))
+    return plan
+
+
+def _causal_plan(c: int, lq: int, lk: int) -> Plan:
+    """Query ``i`` sees keys ``j <= i + c``: at most one FULL segment (keys every row sees) and one
+    top-left causal segment, both over all non-empty rows."""
+    plan = Plan(block_q=lq, block_k=lk)
+    r0 = max(0, -c)
+    if r0 >= lq:
+        return plan  # every row is empty
+    a = r0 + c  # keys [0, a) are seen by every row >= r0
+    one = np.zeros(1, dtype=np.int64)
+    if a > 0:
+        plan.groups.append(Group(FULL_SEG, one + r0, one, lq - r0, min(a, lk)))
+    if a < lk:
+        plan.groups.append(Group(CAUSAL_SEG, one + r0, one + a, lq - r0, lk - a))
+    return plan
+
+
+def _cost(plan: Plan, heads: int) -> float:
+    """Rough cost in pair-heads: masked pairs cost a bit more; each group is one kernel call."""
+    work = sum(g.pairs * (1.3 if g.kind == MASK_SEG and not g.shared else 1.1 if g.kind == MASK_SEG else 1.0)
+               for g in plan.groups)
+    return work * heads + 60_000.0 * len(plan.groups)
+
+
+def make_plan(mask, lq: int, lk: int, *, fused: bool, heads: int = 1, whole_rows: bool = False) -> Plan:
+    """The plan for an ``lq x lk`` problem.
+
+    Args:
+        mask: a :class:`qkv.masks.Mask` or None.
+        fused: plan for the fused CPU kernel (large segments; exact causal masks as one ``is_causal``
+            call) rather than for pure-PyTorch tiles (bounded segments).
+        heads: ``B * Hq`` (weighs compute against per-call overhead when choosing the tile size).
+        whole_rows: merge FULL and PARTIAL runs without limit (an additive score mod needs a bias
+            tensor on every segment anyway).
+    """
+    if lq == 0 or lk == 0:
+        return Plan(block_q=max(lq, 1), block_k=max(lk, 1))
+    if fused and not whole_rows:
+        c = 0 if mask is None else causal_shift(mask, lq, lk)
+        if mask is None or isinstance(mask, _masks._Full):
+            return Plan([Group(FULL_SEG, np.zeros(1, np.int64), np.zeros(1, np.int64), lq, lk)], lq, lk)
+        if c is not None:
+            return _causal_plan(c, lq, lk)
+    if fused:
+        merge_keys, max_keys = (1 << 62, 8192) if whole_rows else (1024, 1 << 62)
+        tiles = (64, 128, 256, 512) if mask is None or _closed_form(mask) else (128,)
+    else:
+        merge_keys, max_keys, tiles = 512, 2048, (128,)
+    best = None
+    for t in tiles:
+        bq, bk = min(t, lq), min(t, lk)
+        plan = _block_plan(mask, lq, lk, bq, bk, merge_keys, max_keys)
+        cost = _cost(plan, heads)
+        if best is None or cost < best[0]:
+            best = (cost, plan)
+        if t >= max(lq, lk):
+            break
+    return best[1]
