@@ -7,6 +7,8 @@ Subcommands live in :data:`COMMANDS` (name -> :class:`Command`: help, ``add_argu
   [--prefer X --over Y] [--html PATH] [--json PATH] [--png PATH]``
 * ``qkv heads TEXT --query it --prefer cat --over mat``
 * ``qkv compare TEXT_A TEXT_B --query it --prefer cat --over mat``
+* ``qkv claims [--model M] [--plots DIR] [--json PATH]`` -- the essay's claims measured, with verdicts
+  (``--json`` writes :meth:`qkv.lens.claims.ClaimsReport.to_dict`, ``"schema": "qkv.claims"``)
 
 Bad input (empty text, a token not in the text, an out-of-range layer or head, a text too long for
 the model) prints one line ``qkv: error: ...`` on stderr and exits with status 2.
@@ -283,12 +285,40 @@ def _run_compare(args, console) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- claims
+def _claims_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="minilm", help="model name or checkpoint directory (default: minilm)")
+    p.add_argument("--plots", metavar="DIR", help="write PNG figures of claims 1-3 into DIR")
+    p.add_argument("--json", metavar="PATH", help="also write the report as JSON (synthetic slope: variance_slope)")
+
+
+def _run_claims(args, console) -> int:
+    from .lens.claims import evaluate
+    from .view.claims_view import FIGURES, report_renderable
+
+    if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():
+        raise ValueError(f"--plots wants a directory, but {args.plots!r} is a file")
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise ValueError(f"--json: the directory of {args.json!r} does not exist")
+    with _console(stderr=True).status(f"Measuring the essay's claims on {args.model} ...") as status:
+        report = evaluate(args.model, plots=args.plots, progress=lambda m: status.update(f"claims: {m}"))
+    console.print(report_renderable(report))
+    if args.plots:
+        console.print(f"wrote {', '.join(FIGURES)} into {args.plots}", style="dim", markup=False, highlight=False)
+    if args.json:
+        Path(args.json).write_text(report.to_json(), encoding="utf-8")
+        console.print(f"wrote {args.json}", style="dim", markup=False, highlight=False)
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "explain": Command("show what a token attends to, layer by layer, and the step-by-step chain of one head",
                        _explain_args, _run_explain),
     "heads": Command("rank heads by how much a token prefers one token over another", _heads_args, _run_heads),
     "compare": Command("minimal pairs: which heads change preference when one word changes",
                        _compare_args, _run_compare),
+    "claims": Command("the essay's claims measured on a real model, each graded holds / partly / does not hold",
+                      _claims_args, _run_claims),
 }
 
 
