@@ -15,8 +15,8 @@ header { padding: 18px 28px 10px; border-bottom: 1px solid var(--line); backgrou
 h1 { font-size: 18px; margin: 0 0 4px; font-weight: 650; }
 h2 { font-size: 15px; margin: 0 0 8px; font-weight: 650; }
 .sub { color: var(--muted); font-size: 13px; }
-#sentence { margin: 12px 0 6px; font-size: 20px; line-height: 2.1; }
-.tok { border: 1px solid transparent; border-radius: 6px; padding: 2px 4px; cursor: pointer; background: none;
+#sentence { margin: 12px 0 6px; font-size: 20px; line-height: 2.1; word-spacing: 4px; }
+.tok { border: 1px solid transparent; border-radius: 6px; padding: 2px 1px; cursor: pointer; background: none;
        font: inherit; color: inherit; }
 .tok:hover { border-color: #c7cdd8; background: #f3f4f6; }
 .tok.special { font-size: 12px; color: var(--muted); font-family: ui-monospace, Menlo, monospace; }
