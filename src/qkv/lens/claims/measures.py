@@ -40,19 +40,26 @@ def softmax_jacobian(p: Tensor) -> Tensor:
 def softmax_jacobian_norm(p: Tensor) -> Tensor:
     """Frobenius norm of :func:`softmax_jacobian` per row, without building the matrix.
 
-    ``||diag(p) - p p^T||_F^2 = S2 - 2 S3 + S2^2`` with ``Sk = sum_i p_i^k``; computed in float64 (the
-    terms cancel for nearly one-hot rows). 0 for a one-hot row (a saturated softmax passes no gradient),
-    ``sqrt(1/n - 1/n^2)`` for a uniform row over ``n`` keys.
+    ``||diag(p) - p p^T||_F^2 = sum_i p_i^2 (1 - p_i)^2 + sum_{i != j} p_i^2 p_j^2``. In float64, with the
+    heaviest weight ``p_a`` handled apart (``1 - p_a`` taken as the sum of the other weights) so that nearly
+    one-hot rows -- the saturated softmax this measures -- do not cancel to 0. Gives 0 for a one-hot row
+    (no gradient passes) and ``sqrt(1/n - 1/n^2)`` for a uniform row over ``n`` keys.
 
     Args:
-        p: ``(..., Lk)`` softmax weights.
+        p: ``(..., Lk)`` softmax weights (rows sum to 1).
 
     Returns:
         ``(...)`` float64.
     """
     p = p.double()
-    s2, s3 = (p * p).sum(-1), (p * p * p).sum(-1)
-    return (s2 - 2.0 * s3 + s2 * s2).clamp_min(0.0).sqrt()
+    a = p.argmax(-1, keepdim=True)
+    is_a = torch.zeros_like(p, dtype=torch.bool).scatter_(-1, a, True)
+    rest = p.masked_fill(is_a, 0.0)  # every weight but the heaviest
+    pa = p.gather(-1, a).squeeze(-1)
+    one_minus = torch.where(is_a, rest.sum(-1, keepdim=True), 1.0 - p)  # 1 - p_i, exact for the heaviest
+    t2, t4 = (rest ** 2).sum(-1), (rest ** 4).sum(-1)
+    off = 2.0 * pa * pa * t2 + (t2 * t2 - t4).clamp_min(0.0)  # sum_{i != j} p_i^2 p_j^2
+    return ((p * one_minus) ** 2).sum(-1).add(off).sqrt()
 
 
 def entropy(p: Tensor) -> Tensor:

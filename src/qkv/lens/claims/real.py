@@ -249,13 +249,16 @@ class DecouplingLayer:
 
 @dataclass(frozen=True)
 class PairExample:
-    """Two tokens of one sentence whose keys (in one head) are close but whose values differ."""
+    """Two tokens of one sentence (at ``first_index``, ``second_index``) whose keys in one head are close but
+    whose values differ."""
 
     layer: int
     head: int
     sentence: str
     first: str
     second: str
+    first_index: int
+    second_index: int
     key_cos: float
     value_cos: float
 
@@ -295,7 +298,8 @@ def real_decoupling(traces: Sequence[Trace], close_key_cos: float = 0.8) -> tupl
     n, h, p = np.unravel_index(int(np.argmax(gap)), gap.shape)
     s, i, j = where[p]
     t = traces[s]
-    example = PairExample(int(n), int(h), t.text, t.tokens[i], t.tokens[j], float(kc[n, h, p]), float(vc[n, h, p]))
+    example = PairExample(int(n), int(h), t.text, t.tokens[i], t.tokens[j], i, j, float(kc[n, h, p]),
+                          float(vc[n, h, p]))
     return rows, example
 
 
