@@ -30,7 +30,7 @@ def test_preference_summary_admits_when_no_head_prefers(tiny_trace):
 
 def test_attention_summary_names_the_top_content_token(tiny_trace):
     s = attention_summary(tiny_trace, "it")
-    assert "'mat' (0.500)" in s  # mean over heads of row 2: cat .35, mat .5
+    assert "gives the most weight to 'mat' (token 1: 0.500)" in s  # mean over heads of row 2: cat .35, mat .5
 
 
 def test_breakdown_table_shows_the_chain(cat_trace):

@@ -351,6 +351,9 @@ def trace(text: str, model: Any = "minilm", *, truncate: bool = False) -> Trace:
         raise ValueError(f"text is empty; give a sentence such as 'The cat sat on the mat because it was tired.' "
                          f"(got {text!r})")
     m = load_model(model)
+    if m.tokenizer is None:
+        raise ValueError(f"model {m.config.name or ''!s} has no tokenizer (no tokenizer.json next to its config.json); "
+                         f"add one to trace text")
     enc = m.tokenizer.encode(text, truncate=truncate)
     cfg = m.config
     ids = torch.tensor([enc.ids], dtype=torch.long)  # (B=1, L)

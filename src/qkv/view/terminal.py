@@ -153,9 +153,11 @@ def attention_summary(trace: Trace, query: str | int, measure: str = "weights") 
     parts = []
     if content:
         j = max(content, key=lambda c: float(r[c]))
-        where = "after rollout" if measure == "rollout" else f"averaged over all {trace.num_layers * trace.num_heads} heads"
-        parts.append(f"{where}, '{q}' gives the most {measure} of any other content token to "
-                     f"'{trace.tokens[j]}' ({float(r[j]):.3f})")
+        where = ("after rollout through all layers" if measure == "rollout"
+                 else f"averaged over all {trace.num_layers * trace.num_heads} heads")
+        noun = {"weights": "weight", "values": "value-norm share", "rollout": "rollout share"}[measure]
+        parts.append(f"{where}, of the other content tokens '{q}' gives the most {noun} to "
+                     f"'{trace.tokens[j]}' (token {j}: {float(r[j]):.3f})")
     sp = sum(float(r[j]) for j in range(len(trace)) if trace.special[j])
     if any(trace.special):
         parts.append(f"special tokens take {sp:.3f} and '{q}' itself {float(r[i]):.3f}")

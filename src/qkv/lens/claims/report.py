@@ -200,7 +200,7 @@ def _claim_coreference(c, th: Thresholds, name: str) -> ClaimResult:
         follows = "but on the control sentence, where 'it' is the mat, it still prefers the cat: it follows the first noun (or position), not the referent"
     else:
         follows = "and on the control sentence its preference vanishes without switching to the mat"
-    summary = (f"In {name}, head {layer}.{head} has 'it' attend to 'cat' {margin:+.2f} more than to 'mat' {follows} "
+    summary = (f"In {name}, head L{layer}H{head} has 'it' attend to 'cat' {margin:+.2f} more than to 'mat' {follows} "
                f"(control margin {control:+.2f}). Averaged over all {c.heads} heads 'it' gives 'cat' "
                f"{c.mean_referent_weight:.3f} and 'mat' {c.mean_other_weight:.3f} (margin {c.mean_margin:+.3f}; control "
                f"{c.mean_control_margin:+.3f}). {c.referent_heads} heads prefer the cat by >= {c.tau} and switch to "
