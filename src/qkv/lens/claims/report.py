@@ -19,8 +19,8 @@ from ..trace import Trace, load_model, trace
 from .real import (CONTROL_SENTENCE, CORPUS, ESSAY_SENTENCE, coreference, real_decoupling, real_saturation,
                    real_sharpness, real_variance)
 from .synthetic import DIMS, SyntheticResult, synthetic_scores
-from .verdicts import (FAILS, HOLDS, Thresholds, coreference_verdict, decoupling_verdict, saturation_verdict, sharpening_verdict,
-                       variance_verdict)
+from .verdicts import (FAILS, HOLDS, Thresholds, coreference_verdict, decoupling_verdict, saturation_verdict,
+                       sharpening_verdict, variance_verdict)
 
 __all__ = ["ClaimResult", "ClaimsReport", "evaluate", "SCHEMA_VERSION"]
 
@@ -105,9 +105,9 @@ def _claim_variance(syn: SyntheticResult, real: list, th: Thresholds, name: str)
     if far:
         worst = max(far, key=lambda r: abs(math.log(r.var_scaled)))
         summary += (f" {len(far)} of {len(real)} layers fall outside [{lo:.2f}, {hi:.2f}] (layer {worst.layer}: "
-                    f"{worst.var_scaled:.1f}, one head {worst.max_head_scaled:.1f}), far from the {worst.predicted_scaled:.1f} "
-                    f"that independent, zero-mean, equal-variance components would give. Drawing a query and a key "
-                    f"independently from the measured means and covariances predicts "
+                    f"{worst.var_scaled:.1f}, one head {worst.max_head_scaled:.1f}), far from the "
+                    f"{worst.predicted_scaled:.1f} that independent, zero-mean, equal-variance components would "
+                    f"give. Drawing a query and a key independently from the measured means and covariances predicts "
                     f"{_span([r.predicted_independent for r in real], '.1f')}")
         if all(abs(r.predicted_independent / r.var_scaled - 1) <= 0.25 for r in far):
             summary += (": the excess comes from the shape of the q and k distributions (variance concentrated in "
@@ -169,8 +169,9 @@ def _claim_sharpening(real: list, th: Thresholds, name: str) -> ClaimResult:
 def _claim_decoupling(real: list, example, th: Thresholds, name: str) -> ClaimResult:
     v = decoupling_verdict([r.spearman for r in real], example.key_cos, example.value_cos, th)
     pair = f"L{example.layer}H{example.head} '{example.first}'/'{example.second}'"
-    figure = (f"Spearman rho {_span([r.spearman for r in real])} per layer (Pearson {_span([r.pearson for r in real])}); "
-              f"{pair}: key cos {example.key_cos:.2f}, value cos {example.value_cos:.2f}")
+    figure = (f"Spearman rho {_span([r.spearman for r in real])} per layer "
+              f"(Pearson {_span([r.pearson for r in real])}); {pair}: key cos {example.key_cos:.2f}, "
+              f"value cos {example.value_cos:.2f}")
     rho = _span([r.spearman for r in real])
     if v.verdict == HOLDS:
         how = f"key similarity says little about value similarity (rho {rho}): K and V are decoupled."
@@ -194,17 +195,19 @@ def _claim_coreference(c, th: Thresholds, name: str) -> ClaimResult:
     v = coreference_verdict(margin, control, th)
     figure = (f"best head L{layer}H{head}: {c.referent} - {c.other} = {margin:+.2f}, on the control {control:+.2f}; "
               f"mean over {c.heads} heads {c.mean_margin:+.3f}; heads following the referent: {c.referent_heads}")
+    q, ref, other = f"'{c.query}'", f"'{c.referent}'", f"'{c.other}'"
     if control <= -th.margin:
-        follows = "and on the control it switches to the mat: it follows the referent"
+        follows = f"and on the control it switches to {other}: it follows the referent"
     elif control >= th.margin:
-        follows = "but on the control sentence, where 'it' is the mat, it still prefers the cat: it follows the first noun (or position), not the referent"
+        follows = (f"but on the control sentence, where {q} is {other}, it still prefers {ref}: it follows the first "
+                   f"noun (or position), not the referent")
     else:
-        follows = "and on the control sentence its preference vanishes without switching to the mat"
-    summary = (f"In {name}, head L{layer}H{head} has 'it' attend to 'cat' {margin:+.2f} more than to 'mat' {follows} "
-               f"(control margin {control:+.2f}). Averaged over all {c.heads} heads 'it' gives 'cat' "
-               f"{c.mean_referent_weight:.3f} and 'mat' {c.mean_other_weight:.3f} (margin {c.mean_margin:+.3f}; control "
-               f"{c.mean_control_margin:+.3f}). {c.referent_heads} heads prefer the cat by >= {c.tau} and switch to "
-               f"the mat on the control; {c.first_noun_heads} prefer the cat in both.")
+        follows = f"and on the control sentence its preference vanishes without switching to {other}"
+    summary = (f"In {name}, head L{layer}H{head} has {q} attend to {ref} {margin:+.2f} more than to {other} {follows} "
+               f"(control margin {control:+.2f}). Averaged over all {c.heads} heads {q} gives {ref} "
+               f"{c.mean_referent_weight:.3f} and {other} {c.mean_other_weight:.3f} (margin {c.mean_margin:+.3f}; "
+               f"control {c.mean_control_margin:+.3f}). {c.referent_heads} heads prefer {ref} by >= {c.tau} and switch "
+               f"to {other} on the control; {c.first_noun_heads} prefer {ref} in both.")
     return ClaimResult(5, "coreference", f"'{c.query}' attends to '{c.referent}' in the essay's sentence",
                        f"every head of {name}: weight({c.query}->{c.referent}) - weight({c.query}->{c.other}) on "
                        f"{c.sentence!r}; the same heads on the control {c.control!r}",
