@@ -50,6 +50,10 @@ def test_explain_default_end_to_end(tmp_path):
     best = max(((n, h) for n in range(6) for h in range(12)), key=lambda nh: float(diffs[nh[0]][nh[1]]))
     assert (lay, head) == best
     assert doc["summary"] in text.replace("\n", " ").replace("  ", " ") or doc["summary"][:40] in text
+    col = torch.tensor(doc["trace"]["layers"][lay]["weights"])[head, :, 2].mean()  # every token -> 'cat'
+    assert (doc["caveat"] is not None) == bool(col >= 0.5 * w[2])
+    if doc["caveat"]:
+        assert f"gives 'cat' {col:.3f} on average" in doc["caveat"] and "Note: " in text
     page = (tmp_path / "e.html").read_text()
     assert "https://" not in page and "http://" not in page
     assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
@@ -105,6 +109,9 @@ def test_bad_input_subprocess_exits_2_without_traceback(args, message):
     (["compare", TIRED, "The dog sat.", "--prefer", "cat", "--over", "mat"], "text B: token 'it' is not in the text"),
     (["compare", TIRED, " ", "--prefer", "cat", "--over", "mat"], "text B is empty"),
     (["explain", "--model", "no-such-model"], "no model called 'no-such-model'"),
+    (["explain", "--json", "/no/such/dir/x.json"], "--json: the directory of '/no/such/dir/x.json' does not exist"),
+    (["explain", "--png", "x.jpg"], "--png wants a path ending in .png"),
+    (["heads", TIRED, "--prefer", "cat", "--over", "mat", "--json", "/"], "--json wants a file path"),
 ])
 def test_bad_input_in_process_exits_2(args, message, capsys):
     assert main(args) == 2

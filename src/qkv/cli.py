@@ -21,7 +21,7 @@ JSON written by ``--json`` (``"schema": "qkv.cli"``, ``"version": 1``)::
                           "head": int|null, "head_top": [{"index", "token", "value"}]}],
               "breakdown": {"layer", "head", "rows": [{"index", "token", "score", "scaled", "weight",
                                                       "value_norm", "value_share"}]},
-              "summary": str, "trace": <Trace.to_dict(), see qkv.lens.trace>}
+              "summary": str, "caveat": str|null, "trace": <Trace.to_dict(), see qkv.lens.trace>}
     heads:   {"schema", "version", "command": "heads", "text", "model", "measure", "query", "prefer", "over",
               "heads": [{"layer", "head", "prefer", "over", "diff"}] (best first), "summary"}
     compare: {"schema", "version", "command": "compare", "texts": [A, B], "model", "measure", "query",
@@ -83,6 +83,21 @@ def _doc(command: str, t, **fields) -> dict:
             **fields}
 
 
+def _check_outputs(args, flags=("json", "html", "png")) -> None:
+    """Fail before the model loads if an output file cannot be written where asked."""
+    for flag in flags:
+        path = getattr(args, flag, None)
+        if path is None:
+            continue
+        p = Path(path)
+        if p.is_dir():
+            raise ValueError(f"--{flag} wants a file path, but {path!r} is a directory")
+        if not p.resolve().parent.is_dir():
+            raise ValueError(f"--{flag}: the directory of {path!r} does not exist; create it or pick another path")
+        if flag == "png" and p.suffix.lower() != ".png":
+            raise ValueError(f"--png wants a path ending in .png, got {path!r}")
+
+
 def _pair(args) -> tuple[str | None, str | None]:
     if (args.prefer is None) != (args.over is None):
         raise ValueError("give both --prefer and --over (e.g. --prefer cat --over mat), or neither")
@@ -142,13 +157,14 @@ def _choose_head(t, i: int, args, prefer, over) -> tuple[int, int]:
 
 
 def _run_explain(args, console) -> int:
-    from .view.terminal import attention_summary, breakdown_table, preference_summary, top_table
+    from .view.terminal import attention_summary, breakdown_table, head_caveat, preference_summary, top_table
 
     if args.top < 1:
         raise ValueError(f"--top must be at least 1, got {args.top}")
     if args.measure == "rollout" and args.head is not None:
         raise ValueError("rollout combines all heads of a layer; drop --head or use --measure weights/values")
     prefer, over = _pair(args)
+    _check_outputs(args)
     if prefer is None and args.text == DEFAULT_TEXT and args.query == DEFAULT_QUERY:
         prefer, over = "cat", "mat"  # the essay's claim: "it" should match "the cat" more than "the mat"
     t = _trace(args.text, args)
@@ -174,6 +190,9 @@ def _run_explain(args, console) -> int:
                else attention_summary(t, i, args.measure))
     console.print()
     console.print(summary, style="bold", markup=False, highlight=False)
+    caveat = head_caveat(t, i, prefer, layer, head) if prefer is not None else None
+    if caveat:
+        console.print(caveat, style="dim", markup=False, highlight=False)
 
     if args.html:
         from .view.html import write_html
@@ -198,7 +217,7 @@ def _run_explain(args, console) -> int:
         doc = _doc("explain", t, text=t.text, measure=args.measure, query={"index": i, "token": t.tokens[i]},
                    prefer=prefer, over=over, layers=layers,
                    breakdown={"layer": layer, "head": head, "rows": [r._asdict() for r in t.breakdown(i, layer, head)]},
-                   summary=summary, trace=t.to_dict())
+                   summary=summary, caveat=caveat, trace=t.to_dict())
         _write_json(args.json, doc, console)
     return 0
 
@@ -217,6 +236,7 @@ def _run_heads(args, console) -> int:
 
     if args.top < 1:
         raise ValueError(f"--top must be at least 1, got {args.top}")
+    _check_outputs(args)
     t = _trace(args.text, args)
     i = _query_index(t, args.query)
     prefs = t.heads(i, args.prefer, args.over, args.measure)
@@ -247,6 +267,7 @@ def _run_compare(args, console) -> int:
 
     if args.top < 1:
         raise ValueError(f"--top must be at least 1, got {args.top}")
+    _check_outputs(args)
     traces, rankings, summaries = [], [], []
     for label, text in (("A", args.text_a), ("B", args.text_b)):
         if not text.strip():

@@ -72,3 +72,15 @@ def test_heads_and_compare_tables():
     t = Trace.from_tensors("x", ["a", "b"], weights=torch.full((1, 2, 2, 2), 0.5))
     text = render(heads_table(t, a, "cat", "mat"))
     assert "+0.500" in text and "-0.100" in text
+
+
+def test_head_caveat_only_when_every_token_attends_alike():
+    import torch
+
+    from qkv.view.terminal import head_caveat
+
+    w = torch.tensor([[[[0.1, 0.9, 0.0], [0.0, 1.0, 0.0], [0.8, 0.1, 0.1]]]])  # (1, 1, 3, 3): only 'it' -> cat
+    t = Trace.from_tensors("cat mat it", ["cat", "mat", "it"], weights=w)
+    assert head_caveat(t, "it", "cat", 0, 0) is None  # column mean 0.3 < half of 0.8
+    s = head_caveat(t, "it", "mat", 0, 0)  # column mean 0.667 vs 0.1 from 'it'
+    assert s.startswith("Note: L0 H0 gives 'mat' 0.667 on average from all 3 tokens (vs 0.100 from 'it')")

@@ -22,7 +22,7 @@ from rich.text import Text
 from ..lens.trace import Attended, HeadPreference, Trace
 
 __all__ = ["best_head", "top_table", "breakdown_table", "heads_table", "compare_table", "preference_summary",
-           "attention_summary", "head_flips", "HeadFlip", "fmt_tokens", "show_token"]
+           "attention_summary", "head_caveat", "head_flips", "HeadFlip", "fmt_tokens", "show_token"]
 
 
 def show_token(token: str) -> str:
@@ -142,6 +142,22 @@ def preference_summary(trace: Trace, query: str | int, prefer: str | int, over: 
     avg = f"'{q}' prefers '{a}'" if mean_a > mean_b else (f"'{q}' prefers '{b}'" if mean_b > mean_a else "a tie")
     return (f"'{q}' -> '{a}' vs '{b}' ({measure}): {head}; averaged over all {n} heads "
             f"{mean_a:.3f} vs {mean_b:.3f}, so on average {avg}; {count} of {n} heads prefer '{a}'.")
+
+
+def head_caveat(trace: Trace, query: str | int, prefer: str | int, layer: int, head: int) -> str | None:
+    """A caution when a head gives ``prefer`` about as much from *every* token as from ``query``.
+
+    Such a head marks the word (or its position) for everyone; only a minimal pair (``qkv compare``)
+    can tell whether it tracks the referent. Returns None when the query stands out.
+    """
+    i, a = trace.index(query), trace.index(prefer)
+    w = trace.attention(layer, head)  # (L, L)
+    from_query, from_all = float(w[i, a]), float(w[:, a].mean())
+    if from_all < 0.5 * from_query:
+        return None
+    return (f"Note: L{trace.check_layer(layer)} H{trace.check_head(head)} gives '{trace.tokens[a]}' {from_all:.3f} "
+            f"on average from all {len(trace)} tokens (vs {from_query:.3f} from '{trace.tokens[i]}'), so it marks "
+            f"'{trace.tokens[a]}' for every token; a minimal pair (qkv compare) tests whether a head tracks the referent.")
 
 
 def attention_summary(trace: Trace, query: str | int, measure: str = "weights") -> str:
