@@ -145,3 +145,11 @@ def test_commands_table_is_extensible():
     assert set(COMMANDS) >= {"explain", "heads", "compare"}
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert set(sub.choices) == set(COMMANDS)
+
+
+def test_query_is_a_token_first_then_an_index(tmp_path):
+    text = "I have 2 cats and 3 dogs"
+    for query, expect in (("2", "2"), ("1", "i"), ("cats@1", "cats")):
+        path = tmp_path / f"{expect}.json"
+        assert main(["heads", text, "--query", query, "--prefer", "and", "--over", "dogs", "--json", str(path)]) == 0
+        assert json.loads(path.read_text())["query"] == expect

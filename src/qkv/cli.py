@@ -115,9 +115,12 @@ def _common(p: argparse.ArgumentParser, measures=MEASURES) -> None:
 
 
 def _query_index(t, query: str) -> int:
+    """A token string first (the text may contain "2"), else an integer index."""
     try:
-        return t.index(int(query) if query.lstrip("-").isdigit() else query)
+        return t.index(query)
     except ValueError as e:
+        if query.strip().lstrip("-").isdigit():
+            return t.index(int(query))
         raise ValueError(f"{e} (choose the query with --query)") from None
 
 
