@@ -81,7 +81,7 @@ def _clean(token: str) -> str:
     return t.lstrip("Ġ▁").lower()
 
 
-@dataclass
+@dataclass(repr=False)
 class Trace:
     """Recorded attention of one text through one model (batch of one; every tensor float32, CPU).
 
@@ -128,6 +128,10 @@ class Trace:
                    special=list(special or [False] * L), model=info, weights=weights.float(),
                    scores=scores.float(), scaled=scaled.float(),
                    fv_norms=torch.ones(N, H, L) if fv_norms is None else fv_norms.float(), **tensors)
+
+    def __repr__(self) -> str:
+        return (f"Trace({self.text!r}, model={self.model['name']!r}, tokens={len(self.tokens)}, "
+                f"layers={self.num_layers}, heads={self.num_heads})")
 
     # ---------------------------------------------------------------- sizes and names
     @property
