@@ -9,7 +9,8 @@ from .conftest import max_rel_err, save_hf
 
 transformers = pytest.importorskip("transformers")
 
-VOCAB = 97
+VOCAB = 300
+CORPUS = ["The cat sat on the mat because it was tired."] * 50
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,22 @@ def pair(tmp_path_factory):
                                   attn_implementation="eager")
     hf = transformers.GPT2LMHeadModel(cfg).eval()
     path = save_hf(hf, tmp_path_factory.mktemp("gpt2"))
+    byte_level_tokenizer().save(f"{path}/tokenizer.json")
     return qkv.models.load(path), hf
+
+
+def byte_level_tokenizer():
+    """A GPT-2-style byte-level BPE tokenizer trained on a toy corpus (vocab <= VOCAB)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=True)
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=["<|endoftext|>"])
+    tok.train_from_iterator(CORPUS, trainer)
+    return tok
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +147,38 @@ def test_float64_load(pair, ids):
     assert m64.lm_head.weight.dtype == torch.float64
     with torch.no_grad():
         assert max_rel_err(m64(ids).logits.float(), hf(ids).logits) < 1e-5
+
+
+def test_byte_level_tokenizer_offsets_and_round_trip(pair):
+    ours, _ = pair
+    tok = ours.tokenizer
+    text = "The cat sat, naïve!"
+    enc = tok.encode(text)
+    assert enc.tokens[:3] == ["The", "Ġcat", "Ġsat"] and not any(enc.special)
+    assert [text[a:b] for a, b in enc.offsets[:4]] == ["The", "cat", "sat", ","]
+    assert tok.decode(enc.ids) == text
+    ids, mask = tok.encode_batch([text, "The cat"])
+    assert mask.sum(1).tolist() == [len(enc), 2]
+    out = ours.generate(ids[1:, :2], 5)
+    assert tok.decode(out[0, :2]) == "The cat" and out.shape == (1, 7)
+
+
+def test_generate_pads_after_eos_like_transformers(pair, ids):
+    ours, hf = pair
+    free = ours.generate(ids, 8)
+    eos = int(free[0, 11 + 2])  # the token row 0 produces at step 3
+    got = ours.generate(ids, 8, eos_token_id=eos, pad_token_id=0)
+    want = hf.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=eos, pad_token_id=0)
+    first = int((free[0, 11:] == eos).nonzero()[0]) + 11  # first eos in row 0 (step 3 or earlier)
+    assert got[0, first] == eos and (got[0, first + 1:] == 0).all()
+    assert torch.equal(got[:, : want.shape[1]], want)  # transformers stops once every row is done
+    assert got.shape == (2, 19)
+
+
+def test_bfloat16_load_is_close(pair, ids):
+    ours, _ = pair
+    bf = qkv.models.load(ours.config.name, dtype=torch.bfloat16)
+    with torch.no_grad():
+        a, b = bf(ids).logits, ours(ids).logits
+    assert a.dtype == torch.bfloat16
+    assert max_rel_err(a.float(), b) < 5e-2
