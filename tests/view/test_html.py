@@ -54,6 +54,11 @@ def test_bad_options_raise(tmp_path):
         render_html(_tiny(), measure="grad")
     with pytest.raises(ValueError, match="1 layers"):
         render_html(_tiny(), layer=3)
+    from qkv.lens.trace import Trace
+
+    big = Trace.from_tensors("x", ["x"] * 300, weights=torch.full((6, 12, 300, 300), 1 / 300))
+    with pytest.raises(ValueError, match="shorten the text"):
+        render_html(big)
     path = write_html(_tiny(), tmp_path / "p.html")
     assert path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 

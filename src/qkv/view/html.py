@@ -27,7 +27,9 @@ from pathlib import Path
 from ..lens.trace import MEASURES, Trace
 from .html_assets import CSS, JS
 
-__all__ = ["render_html", "write_html", "embed_json", "extract_json"]
+__all__ = ["render_html", "write_html", "embed_json", "extract_json", "MAX_NUMBERS"]
+
+MAX_NUMBERS = 25_000_000  #: ~200 MB of page; MiniLM (6 x 12) reaches it near 290 tokens
 
 _ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
@@ -109,6 +111,10 @@ def render_html(trace: Trace, *, query: str | int | None = None, layer: int | No
     """
     if measure not in MEASURES:
         raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
+    numbers = trace.num_layers * len(trace) ** 2 * (4 * trace.num_heads + 1)  # scores, scaled, weights, values, rollout
+    if numbers > MAX_NUMBERS:
+        raise ValueError(f"the HTML view embeds {numbers:,} numbers for {len(trace)} tokens (at most {MAX_NUMBERS:,}: "
+                         f"layers x (4 x heads + 1) x tokens^2); shorten the text or use --json / --png instead")
     if query is None:
         query = next((j for j, s in enumerate(trace.special) if not s), 0)
     i = trace.index(query)
