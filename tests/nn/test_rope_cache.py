@@ -107,3 +107,12 @@ def test_cache_errors():
         cache.append(torch.zeros(1, 2, 1, 4), torch.zeros(1, 2, 2, 4))
     with pytest.raises(ValueError, match="keep one dtype/device per cache"):
         cache.append(torch.zeros(1, 2, 1, 4, dtype=torch.float64), torch.zeros(1, 2, 1, 4, dtype=torch.float64))
+
+
+def test_cos_sin_reuse_notices_in_place_changes():
+    rope = RotaryEmbedding(8)
+    x = torch.randn(1, 1, 3, 8)
+    pos = torch.arange(3)
+    rope(x, pos)
+    pos += 5  # same tensor object, new values
+    torch.testing.assert_close(rope(x, pos), RotaryEmbedding(8)(x, torch.arange(5, 8)))
