@@ -39,10 +39,10 @@ from torch import Tensor
 from . import mods as _mods
 from .inputs import AttentionInputs
 from .merge import merge
-from .tiled_kernels import (Rows, additive_mask, fused_backward, fused_forward, sanitize, segment_mask,
+from .tiled_kernels import (Master, Rows, additive_mask, fused_backward, fused_forward, sanitize, segment_mask,
                             torch_backward, torch_forward)
 from .tiled_kernels import _indices as segment_indices
-from .tiled_plan import CAUSAL_SEG, Plan, make_plan
+from .tiled_plan import CAUSAL_SEG, Plan, make_plan, translation_invariant
 
 __all__ = ["tiled_forward", "tiled_not_supported", "tiled_plan_for", "CHUNK_BYTES"]
 
@@ -58,6 +58,17 @@ def _additive(mod) -> bool:
         return all(_additive(_mods.as_mod(m)) for m in mod.mods)
     if isinstance(mod, _mods._Offset):
         return _additive(_mods.as_mod(mod.mod))
+    return False
+
+
+def _shift_invariant_mod(mod) -> bool:
+    """True for additive mods whose value depends on ``kv - q`` and the head only (ALiBi)."""
+    if mod is None or isinstance(mod, _mods._Alibi):
+        return True
+    if isinstance(mod, _mods._Compose):
+        return all(_shift_invariant_mod(_mods.as_mod(m)) for m in mod.mods)
+    if isinstance(mod, _mods._Offset):
+        return _shift_invariant_mod(_mods.as_mod(mod.mod))
     return False
 
 
@@ -103,6 +114,8 @@ class _Problem:
     lq: int
     lk: int
     fused: bool
+    master: object = None  # a Master (built lazily) when masks/mods come from one shared pattern
+    use_master: bool = False
 
 
 def _fusable(inp: AttentionInputs) -> bool:
@@ -111,11 +124,15 @@ def _fusable(inp: AttentionInputs) -> bool:
             and (mod is None or (_additive(mod) and not _grad_tensors(mod))))
 
 
+def _use_master(inp: AttentionInputs) -> bool:
+    return _fusable(inp) and translation_invariant(inp.mask) and _shift_invariant_mod(inp.score_mod)
+
+
 def tiled_plan_for(inp: AttentionInputs) -> Plan:
     """The plan the tiled engine would run for ``inp`` (for inspection and the benchmark)."""
     fused = _fusable(inp)
-    return make_plan(inp.mask, inp.Lq, inp.Lk, fused=fused, heads=inp.B * inp.Hq,
-                     whole_rows=fused and inp.score_mod is not None)
+    return make_plan(inp.mask, inp.Lq, inp.Lk, fused=fused, heads=inp.B * inp.Hq, kv_heads=inp.B * inp.Hkv,
+                     head_dim=inp.D, whole_rows=fused and inp.score_mod is not None, master=_use_master(inp))
 
 
 def _chunks(group, per_segment_bytes: int):
@@ -137,10 +154,19 @@ def _segment_bytes(p: _Problem, g, B, Hq, Hkv, D, Dv, esz) -> int:
 
 
 def _segments(p: _Problem, q, k, v):
-    """Yield ``(group, sl, rows, keys, qg, kg, vg, allowed, add_mask, idx)`` for every segment batch."""
+    """Yield ``(group, rows, keys, qg, kg, vg, allowed, add_mask, idx)`` for every segment batch."""
     B, Hq = q.shape[:2]
     esz = q.element_size()
+    masked = [g for g in p.plan.groups if g.kind == "mask" or (g.kind == "full" and p.mod is not None)]
+    if p.use_master and masked and p.master is None and Master.nbytes(masked, Hq, esz) <= 8 * CHUNK_BYTES:
+        p.master = Master(p.mask, p.mod, masked, Hq, p.lq, p.lk, q.dtype, q.device)
     for g in p.plan.groups:
+        if p.master is not None and any(g is m for m in masked):  # translation-invariant: a view of the shared pattern
+            add = p.master.view(g)
+            for sl in _chunks(g, _segment_bytes(p, g, B, Hq, k.shape[1], q.shape[3], v.shape[3], esz) // 2):
+                r, c = Rows(g.q_starts[sl], g.tq), Rows(g.k_starts[sl], g.tk)
+                yield g, r, c, r.get(q), c.get(k), c.get(v), None, add, None
+            continue
         per = _segment_bytes(p, g, B, Hq, k.shape[1], q.shape[3], v.shape[3], esz)
         for sl in _chunks(g, per):
             r, c = Rows(g.q_starts[sl], g.tq), Rows(g.k_starts[sl], g.tk)
@@ -167,14 +193,19 @@ def _forward(p: _Problem, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tens
             return fused_forward(qg, kg, vg, add, allowed, g.kind == CAUSAL_SEG and p.mod is None, p.scale)
     out = torch.zeros(B, Hq, Lq, Dv, dtype=q.dtype, device=q.device)
     lse = torch.full((B, Hq, Lq), float("-inf"), dtype=q.dtype, device=q.device)
+    lse4 = lse.unsqueeze(-1)  # (B, Hq, Lq, 1) view: Rows works on 4-D tensors
+    covered = torch.zeros(Lq, dtype=torch.bool)  # rows that already hold a partial result
     for g, r, _, qg, kg, vg, allowed, add, idx in _segments(p, q, k, v):
         if p.fused:
             o, l = fused_forward(qg, kg, vg, add, allowed, g.kind == CAUSAL_SEG and p.mod is None, p.scale)
         else:
             o, l = torch_forward(qg, kg, vg, allowed, p.mod, idx, B, p.scale, p.lq, p.lk)
-        o, l = merge([(r.get(out), r.get(lse.unsqueeze(-1)).squeeze(-1)), (o, l)])
+        rows = r.idx(torch.device("cpu"))
+        if bool(covered[rows].any()):  # online softmax: rescale and combine with what is there
+            o, l = merge([(r.get(out), r.get(lse4).squeeze(-1)), (o, l)])
+        covered[rows] = True
         r.put_(out, o)
-        r.put_(lse.unsqueeze(-1), l.unsqueeze(-1))
+        r.put_(lse4, l.unsqueeze(-1))
     return out, lse
 
 
@@ -239,7 +270,8 @@ def tiled_forward(inp: AttentionInputs) -> tuple[Tensor, Tensor]:
     cd = inp.compute_dtype
     q, k, v = inp.q.to(cd), inp.k.to(cd), inp.v.to(cd)
     fused = _fusable(inp)
-    p = _Problem(tiled_plan_for(inp), inp.mask, inp.score_mod, inp.scale, inp.Lq, inp.Lk, fused)
+    p = _Problem(tiled_plan_for(inp), inp.mask, inp.score_mod, inp.scale, inp.Lq, inp.Lk, fused,
+                 use_master=_use_master(inp))
     if inp.needs_grad:
         mod_tensors = [] if fused else _grad_tensors(inp.score_mod)
         out, lse = _TiledAttention.apply(p, q, k, v, *mod_tensors)

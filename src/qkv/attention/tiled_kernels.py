@@ -20,7 +20,7 @@ from torch import Tensor
 from . import mods as _mods
 from .tiled_plan import CAUSAL_SEG, FULL_SEG, Group
 
-__all__ = ["NEG", "Rows", "segment_mask", "additive_mask", "fused_forward", "fused_backward",
+__all__ = ["NEG", "Rows", "Master", "segment_mask", "additive_mask", "fused_forward", "fused_backward",
            "torch_forward", "torch_backward", "sanitize"]
 
 #: "Minus infinity" of additive masks: finite, so that a row masked out of one segment never
@@ -111,6 +111,46 @@ def _flat(x: Tensor, B: int, n: int) -> Tensor:
         return x[0]
     x = x.expand(B, n, *x.shape[2:])
     return x.reshape(B * n, *x.shape[2:])
+
+
+class Master:
+    """One additive pattern ``(1, H|1, T, W)`` from which every segment's mask is a view.
+
+    For a translation-invariant mask and score mod (causal, sliding windows, ALiBi) the value at
+    ``(q, kv)`` depends on ``kv - q`` only, so ``M[h, r, j]`` = value at ``(q = r, kv = j - S)``
+    and segment ``(q0, k0)`` reads columns ``S + k0 - q0 ...`` -- no mask work per segment.
+    """
+
+    def __init__(self, mask, mod, groups, Hq: int, lq: int, lk: int, dtype, device):
+        T = max(g.tq for g in groups)
+        lo = min(int((g.k_starts - g.q_starts).min()) for g in groups)
+        hi = max(int((g.k_starts - g.q_starts).max()) + g.tk for g in groups)
+        self.S, W = -lo, hi - lo
+        # M[h, r, j] = g[h, j - r + T - 1] with g over every diagonal offset kv - q it needs
+        L = W + T - 1
+        kv = (torch.arange(L, device=device) - (self.S + T - 1)).view(1, 1, 1, L)
+        q = torch.zeros(1, 1, 1, 1, dtype=torch.long, device=device)
+        H = Hq if mod is not None else 1
+        h = torch.arange(H, device=device).view(1, H, 1, 1)
+        g = torch.zeros((), dtype=dtype, device=device).expand(1, H, 1, L)
+        if mod is not None:
+            g = _mods.apply(mod, g, q, h, q, kv, lq, lk).clamp(min=NEG)
+        if mask is not None:
+            g = g.masked_fill(~mask.evaluate(q, h, q, kv, lq, lk), NEG)
+        rev = torch.arange(T - 1, -1, -1, device=device)
+        self.m = g[:, :, 0].unfold(-1, W, 1).index_select(2, rev)  # (1, H, T, W), one copy
+
+    @staticmethod
+    def nbytes(groups, Hq: int, esz: int) -> int:
+        T = max(g.tq for g in groups)
+        lo = min(int((g.k_starts - g.q_starts).min()) for g in groups)
+        hi = max(int((g.k_starts - g.q_starts).max()) + g.tk for g in groups)
+        return Hq * T * (hi - lo) * esz
+
+    def view(self, group: Group) -> Tensor:
+        """``(1, H|1, tq, tk)`` additive mask of a shared group's segments."""
+        j = self.S + int(group.k_starts[0] - group.q_starts[0])
+        return self.m[:, :, :group.tq, j:j + group.tk]
 
 
 def segment_mask(mask, group: Group, sl: slice, B: int, Hq: int, lq: int, lk: int, device) -> Tensor | None:

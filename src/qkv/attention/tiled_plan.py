@@ -25,7 +25,7 @@ import torch
 
 from . import masks as _masks
 
-__all__ = ["Group", "Plan", "make_plan", "causal_shift"]
+__all__ = ["Group", "Plan", "make_plan", "causal_shift", "translation_invariant"]
 
 FULL_SEG, MASK_SEG, CAUSAL_SEG = "full", "mask", "causal"
 _EMPTY, _PARTIAL, _FULL = _masks.EMPTY, _masks.PARTIAL, _masks.FULL
@@ -84,14 +84,14 @@ def causal_shift(mask, lq: int, lk: int) -> int | None:
     return None
 
 
-def _translation_invariant(mask) -> bool:
+def translation_invariant(mask) -> bool:
     """True when the mask at (q, kv) depends on ``kv - q`` only (bands, causal, full)."""
     if mask is None or isinstance(mask, (_masks._Diagonal, _masks._Full)):
         return True
     if isinstance(mask, _masks._Combined):
-        return _translation_invariant(mask.a) and _translation_invariant(mask.b)
+        return translation_invariant(mask.a) and translation_invariant(mask.b)
     if isinstance(mask, (_masks._Not, _masks._Offset)):
-        return _translation_invariant(mask.a if isinstance(mask, _masks._Not) else mask.mask)
+        return translation_invariant(mask.a if isinstance(mask, _masks._Not) else mask.mask)
     return False
 
 
@@ -124,17 +124,16 @@ def _row_segments(row: np.ndarray, merge_blocks: int, max_blocks: int) -> list[t
     nz = np.flatnonzero(row)
     if nz.size == 0:
         return []
-    cuts = np.flatnonzero(np.diff(nz) > 1) + 1
-    for run in np.split(nz, cuts):
-        kinds = row[run]
-        change = np.flatnonzero(np.diff(kinds) != 0) + 1
-        for sub in np.split(np.arange(run.size), change):
-            j0, j1 = int(run[sub[0]]), int(run[sub[-1]]) + 1
-            kind = FULL_SEG if kinds[sub[0]] == _FULL else MASK_SEG
-            if segs and segs[-1][2] == j0 and MASK_SEG in (segs[-1][0], kind) and j1 - segs[-1][1] <= merge_blocks:
-                segs[-1] = [MASK_SEG, segs[-1][1], j1]
-            else:
-                segs.append([kind, j0, j1])
+    kinds = row[nz]
+    cuts = np.flatnonzero((np.diff(nz) != 1) | (np.diff(kinds) != 0)) + 1  # new run or kind change
+    starts, ends = np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [nz.size])).tolist()
+    for a, b in zip(starts, ends):
+        j0, j1 = int(nz[a]), int(nz[b - 1]) + 1
+        kind = FULL_SEG if kinds[a] == _FULL else MASK_SEG
+        if segs and segs[-1][2] == j0 and MASK_SEG in (segs[-1][0], kind) and j1 - segs[-1][1] <= merge_blocks:
+            segs[-1] = [MASK_SEG, segs[-1][1], j1]
+        else:
+            segs.append([kind, j0, j1])
     out = []
     for kind, j0, j1 in segs:
         n = -(-(j1 - j0) // max_blocks)
@@ -143,9 +142,9 @@ def _row_segments(row: np.ndarray, merge_blocks: int, max_blocks: int) -> list[t
     return out
 
 
-def _block_plan(mask, lq, lk, bq, bk, merge_keys, max_keys) -> Plan:
+def _block_plan(mask, lq, lk, bq, bk, merge_keys, max_keys, shared_all=False) -> Plan:
     kinds = _kinds(mask, lq, lk, bq, bk)
-    shared_ok = _translation_invariant(mask)
+    shared_ok = translation_invariant(mask)
     merge_blocks = max(1, merge_keys // bk)
     max_blocks = max(1, max_keys // bk)
     groups: dict[tuple, tuple[list, list]] = {}
@@ -159,7 +158,7 @@ def _block_plan(mask, lq, lk, bq, bk, merge_keys, max_keys) -> Plan:
             shape = (kind, tq, tk)
             ordinal = seen.get(shape, 0)  # a row appears at most once per group (rows never collide)
             seen[shape] = ordinal + 1
-            diff = k0 - q0 if (shared_ok and kind == MASK_SEG) else None
+            diff = k0 - q0 if (shared_all or (shared_ok and kind == MASK_SEG)) else None
             qs, ks = groups.setdefault((kind, tq, tk, ordinal, diff), ([], []))
             qs.append(q0)
             ks.append(k0)
@@ -179,6 +178,9 @@ def _causal_plan(c: int, lq: int, lk: int) -> Plan:
         return plan  # every row is empty
     a = r0 + c  # keys [0, a) are seen by every row >= r0
     one = np.zeros(1, dtype=np.int64)
+    if a + 1 >= lk:  # even the first row sees every key (e.g. one decoding step)
+        plan.groups.append(Group(FULL_SEG, one + r0, one, lq - r0, lk))
+        return plan
     if a > 0:
         plan.groups.append(Group(FULL_SEG, one + r0, one, lq - r0, min(a, lk)))
     if a < lk:
@@ -186,23 +188,33 @@ def _causal_plan(c: int, lq: int, lk: int) -> Plan:
     return plan
 
 
-def _cost(plan: Plan, heads: int) -> float:
-    """Rough cost in pair-heads: masked pairs cost a bit more; each group is one kernel call."""
-    work = sum(g.pairs * (1.3 if g.kind == MASK_SEG and not g.shared else 1.1 if g.kind == MASK_SEG else 1.0)
-               for g in plan.groups)
-    return work * heads + 60_000.0 * len(plan.groups)
+def _cost(plan: Plan, heads: int, kv_heads: int, d: int) -> float:
+    """Rough cost in pair-heads, fitted to the fused CPU kernel on this machine kind: small tiles are
+    less efficient (``1 + 40/tq + 40/tk``), masks cost a little, gathered (copied) keys/values and
+    each kernel call (Python, gathers, merges) cost a fixed amount."""
+    work = 0.0
+    for g in plan.groups:
+        eff = 1.0 + 40.0 / g.tq + 40.0 / g.tk + (0.0 if g.kind != MASK_SEG else 0.1 if g.shared else 0.3)
+        work += g.pairs * heads * eff
+        if g.n > 1:
+            work += 0.15 * g.n * g.tk * kv_heads * 2 * d  # gathered keys and values (copies)
+    return work + 60_000.0 * len(plan.groups)
 
 
-def make_plan(mask, lq: int, lk: int, *, fused: bool, heads: int = 1, whole_rows: bool = False) -> Plan:
+def make_plan(mask, lq: int, lk: int, *, fused: bool, heads: int = 1, kv_heads: int = 1, head_dim: int = 64,
+              whole_rows: bool = False, master: bool = False) -> Plan:
     """The plan for an ``lq x lk`` problem.
 
     Args:
         mask: a :class:`qkv.masks.Mask` or None.
         fused: plan for the fused CPU kernel (large segments; exact causal masks as one ``is_causal``
             call) rather than for pure-PyTorch tiles (bounded segments).
-        heads: ``B * Hq`` (weighs compute against per-call overhead when choosing the tile size).
+        heads, kv_heads, head_dim: ``B * Hq``, ``B * Hkv`` and ``D`` (weigh compute against copies and
+            per-call overhead when choosing the tile size).
         whole_rows: merge FULL and PARTIAL runs without limit (an additive score mod needs a bias
             tensor on every segment anyway).
+        master: masks and mods are translation-invariant and come as views of one precomputed
+            pattern, so segments are free to be long and every group shares one pattern.
     """
     if lq == 0 or lk == 0:
         return Plan(block_q=max(lq, 1), block_k=max(lk, 1))
@@ -213,15 +225,15 @@ def make_plan(mask, lq: int, lk: int, *, fused: bool, heads: int = 1, whole_rows
         if c is not None:
             return _causal_plan(c, lq, lk)
     if fused:
-        merge_keys, max_keys = (1 << 62, 8192) if whole_rows else (1024, 1 << 62)
+        merge_keys, max_keys = (1 << 62, 1 << 62 if master else 8192) if whole_rows else (1024, 1 << 62)
         tiles = (64, 128, 256, 512) if mask is None or _closed_form(mask) else (128,)
     else:
         merge_keys, max_keys, tiles = 512, 2048, (128,)
     best = None
     for t in tiles:
         bq, bk = min(t, lq), min(t, lk)
-        plan = _block_plan(mask, lq, lk, bq, bk, merge_keys, max_keys)
-        cost = _cost(plan, heads)
+        plan = _block_plan(mask, lq, lk, bq, bk, merge_keys, max_keys, shared_all=master)
+        cost = _cost(plan, heads, kv_heads, head_dim)
         if best is None or cost < best[0]:
             best = (cost, plan)
         if t >= max(lq, lk):
