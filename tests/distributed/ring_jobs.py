@@ -113,7 +113,11 @@ def rank_dies_before_backward(rank: int, world: int, victim: int, timeout: float
 
 
 def rank_hangs(rank: int, world: int, victim: int, timeout: float) -> dict:
-    """``victim`` never joins the ring (it sleeps); the others must raise after about ``timeout`` seconds."""
+    """``victim`` never joins the ring (it sleeps); the others must raise after about ``timeout`` seconds.
+
+    The RingError is re-raised (with the elapsed time appended) so that the launcher sees a failure
+    and kills the sleeper after its grace period instead of waiting for it.
+    """
     if rank == victim:
         time.sleep(600)
     q = torch.randn(1, 2, 16, 8)
@@ -121,16 +125,21 @@ def rank_hangs(rank: int, world: int, victim: int, timeout: float) -> dict:
     try:
         ring_attention(q, q, q, mask=qkv.masks.causal(), timeout=timeout)
     except RingError as e:
-        return {"error": type(e).__name__, "message": str(e), "elapsed": time.monotonic() - t0}
-    return {"error": None, "message": "", "elapsed": time.monotonic() - t0}
+        raise RingError(f"{e} [raised after {time.monotonic() - t0:.3f} s]") from None
+    return {"elapsed": time.monotonic() - t0}
 
 
 def bad_shapes(rank: int, world: int) -> str:
-    """Ranks pass different head dims: every rank must raise the same clear ValueError (no hang)."""
+    """Ranks pass different head dims: every rank must raise the same clear ValueError (no hang).
+
+    Rank 0 returns the message; rank 1 lets the error propagate (the launcher must report it).
+    """
     d = 8 if rank == 0 else 16
     q = torch.randn(1, 2, 5, d)
     try:
         ring_attention(q, q, q)
     except ValueError as e:
-        return str(e)
+        if rank == 0:
+            return str(e)
+        raise
     return ""

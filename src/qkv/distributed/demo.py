@@ -61,9 +61,25 @@ def make_inputs(cfg: dict):
 
 
 def _peak_rss_mib() -> float:
-    """Peak resident set size of this process so far (MiB)."""
+    """Peak resident set size of this process (MiB) since the last :func:`_reset_peak` (Linux), else lifetime."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kib / 1024 if sys.platform != "darwin" else kib / 2**20
+
+
+def _reset_peak() -> None:
+    """Restart the peak-RSS high-water mark (Linux ``/proc/self/clear_refs``), so that the peak is the call's own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:  # pragma: no cover - not Linux or not permitted: the lifetime peak is reported
+        pass
 
 
 def _rss_mib() -> float:
@@ -83,16 +99,19 @@ def ring_job(rank: int, world: int, cfg: dict) -> dict:
     del q, k, v, dout
     rss_before = _rss_mib()
     dist.barrier()
+    _reset_peak()
     t0 = time.perf_counter()
     out, lse = ring_attention(*loc, mask=mask, return_lse=True, layout=layout, impl=cfg["impl"])
     t_fwd = time.perf_counter() - t0
+    peak_fwd = _peak_rss_mib()
     t_bwd = float("nan")
     if cfg["backward"]:
         t1 = time.perf_counter()
         out.backward(dout_loc)
         t_bwd = time.perf_counter() - t1
     peak = _peak_rss_mib()
-    res = {"rank": rank, "forward_s": t_fwd, "backward_s": t_bwd, "rss_before_mib": rss_before, "peak_rss_mib": peak}
+    res = {"rank": rank, "forward_s": t_fwd, "backward_s": t_bwd, "rss_before_mib": rss_before,
+           "peak_forward_mib": peak_fwd, "peak_rss_mib": peak}
     if cfg.get("gather", True):
         full = [gather(x.detach(), 2, layout=layout) for x in (out, lse)]
         if cfg["backward"]:
@@ -107,16 +126,18 @@ def single_job(rank: int, world: int, cfg: dict) -> dict:
     q, k, v, dout = make_inputs(cfg)
     full = [x.requires_grad_(cfg["backward"]) for x in (q, k, v)]
     rss_before = _rss_mib()
+    _reset_peak()
     t0 = time.perf_counter()
     out, lse = attention(*full, mask=make_mask(cfg["mask"], cfg["length"]), impl=cfg["impl"], return_lse=True)
     t_fwd = time.perf_counter() - t0
+    peak_fwd = _peak_rss_mib()
     t_bwd = float("nan")
     if cfg["backward"]:
         t1 = time.perf_counter()
         out.backward(dout)
         t_bwd = time.perf_counter() - t1
     res = {"rank": rank, "forward_s": t_fwd, "backward_s": t_bwd, "rss_before_mib": rss_before,
-           "peak_rss_mib": _peak_rss_mib()}
+           "peak_forward_mib": peak_fwd, "peak_rss_mib": _peak_rss_mib()}
     if cfg.get("gather", True):
         res["tensors"] = [out.detach(), lse.detach()] + ([x.grad for x in full] if cfg["backward"] else [])
     return res

@@ -74,14 +74,15 @@ def _child(rank, world_size, port, fn, args, pg_timeout, backend, threads, resul
         store = dist.TCPStore("127.0.0.1", port, world_size, is_master=False, timeout=timedelta(seconds=pg_timeout))
         dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
                                 timeout=timedelta(seconds=pg_timeout))
-        try:
-            payload = pickle.dumps(fn(rank, world_size, *args))
-            status = "ok"
-        finally:
-            dist.destroy_process_group()
+        payload = pickle.dumps(fn(rank, world_size, *args))
+        status = "ok"
     except BaseException:  # report everything, including KeyboardInterrupt, to the parent
         payload = traceback.format_exc()
+    # Report before tearing down: with a dead or hung peer, destroying the group can block until its
+    # timeout, so after a failure the group is left to the operating system (the parent kills stragglers).
     results.put((rank, status, payload))
+    if status == "ok" and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def spawn(fn, world_size: int, args: tuple = (), *, timeout: float = 120.0, pg_timeout: float = 30.0,
@@ -145,8 +146,9 @@ def spawn(fn, world_size: int, args: tuple = (), *, timeout: float = 120.0, pg_t
                 failures[rank] = Failure(rank, "error", payload)
                 deadline = min(deadline, time.monotonic() + grace)
     finally:
+        stop = min(time.monotonic() + 5.0, deadline)  # one shared budget for the exits, then kill
         for p in procs:
-            p.join(timeout=max(0.0, min(5.0, deadline - time.monotonic())))
+            p.join(timeout=max(0.0, stop - time.monotonic()))
         for p in procs:
             if p.is_alive():
                 p.kill()

@@ -51,6 +51,7 @@ __all__ = ["ring_attention", "RingError"]
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _TAG_KV, _TAG_BWD_KV, _TAG_DKV, _TAG_HOME = 11, 12, 13, 14
+_LABELS = {_TAG_KV: "K/V", _TAG_BWD_KV: "K/V", _TAG_DKV: "the dK/dV accumulator", _TAG_HOME: "finished dK/dV"}
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,13 @@ class _Ring:
     def wait(self, works, what: str) -> None:
         wait_all(works, what, self.timeout)
 
+    def describe(self, phase: str, step: int, ops) -> str:
+        """``"ring_attention forward: rank 1 of 4, step 2 (send K/V to rank 2, receive K/V from rank 0)"``."""
+        W = self.plan.world_size
+        moves = ", ".join(f"{'send' if op is dist.isend else 'receive'} {_LABELS[tag]} "
+                          f"{'to' if op is dist.isend else 'from'} rank {peer % W}" for op, _, peer, tag in ops)
+        return f"ring_attention {phase}: rank {self.rank} of {W}, step {step} ({moves})"
+
     def attend(self, q: Tensor, k: Tensor, v: Tensor, q0: int, k0: int, kind: int):
         """Partial state ``(out, lse)`` of queries starting at global ``q0`` against keys starting at ``k0``."""
         mask = None if kind == FULL else _masks.offset(self.mask, q0, k0, self.nq, self.nk)
@@ -120,8 +128,7 @@ def _forward(ring: _Ring, q: Tensor, kv_local: Tensor, dv: int):
             ops.append((dist.isend, cur, r + 1, _TAG_KV))
         if nxt is not None:
             ops.append((dist.irecv, nxt, r - 1, _TAG_KV))
-        what = f"ring_attention forward: rank {r} of {W}, step {s}, sending K/V shard {j} to rank {(r + 1) % W}" \
-               f" / receiving shard {plan.holds(r, s + 1)} from rank {(r - 1) % W}"
+        what = ring.describe("forward", s, ops)
         works = ring.post(ops, what)
         if j is not None:  # compute while the next shard is in flight
             for a, b, kind in plan.pairs(r, j):
@@ -194,15 +201,14 @@ def _backward(ring: _Ring, q, kv_local, out, lse, dout, dlse):
             ops.append((dist.isend, cur, r + 1, _TAG_BWD_KV))
         if nxt is not None:
             ops.append((dist.irecv, nxt, r - 1, _TAG_BWD_KV))
-        what = (f"ring_attention backward: rank {r} of {W}, step {s}, exchanging K/V with ranks "
-                f"{(r - 1) % W} and {(r + 1) % W}")
+        what = ring.describe("backward", s, ops)
         kv_works = ring.post(ops, what)
         ops = []
         if j is not None:
             dkv = _shard_grads(ring, q, cur, j, out, lse, dout, dlse, dq)  # while K/V are in flight
             if s > 0:
-                ring.wait(dkv_in_works, f"ring_attention backward: rank {r} of {W}, step {s}, receiving the "
-                                        f"dK/dV accumulator of shard {j} from rank {(r - 1) % W}")
+                ring.wait(dkv_in_works, f"ring_attention backward: rank {r} of {W}, step {s} (receive the "
+                                        f"dK/dV accumulator of shard {j} from rank {(r - 1) % W})")
                 dkv += dkv_in
             if plan.forwards(r, s):
                 ops.append((dist.isend, dkv, r + 1, _TAG_DKV))
@@ -216,7 +222,7 @@ def _backward(ring: _Ring, q, kv_local, out, lse, dout, dlse):
         if plan.hops[r] > 0 and s == plan.hops[r]:
             home = _empty_kv(ring, kv_local, r, dtype=acc)
             ops.append((dist.irecv, home, plan.last_holder(r), _TAG_HOME))
-        what2 = f"ring_attention backward: rank {r} of {W}, step {s}, exchanging dK/dV accumulators"
+        what2 = ring.describe("backward", s, ops)
         works = ring.post(ops, what2)
         ring.wait([w for w, _ in sends], what2)  # the previous step's accumulator sends
         sends = [(w, t) for (op, t, _, _), w in zip(ops, works) if op is dist.isend]
@@ -225,8 +231,8 @@ def _backward(ring: _Ring, q, kv_local, out, lse, dout, dlse):
         ring.wait(kv_works, what)
         cur = nxt
     ring.wait([w for w, _ in sends] + home_works,
-              f"ring_attention backward: rank {r} of {W}, receiving the dK/dV of its shard from rank "
-              f"{plan.last_holder(r)}")
+              f"ring_attention backward: rank {r} of {W}, end (receive the finished dK/dV of its shard from "
+              f"rank {plan.last_holder(r)})")
     return dq.to(q.dtype), home
 
 
@@ -300,8 +306,9 @@ def ring_attention(q: Tensor, k: Tensor, v: Tensor, *, group=None, mask=None, sc
 
     Example (spawns processes, so not a doctest)::
 
+        import torch, qkv
         from qkv.distributed import launch, ring_attention, shard, gather
-        def job(rank, world):
+        def job(rank, world):  # at module level, so that the spawned processes can import it
             torch.manual_seed(0)
             q, k, v = (torch.randn(1, 4, 1000, 64) for _ in range(3))  # the whole sequence
             loc = [shard(x, 2, layout="zigzag") for x in (q, k, v)]
@@ -319,8 +326,13 @@ def ring_attention(q: Tensor, k: Tensor, v: Tensor, *, group=None, mask=None, sc
     q_lengths, kv_lengths = _exchange_meta(q, k, v, layout, group, rank, W, timeout)
     mask = _masks.as_mask(mask)
     nq, nk = sum(q_lengths), sum(kv_lengths)
-    if mask is not None and hasattr(mask, "check"):
-        mask.check(q.shape[0], q.shape[1], nq, nk)
+    if mask is not None:
+        if hasattr(mask, "check"):
+            mask.check(q.shape[0], q.shape[1], nq, nk)
+        for have, want, name in ((mask.batch_size, q.shape[0], "batch"), (mask.num_heads, q.shape[1], "heads")):
+            if have is not None and have not in (1, want):
+                raise ValueError(f"ring_attention: the mask is for {name} {have} but q has {name} {want}; build "
+                                 f"the mask of the global {nq} x {nk} problem for {name} {want} (or 1)")
     plan = plan_ring(mask, q_lengths, kv_lengths, layout)
     ring = _Ring(plan, group, rank, mask, _mods.as_mod(score_mod), inp.scale, impl, timeout, nq, nk, q.shape[3])
     out, lse = _RingFunction.apply(q, k, v, ring)
