@@ -127,3 +127,16 @@ def test_weights_equal_transformers(minilm, hf_minilm):
     torch.testing.assert_close(minilm.layers[3].attention.q_proj.weight, hf["encoder.layer.3.attention.self.query.weight"],
                                rtol=0, atol=0)
     torch.testing.assert_close(minilm.layers[5].mlp_norm.bias, hf["encoder.layer.5.output.LayerNorm.bias"], rtol=0, atol=0)
+
+
+def test_left_padding_matches_transformers(minilm, hf_minilm, batch):
+    """A non-right-padded attention_mask takes the bool-tensor mask path; same answer as transformers."""
+    ids, mask = batch
+    n = int(mask[1].sum())
+    left_ids = torch.cat([torch.zeros_like(ids[1:, n:]), ids[1:, :n]], dim=1)  # row 1 moved to the right
+    left_mask = torch.cat([torch.zeros_like(mask[1:, n:]), mask[1:, :n]], dim=1)
+    with torch.no_grad():
+        a = minilm(left_ids, left_mask).last_hidden_state
+        b = hf_minilm(input_ids=left_ids, attention_mask=left_mask).last_hidden_state
+    valid = left_mask.bool()
+    assert (a - b)[valid].abs().max().item() < 1e-5

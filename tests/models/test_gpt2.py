@@ -182,3 +182,15 @@ def test_bfloat16_load_is_close(pair, ids):
         a, b = bf(ids).logits, ours(ids).logits
     assert a.dtype == torch.bfloat16
     assert max_rel_err(a.float(), b) < 5e-2
+
+
+def test_right_padded_batch_matches_transformers(pair, ids):
+    ours, hf = pair
+    mask = torch.ones_like(ids)
+    mask[0, 7:] = 0
+    with torch.no_grad():
+        a = ours(ids, mask).logits
+        b = hf(ids, attention_mask=mask).logits
+    valid = mask.bool()
+    assert (a - b)[valid].abs().max().item() < 1e-4
+    torch.testing.assert_close(a[0, :7], ours(ids[:1, :7]).logits[0], rtol=0, atol=1e-5)

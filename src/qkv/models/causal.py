@@ -85,10 +85,10 @@ class CausalLM(nn.Module):
 
     @staticmethod
     def _mask(attention_mask: Tensor | None, L: int):
-        km = key_mask(attention_mask)  # (B, 1, 1, Lk) or None
+        km = key_mask(attention_mask)  # padding mask, bool (B, 1, 1, Lk) or None
         if km is None:
             return None if L == 1 else masks.causal(align="bottom_right")
-        return masks.causal(align="bottom_right") & masks.from_tensor(km)
+        return masks.causal(align="bottom_right") & masks.as_mask(km)
 
     @torch.no_grad()
     def generate(self, input_ids: Tensor, max_new_tokens: int, *, attention_mask: Tensor | None = None,

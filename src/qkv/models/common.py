@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..attention import masks
 from ..nn.record import current
 
 __all__ = ["EncoderOutput", "CausalLMOutput", "check_input_ids", "key_mask", "RMSNorm", "activation",
@@ -80,13 +81,20 @@ def check_input_ids(input_ids, attention_mask, config, past: int = 0) -> None:
                              f"0 = padding), got {got}")
 
 
-def key_mask(attention_mask: Tensor | None) -> Tensor | None:
-    """``attention_mask`` ``(B, Lk)`` (1 = token, 0 = padding) -> bool mask ``(B, 1, 1, Lk)``, or None if all real."""
+def key_mask(attention_mask: Tensor | None):
+    """``attention_mask`` ``(B, Lk)`` (1 = token, 0 = padding) -> a key mask for :func:`qkv.attention`.
+
+    None when every token is real; ``qkv.masks.padding(lengths)`` for right padding (structured:
+    implementations skip whole padded blocks); else a bool tensor ``(B, 1, 1, Lk)`` (e.g. left padding).
+    """
     if attention_mask is None:
         return None
     m = attention_mask.bool()
     if bool(m.all()):
         return None
+    lengths = m.sum(1)  # (B,)
+    if torch.equal(m, torch.arange(m.shape[1], device=m.device)[None, :] < lengths[:, None]):
+        return masks.padding(lengths)
     return m[:, None, None, :]  # (B, Lk) -> (B, 1, 1, Lk): broadcast over heads and queries
 
 
