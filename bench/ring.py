@@ -108,13 +108,13 @@ HEADER = """# Ring attention: time and peak memory per rank vs one process (N = 
 
 READING = """
 Reading: with the contiguous layout a causal mask leaves rank r with r+1 of W shard pairs (the last
-rank does the most work, the others wait) but K/V shards never cross the wrap-around (W(W-1)/2
+rank does the most work while the others wait) but K/V shards never cross the wrap-around (W(W-1)/2
 messages); zigzag gives every rank the same work and sends every shard all the way round (W(W-1)
-messages). With the O(N)-memory tiled kernel the attention's working memory is small at this length, so
-a rank's peak is set by fixed per-call buffers (two K/V shards in flight, fp32 dK/dV accumulators, the
-recomputed partial states) and is not below the single process's; with the reference kernel, which
-materialises the Lq x Lk scores, a rank needs about 1/W^2 of the single process's working memory per
-shard pair.
+messages). Memory: the tiled kernel needs O(N) working memory, so at this length a rank's peak is set
+by per-call buffers (two K/V shards in flight, fp32 dK/dV accumulators, recomputed partial states) and
+is not much below the single process's: here the ring spreads K/V and work, it does not save memory.
+The reference kernel materialises the scores of each call, so a rank's working memory is that of its
+largest shard pair: (N/W)^2 scores for contiguous, (N/2W)^2 for zigzag, against N^2 in one process.
 """
 
 
