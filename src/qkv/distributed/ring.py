@@ -259,8 +259,9 @@ class _RingFunction(torch.autograd.Function):
 
 def _exchange_meta(q, k, v, layout, group, rank, W, timeout):
     """All-gather every rank's lengths and shapes; the same ValueError on every rank if they disagree."""
+    dtype_code = _DTYPES.index(q.dtype) if q.dtype in _DTYPES else -1
     meta = torch.tensor([q.shape[2], k.shape[2], q.shape[0], q.shape[1], k.shape[1], q.shape[3], v.shape[3],
-                         _DTYPES.index(q.dtype) if q.dtype in _DTYPES else -1, LAYOUTS.index(layout)], dtype=torch.int64, device=q.device)
+                         dtype_code, LAYOUTS.index(layout)], dtype=torch.int64, device=q.device)
     metas = [torch.empty_like(meta) for _ in range(W)]
     wait_all([dist.all_gather(metas, meta, group=group, async_op=True)],
              f"ring_attention: rank {rank} of {W} exchanging shard shapes", timeout)
