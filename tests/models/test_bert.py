@@ -140,3 +140,11 @@ def test_left_padding_matches_transformers(minilm, hf_minilm, batch):
         b = hf_minilm(input_ids=left_ids, attention_mask=left_mask).last_hidden_state
     valid = left_mask.bool()
     assert (a - b)[valid].abs().max().item() < 1e-5
+
+
+def test_inference_mode_padded_batch(minilm, both, batch):
+    """torch.inference_mode (what servers use) gives the same states as no_grad on a padded batch."""
+    with torch.inference_mode():
+        out = minilm(*batch)
+    valid = batch[1].bool()
+    assert (out.last_hidden_state - both[0].last_hidden_state)[valid].abs().max().item() < 1e-5

@@ -116,3 +116,13 @@ def test_transformers4_style_config(tmp_path_factory, ids):
     assert old.config.rope_scaling["rope_type"] == "llama3"
     with torch.no_grad():
         torch.testing.assert_close(old(ids).logits, ours(ids).logits, rtol=0, atol=0)
+
+
+def test_inference_mode_forward_and_generate(pair, ids):
+    """torch.inference_mode (what servers use) gives the same logits and tokens as no_grad."""
+    ours, _, _ = pair
+    with torch.no_grad():
+        want = ours(ids).logits
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(ids).logits, want, rtol=0, atol=1e-6)
+        assert torch.equal(ours.generate(ids, 3), ours.generate(ids.clone(), 3))

@@ -116,3 +116,13 @@ def test_cos_sin_reuse_notices_in_place_changes():
     rope(x, pos)
     pos += 5  # same tensor object, new values
     torch.testing.assert_close(rope(x, pos), RotaryEmbedding(8)(x, torch.arange(5, 8)))
+
+
+def test_rope_under_inference_mode():
+    rope = RotaryEmbedding(8)
+    x = torch.randn(1, 2, 3, 8)
+    want = rope(x, torch.arange(3))
+    with torch.inference_mode():
+        pos = torch.arange(3)
+        torch.testing.assert_close(rope(x, pos), want)
+        torch.testing.assert_close(rope(x, pos), want)  # reused cos/sin

@@ -94,7 +94,7 @@ class RotaryEmbedding(nn.Module):
         self.head_dim, self.theta, self.scaling = head_dim, float(theta), scaling
         self._inv_freq = rope_frequencies(head_dim, theta, scaling)  # (D/2,) plain tensor (not in state_dict)
         self._inv_freq64 = rope_frequencies(head_dim, theta, scaling, torch.float64)
-        self._cached: tuple | None = None  # (positions, version, dtype, cos, sin): reused across layers
+        self._cached: tuple | None = None  # (positions, dtype, cos, sin): reused across layers
 
     def cos_sin(self, positions: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
         """``cos, sin`` of shape ``(L, D)`` or ``(B, 1, L, D)`` (broadcast over heads)."""
@@ -103,15 +103,16 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(f"RotaryEmbedding: positions must be an integer tensor (L,) or (B, L), got {got}; "
                              "pass e.g. torch.arange(L)")
         c = self._cached
-        if c is not None and c[0] is positions and c[1] == positions._version and c[2] == dtype:
-            return c[3], c[4]
+        if c is not None and c[1] == dtype and c[0].shape == positions.shape and c[0].device == positions.device \
+                and torch.equal(c[0], positions):  # O(L) check; works for inference tensors too
+            return c[2], c[3]
         inv = (self._inv_freq64 if dtype == torch.float64 else self._inv_freq).to(positions.device)
         freqs = positions.to(inv.dtype).unsqueeze(-1) * inv  # (..., L, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (..., L, D)
         cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)
         if positions.dim() == 2:
             cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, L, D)
-        self._cached = (positions, positions._version, dtype, cos, sin)
+        self._cached = (positions.clone(), dtype, cos, sin)
         return cos, sin
 
     def forward(self, x: Tensor, positions: Tensor) -> Tensor:
