@@ -64,6 +64,8 @@ def run(batch: int = 8, length: int = 128, repeat: int = 30) -> str:
     lines = [f"# MiniLM forward: qkv vs transformers ({batch} x {length} tokens)", "",
              f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
              f"({torch.get_num_threads()} threads), transformers {transformers.__version__}",
+             f"- load average at start: {os.getloadavg()[0]:.1f} (other jobs share these cores: absolute ms are "
+             "noisy, the interleaved ratios less so)",
              f"- qkv attention implementations: {', '.join(qkv.implementations())} (impl='auto')",
              f"- median of {repeat} interleaved runs after 3 warm-up runs each; ratio = qkv time / transformers time "
              "(< 1 means qkv is faster)", "- command: `python bench/models.py`", "",
@@ -84,9 +86,10 @@ def run(batch: int = 8, length: int = 128, repeat: int = 30) -> str:
                 for k, fn in contenders.items():
                     times[k].append(_once(fn))
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-        label = "half the rows padded to 64" if padded else "no padding"
+        label = f"every other row padded from token {length // 2}" if padded else "no padding"
         lines.append(f"| {label} | {med['qkv']:.1f} | {med['eager']:.1f} | {med['sdpa']:.1f} | "
                      f"{med['qkv'] / med['eager']:.2f}x | {med['qkv'] / med['sdpa']:.2f}x | {diff:.1e} |")
+    lines.append(f"\nload average at end: {os.getloadavg()[0]:.1f}")
     return "\n".join(lines) + "\n"
 
 
