@@ -31,11 +31,13 @@ Example:
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from . import masks as _masks
 from . import mods as _mods
 from .inputs import AttentionInputs
 from .merge import merge
@@ -103,6 +105,32 @@ def _grad_tensors(mod) -> list[Tensor]:
     return found
 
 
+_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()  # key -> (mask, mod, plan, master): the last few problems
+_CACHE_SIZE = 8
+_CACHE_MASTER_BYTES = 64 << 20
+
+
+def _fingerprint(obj, depth: int = 0):
+    """Identity and version of every tensor inside a mask/mod (an in-place change invalidates the
+    cache), or None when the object's behaviour cannot be fingerprinted (plain callables)."""
+    if obj is None or isinstance(obj, (int, float, str, bool)):
+        return obj
+    if isinstance(obj, Tensor):
+        return (id(obj), obj._version)
+    if isinstance(obj, (list, tuple)):
+        parts = tuple(_fingerprint(o, depth + 1) for o in obj)
+        return None if any(p is None and o is not None for p, o in zip(parts, obj)) else parts
+    if depth > 6 or not isinstance(obj, (_masks.Mask, _mods.ScoreMod)) or isinstance(obj, _masks._Function):
+        return None
+    items = []
+    for name, val in sorted(vars(obj).items()):
+        fp = _fingerprint(val, depth + 1)
+        if fp is None and val is not None:
+            return None
+        items.append((name, fp))
+    return (id(obj), type(obj).__name__, tuple(items))
+
+
 @dataclass
 class _Problem:
     """Everything the forward and backward share (no tensors of size ``Lq x Lk``)."""
@@ -160,12 +188,14 @@ def _segments(p: _Problem, q, k, v):
     masked = [g for g in p.plan.groups if g.kind == "mask" or (g.kind == "full" and p.mod is not None)]
     if p.use_master and masked and p.master is None and Master.nbytes(masked, Hq, esz) <= 8 * CHUNK_BYTES:
         p.master = Master(p.mask, p.mod, masked, Hq, p.lq, p.lk, q.dtype, q.device)
+        _remember_master(p)
     for g in p.plan.groups:
         if p.master is not None and any(g is m for m in masked):  # translation-invariant: a view of the shared pattern
             add = p.master.view(g)
+            allowed = None if p.master.no_empty_rows(g) else True  # True: look for empty rows in the result
             for sl in _chunks(g, _segment_bytes(p, g, B, Hq, k.shape[1], q.shape[3], v.shape[3], esz) // 2):
                 r, c = Rows(g.q_starts[sl], g.tq), Rows(g.k_starts[sl], g.tk)
-                yield g, r, c, r.get(q), c.get(k), c.get(v), None, add, None
+                yield g, r, c, r.get(q), c.get(k), c.get(v), allowed, add, None
             continue
         per = _segment_bytes(p, g, B, Hq, k.shape[1], q.shape[3], v.shape[3], esz)
         for sl in _chunks(g, per):
@@ -178,6 +208,8 @@ def _segments(p: _Problem, q, k, v):
             add = idx = None
             if p.fused:
                 add = additive_mask(allowed, p.mod, g, sl, B, Hq, p.lq, p.lk, q.dtype, q.device)
+                if allowed is None and add is not None:
+                    allowed = True  # a bias of -inf may empty a row: look at the result
             elif p.mod is not None:
                 idx = segment_indices(g, sl, B, Hq, q.device)
             yield g, r, c, qg, kg, vg, allowed, add, idx
@@ -191,8 +223,12 @@ def _forward(p: _Problem, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tens
         g = groups[0]
         for _, _, _, qg, kg, vg, allowed, add, _ in _segments(p, q, k, v):
             return fused_forward(qg, kg, vg, add, allowed, g.kind == CAUSAL_SEG and p.mod is None, p.scale)
-    out = torch.zeros(B, Hq, Lq, Dv, dtype=q.dtype, device=q.device)
-    lse = torch.full((B, Hq, Lq), float("-inf"), dtype=q.dtype, device=q.device)
+    if p.plan.covers(Lq):  # every row gets a result: no need to clear
+        out = torch.empty(B, Hq, Lq, Dv, dtype=q.dtype, device=q.device)
+        lse = torch.empty(B, Hq, Lq, dtype=q.dtype, device=q.device)
+    else:
+        out = torch.zeros(B, Hq, Lq, Dv, dtype=q.dtype, device=q.device)
+        lse = torch.full((B, Hq, Lq), float("-inf"), dtype=q.dtype, device=q.device)
     lse4 = lse.unsqueeze(-1)  # (B, Hq, Lq, 1) view: Rows works on 4-D tensors
     covered = torch.zeros(Lq, dtype=torch.bool)  # rows that already hold a partial result
     for g, r, _, qg, kg, vg, allowed, add, idx in _segments(p, q, k, v):
@@ -265,15 +301,44 @@ class _TiledAttention(torch.autograd.Function):
         return (None, dq, dk, dv, *dmods)
 
 
+def _problem(inp: AttentionInputs) -> _Problem:
+    """The plan (and shared pattern) for ``inp``, reused from the last calls with the same mask/mod objects."""
+    fused = _fusable(inp)
+    fm, fmod = _fingerprint(inp.mask), _fingerprint(inp.score_mod)
+    key = None
+    cacheable = (fm is not None or inp.mask is None) and (fmod is not None or inp.score_mod is None)
+    if cacheable and not _grad_tensors(inp.score_mod):  # never pin a tensor that carries a graph
+        key = (fm, fmod, inp.B, inp.Hq, inp.Hkv, inp.Lq, inp.Lk, inp.D, inp.Dv, inp.compute_dtype, inp.q.device.type)
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _CACHE.move_to_end(key)
+            plan, master = hit[2], hit[3]
+            return _Problem(plan, inp.mask, inp.score_mod, inp.scale, inp.Lq, inp.Lk, fused, master=master,
+                            use_master=_use_master(inp))
+    p = _Problem(tiled_plan_for(inp), inp.mask, inp.score_mod, inp.scale, inp.Lq, inp.Lk, fused,
+                 use_master=_use_master(inp))
+    if key is not None:
+        _CACHE[key] = (inp.mask, inp.score_mod, p.plan, None)
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return p
+
+
+def _remember_master(p: _Problem) -> None:
+    """Keep a freshly built shared pattern with its cached plan (small ones only)."""
+    for key, (mask, mod, plan, master) in _CACHE.items():
+        if plan is p.plan and master is None and p.master.m.numel() * p.master.m.element_size() <= _CACHE_MASTER_BYTES:
+            _CACHE[key] = (mask, mod, plan, p.master)
+            return
+
+
 def tiled_forward(inp: AttentionInputs) -> tuple[Tensor, Tensor]:
     """``(out, lse)`` of validated inputs; differentiable w.r.t. q, k, v and score-mod tensors."""
     cd = inp.compute_dtype
     q, k, v = inp.q.to(cd), inp.k.to(cd), inp.v.to(cd)
-    fused = _fusable(inp)
-    p = _Problem(tiled_plan_for(inp), inp.mask, inp.score_mod, inp.scale, inp.Lq, inp.Lk, fused,
-                 use_master=_use_master(inp))
+    p = _problem(inp)
     if inp.needs_grad:
-        mod_tensors = [] if fused else _grad_tensors(inp.score_mod)
+        mod_tensors = [] if p.fused else _grad_tensors(inp.score_mod)
         out, lse = _TiledAttention.apply(p, q, k, v, *mod_tensors)
     else:
         out, lse = _forward(p, q, k, v)

@@ -137,6 +137,7 @@ class Master:
             g = _mods.apply(mod, g, q, h, q, kv, lq, lk).clamp(min=NEG)
         if mask is not None:
             g = g.masked_fill(~mask.evaluate(q, h, q, kv, lq, lk), NEG)
+        self._rows_ok: dict = {}
         rev = torch.arange(T - 1, -1, -1, device=device)
         self.m = g[:, :, 0].unfold(-1, W, 1).index_select(2, rev)  # (1, H, T, W), one copy
 
@@ -151,6 +152,13 @@ class Master:
         """``(1, H|1, tq, tk)`` additive mask of a shared group's segments."""
         j = self.S + int(group.k_starts[0] - group.q_starts[0])
         return self.m[:, :, :group.tq, j:j + group.tk]
+
+    def no_empty_rows(self, group: Group) -> bool:
+        """True when every row of the group's segments may attend some key (computed once per group)."""
+        key = (group.tq, group.tk, int(group.k_starts[0] - group.q_starts[0]))
+        if key not in self._rows_ok:
+            self._rows_ok[key] = bool((self.view(group) > NEG / 2).any(-1).all())
+        return self._rows_ok[key]
 
 
 def segment_mask(mask, group: Group, sl: slice, B: int, Hq: int, lq: int, lk: int, device) -> Tensor | None:
@@ -206,10 +214,10 @@ def sanitize(qg: Tensor, kg: Tensor, vg: Tensor, allowed: Tensor | None):
     return qg, kg, vg
 
 
-def _empty_rows(lse: Tensor, allowed: Tensor | None) -> Tensor:
+def _empty_rows(lse: Tensor, allowed) -> Tensor:
     """Rows with nothing to attend in the segment: masked everywhere, or a bias of -inf everywhere."""
     empty = lse < NEG / 2
-    if allowed is not None:
+    if isinstance(allowed, Tensor):
         empty = empty | ~allowed.any(-1)
     return empty
 
@@ -217,7 +225,7 @@ def _empty_rows(lse: Tensor, allowed: Tensor | None) -> Tensor:
 def fused_forward(qg, kg, vg, add_mask, allowed, causal: bool, scale: float):
     """``(out (Bn, Hq, tq, D), lse (Bn, Hq, tq))`` of a segment batch with the fused CPU kernel."""
     out, lse = _fused_fwd(qg, kg, vg, 0.0, causal, attn_mask=add_mask, scale=scale)
-    if add_mask is not None:
+    if add_mask is not None and allowed is not None:  # None: the caller knows no row can be empty
         empty = _empty_rows(lse, allowed)
         if bool(empty.any()):
             lse = lse.masked_fill(empty, float("-inf"))

@@ -68,6 +68,14 @@ class Plan:
         """(query, key) pairs computed (masked ones inside PARTIAL segments included)."""
         return sum(g.pairs for g in self.groups)
 
+    def covers(self, lq: int) -> bool:
+        """True when every query row is in some segment."""
+        rows = np.zeros(lq, dtype=bool)
+        for g in self.groups:
+            for s in g.q_starts:
+                rows[s:s + g.tq] = True
+        return bool(rows.all())
+
 
 def causal_shift(mask, lq: int, lk: int) -> int | None:
     """``c`` when ``mask`` is exactly "query ``i`` sees keys ``j <= i + c``", else None.
@@ -198,7 +206,7 @@ def _cost(plan: Plan, heads: int, kv_heads: int, d: int) -> float:
         work += g.pairs * heads * eff
         if g.n > 1:
             work += 0.15 * g.n * g.tk * kv_heads * 2 * d  # gathered keys and values (copies)
-    return work + 60_000.0 * len(plan.groups)
+    return work + 250_000.0 * len(plan.groups)
 
 
 def make_plan(mask, lq: int, lk: int, *, fused: bool, heads: int = 1, kv_heads: int = 1, head_dim: int = 64,
@@ -230,6 +238,11 @@ def make_plan(mask, lq: int, lk: int, *, fused: bool, heads: int = 1, kv_heads: 
     else:
         merge_keys, max_keys, tiles = 512, 2048, (128,)
     best = None
+    if fused and (lq * lk * (heads if whole_rows else 1) * 4 <= 48 << 20):  # small: one dense segment
+        one = np.zeros(1, np.int64)
+        whole = Plan([Group(MASK_SEG if (mask is not None or whole_rows) else FULL_SEG, one, one, lq, lk,
+                            shared=master or translation_invariant(mask))], lq, lk)
+        best = (_cost(whole, heads, kv_heads, head_dim), whole)
     for t in tiles:
         bq, bk = min(t, lq), min(t, lk)
         plan = _block_plan(mask, lq, lk, bq, bk, merge_keys, max_keys, shared_all=master)
