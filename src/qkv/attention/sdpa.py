@@ -10,10 +10,11 @@ global RNG.
 fp16/bf16 inputs are computed in fp32 and returned in their dtype (the qkv contract).
 
 Example:
-    >>> import torch, qkv
+    >>> import torch
+    >>> from qkv.attention import attention, masks
     >>> q, k, v = (torch.randn(1, 2, 5, 8) for _ in range(3))
-    >>> out = qkv.attention(q, k, v, mask=qkv.masks.causal(align="top_left"), impl="sdpa")
-    >>> ref = qkv.attention(q, k, v, mask=qkv.masks.causal(align="top_left"), impl="reference")
+    >>> out = attention(q, k, v, mask=masks.causal(align="top_left"), impl="sdpa")
+    >>> ref = attention(q, k, v, mask=masks.causal(align="top_left"), impl="reference")
     >>> bool(torch.allclose(out, ref, atol=1e-6))
     True
 """

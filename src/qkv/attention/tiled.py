@@ -21,11 +21,12 @@ Shape legend: q ``(B, Hq, Lq, D)``, k ``(B, Hkv, Lk, D)``, v ``(B, Hkv, Lk, Dv)`
 ``(B, Hq, Lq, Dv)``, lse ``(B, Hq, Lq)``.
 
 Example:
-    >>> import torch, qkv
+    >>> import torch
+    >>> from qkv.attention import attention, masks
     >>> q, k, v = (torch.randn(1, 2, 300, 16, dtype=torch.float64) for _ in range(3))
-    >>> mask = qkv.masks.sliding_window(32)
-    >>> out, lse = qkv.attention(q, k, v, mask=mask, impl="tiled", return_lse=True)
-    >>> ref, ref_lse = qkv.attention(q, k, v, mask=mask, impl="reference", return_lse=True)
+    >>> mask = masks.sliding_window(32)
+    >>> out, lse = attention(q, k, v, mask=mask, impl="tiled", return_lse=True)
+    >>> ref, ref_lse = attention(q, k, v, mask=mask, impl="reference", return_lse=True)
     >>> bool(torch.allclose(out, ref) and torch.allclose(lse, ref_lse))
     True
 """
@@ -177,7 +178,7 @@ def _segment_bytes(p: _Problem, g, B, Hq, Hkv, D, Dv, esz) -> int:
     elif p.mod is not None:
         tiles = 2 * B * Hq * g.tq * g.tk  # the bias of an additive score mod
     else:
-        tiles = 0 if (g.shared or g.kind != "mask") else g.tq * g.tk
+        tiles = 0 if (g.shared or g.kind != "mask") else 2 * g.tq * g.tk  # bool + additive mask
     return (gathered + tiles) * esz
 
 
