@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -30,6 +31,24 @@ __all__ = ["load", "resolve", "read_config", "FAMILIES", "known_model_types"]
 
 FAMILIES: dict[str, Family] = {t: fam for fam in (bert.FAMILY, gpt2.FAMILY, llama.FAMILY) for t in fam.model_types}
 ALIASES = ("minilm",)
+
+
+@contextmanager
+def _skip_init():
+    """Build modules without random initialisation: every weight is overwritten by the checkpoint.
+
+    On the meta device ``nn.Embedding``'s ``normal_`` still dispatches through ``torch._refs``,
+    whose first import costs about a second; the loader never needs those values.
+    """
+    names = ("normal_", "uniform_", "kaiming_uniform_", "xavier_uniform_", "zeros_", "ones_", "trunc_normal_")
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(nn.init, n, fn)
 
 
 def known_model_types() -> list[str]:
@@ -251,7 +270,7 @@ def load(name_or_path: str | os.PathLike = "minilm", *, dtype: torch.dtype = tor
     directory = resolve(name_or_path)
     name = os.fspath(name_or_path)
     cfg, family = read_config(directory, name)
-    with torch.device("meta"):
+    with torch.device("meta"), _skip_init():
         model = family.build(cfg)
     load_weights(model, family, cfg, directory, dtype)
     tok_path = directory / "tokenizer.json"
