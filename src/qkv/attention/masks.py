@@ -43,6 +43,23 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .mask_base import (  # noqa: F401  (re-exported: the block kinds and the base class live there)
+    EMPTY,
+    FULL,
+    PARTIAL,
+    Mask,
+    _block_bounds,
+    _check_align,
+    _Combined,
+    _diag_offset,
+    _index_grid,
+    _Not,
+    _Offset,
+    _TensorMask,
+    as_mask,
+    offset,
+)
+
 __all__ = [
     "EMPTY",
     "PARTIAL",
@@ -59,119 +76,6 @@ __all__ = [
     "as_mask",
     "offset",
 ]
-
-EMPTY, PARTIAL, FULL = 0, 1, 2
-_ALIGNS = ("bottom_right", "top_left")
-
-
-def _check_align(align: str) -> str:
-    if align not in _ALIGNS:
-        raise ValueError(f"align must be one of {_ALIGNS}, got {align!r}; "
-                         "use 'bottom_right' for KV-cache decoding, 'top_left' to match SDPA's is_causal")
-    return align
-
-
-def _diag_offset(align: str, lq: int, lk: int) -> int:
-    """Key index aligned with query 0: ``Lk - Lq`` for bottom_right, 0 for top_left."""
-    return lk - lq if align == "bottom_right" else 0
-
-
-def _index_grid(B: int, H: int, lq: int, lk: int, device=None):
-    """Broadcastable index tensors b (B,1,1,1), h (1,H,1,1), q (1,1,Lq,1), kv (1,1,1,Lk)."""
-    b = torch.arange(B, device=device).view(B, 1, 1, 1)
-    h = torch.arange(H, device=device).view(1, H, 1, 1)
-    q = torch.arange(lq, device=device).view(1, 1, lq, 1)
-    kv = torch.arange(lk, device=device).view(1, 1, 1, lk)
-    return b, h, q, kv
-
-
-def _block_bounds(length: int, block: int, device=None):
-    """First and last (inclusive) index of each block: two (n,) int64 tensors."""
-    starts = torch.arange(0, max(length, 0), block, device=device)
-    ends = torch.clamp(starts + block, max=length) - 1
-    return starts, ends
-
-
-class Mask:
-    """A boolean attention mask (``True`` = may attend). Subclasses implement :meth:`evaluate`.
-
-    ``batch_size`` / ``num_heads`` are the sizes a mask depends on (``None`` = broadcast).
-    """
-
-    batch_size: int | None = None
-    num_heads: int | None = None
-
-    # -- what subclasses provide -------------------------------------------------------------
-    def evaluate(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
-        """The mask at broadcastable index tensors of an ``lq x lk`` problem (bool tensor)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement evaluate()")
-
-    def _block_map(self, lq: int, lk: int, block_q: int, block_k: int, device=None) -> Tensor | None:
-        """Closed-form block map, or None to evaluate the mask block-row by block-row."""
-        return None
-
-    # -- derived -----------------------------------------------------------------------------
-    def dense(self, B: int = 1, H: int = 1, lq: int = 1, lk: int = 1, device=None) -> Tensor:
-        """Materialise as a bool tensor of shape ``(B|1, H|1, lq, lk)``."""
-        Bm = B if self.batch_size is not None else 1
-        Hm = H if self.num_heads is not None else 1
-        b, h, q, kv = _index_grid(Bm, Hm, lq, lk, device)
-        out = self.evaluate(b, h, q, kv, lq, lk)
-        return out.expand(Bm, Hm, lq, lk)
-
-    def block_map(self, lq: int, lk: int, block_q: int, block_k: int, device=None) -> Tensor:
-        """Per-block kind: int8 ``(B|1, H|1, ceil(lq/block_q), ceil(lk/block_k))`` of EMPTY/PARTIAL/FULL.
-
-        A block is EMPTY when no (q, k) pair in it may attend, FULL when all may, else PARTIAL.
-        """
-        fast = self._block_map(lq, lk, block_q, block_k, device)
-        if fast is not None:
-            return fast.to(torch.int8)
-        Bm = self.batch_size or 1
-        Hm = self.num_heads or 1
-        nq, nk = -(-lq // block_q), -(-lk // block_k)
-        out = torch.empty(Bm, Hm, nq, nk, dtype=torch.int8, device=device)
-        b, h, _, kv = _index_grid(Bm, Hm, 0, lk, device)
-        pad = nk * block_k - lk
-        for i in range(nq):
-            q0, q1 = i * block_q, min((i + 1) * block_q, lq)
-            q = torch.arange(q0, q1, device=device).view(1, 1, -1, 1)
-            m = self.evaluate(b, h, q, kv, lq, lk).expand(Bm, Hm, q1 - q0, lk)
-            anyv = m.any(dim=2)  # (Bm, Hm, lk)
-            allv = m.all(dim=2)
-            if pad:
-                anyv = torch.nn.functional.pad(anyv, (0, pad), value=False)
-                allv = torch.nn.functional.pad(allv, (0, pad), value=True)
-            anyb = anyv.view(Bm, Hm, nk, block_k).any(-1)
-            allb = allv.view(Bm, Hm, nk, block_k).all(-1)
-            out[:, :, i] = torch.where(allb, FULL, torch.where(anyb, PARTIAL, EMPTY)).to(torch.int8)
-        return out
-
-    def draw(self, lq: int, lk: int, b: int = 0, h: int = 0) -> str:
-        """ASCII picture of the mask for batch ``b``, head ``h`` (■ attend, · masked)."""
-        m = self.dense(max(b + 1, self.batch_size or 1), max(h + 1, self.num_heads or 1), lq, lk)
-        m = m[min(b, m.shape[0] - 1), min(h, m.shape[1] - 1)]
-        w = max(len(str(lk - 1)), 1)
-        wq = len(str(max(lq - 1, 0)))
-        head = " " * (wq + 2) + "k " + " ".join(str(j).rjust(w) for j in range(lk))
-        rows = [head]
-        for i in range(lq):
-            cells = " ".join(("■" if bool(m[i, j]) else "·").rjust(w) for j in range(lk))
-            rows.append(f"q{str(i).ljust(wq)}   {cells}")
-        return "\n".join(rows)
-
-    def __and__(self, other: "Mask") -> "Mask":
-        return _Combined("and", as_mask(self), as_mask(other))
-
-    def __or__(self, other: "Mask") -> "Mask":
-        return _Combined("or", as_mask(self), as_mask(other))
-
-    def __invert__(self) -> "Mask":
-        return _Not(self)
-
-    def __repr__(self) -> str:  # pragma: no cover - cosmetic
-        return f"{type(self).__name__}()"
-
 
 class _Full(Mask):
     def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
@@ -438,121 +342,7 @@ def from_function(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], *, bat
     return _Function(fn, batch_size, num_heads)
 
 
-class _TensorMask(Mask):
-    def __init__(self, t: Tensor):
-        if not isinstance(t, Tensor) or t.dtype != torch.bool:
-            raise ValueError(f"a tensor mask must be a bool tensor (True = attend), got "
-                             f"{t.dtype if isinstance(t, Tensor) else type(t).__name__}; for an additive float "
-                             "mask use score_mod=qkv.mods.bias(tensor)")
-        if t.dim() > 4:
-            raise ValueError(f"a tensor mask must have at most 4 dims broadcastable to (B, H, Lq, Lk), "
-                             f"got shape {tuple(t.shape)}")
-        self.t = t.reshape((1,) * (4 - t.dim()) + tuple(t.shape))
-        self.batch_size = self.t.shape[0] if self.t.shape[0] > 1 else None
-        self.num_heads = self.t.shape[1] if self.t.shape[1] > 1 else None
-
-    def check(self, B, H, lq, lk):
-        for have, want, nm in zip(self.t.shape, (B, H, lq, lk), "B H Lq Lk".split()):
-            if have not in (1, want):
-                raise ValueError(f"mask of shape {tuple(self.t.shape)} is not broadcastable to "
-                                 f"(B, H, Lq, Lk) = {(B, H, lq, lk)} ({nm}: {have} vs {want}); "
-                                 "give each dim either its full size or 1")
-
-    def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
-        t = self.t.to(q_idx.device)
-        idx = [i if t.shape[d] > 1 else torch.zeros_like(i) for d, i in enumerate((b, h, q_idx, kv_idx))]
-        return t[idx[0], idx[1], idx[2], idx[3]]
-
-    def dense(self, B=1, H=1, lq=1, lk=1, device=None):
-        self.check(B, H, lq, lk)
-        t = self.t if device is None else self.t.to(device)
-        return t.expand(t.shape[0], t.shape[1], lq, lk)
-
-    def _block_map(self, lq, lk, block_q, block_k, device=None):
-        t = self.dense(self.t.shape[0], self.t.shape[1], lq, lk, device)
-        Bm, Hm = t.shape[:2]
-        nq, nk = -(-lq // block_q), -(-lk // block_k)
-        pq, pk = nq * block_q - lq, nk * block_k - lk
-        anyv = torch.nn.functional.pad(t, (0, pk, 0, pq), value=False).view(Bm, Hm, nq, block_q, nk, block_k)
-        allv = torch.nn.functional.pad(t, (0, pk, 0, pq), value=True).view(Bm, Hm, nq, block_q, nk, block_k)
-        anyb, allb = anyv.any(5).any(3), allv.all(5).all(3)
-        return torch.where(allb, FULL, torch.where(anyb, PARTIAL, EMPTY))
-
-    def __repr__(self):
-        return f"tensor_mask(shape={tuple(self.t.shape)})"
-
-
 def from_tensor(t: Tensor) -> Mask:
     """Wrap a bool tensor broadcastable to ``(B, H, Lq, Lk)`` (True = attend)."""
     return _TensorMask(t)
 
-
-class _Combined(Mask):
-    def __init__(self, op: str, a: Mask, b: Mask):
-        self.op, self.a, self.b = op, a, b
-        self.batch_size = a.batch_size or b.batch_size
-        self.num_heads = a.num_heads or b.num_heads
-
-    def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
-        x = self.a.evaluate(b, h, q_idx, kv_idx, lq, lk)
-        y = self.b.evaluate(b, h, q_idx, kv_idx, lq, lk)
-        return (x & y) if self.op == "and" else (x | y)
-
-    def _block_map(self, lq, lk, block_q, block_k, device=None):
-        x = self.a.block_map(lq, lk, block_q, block_k, device)
-        y = self.b.block_map(lq, lk, block_q, block_k, device)
-        # EMPTY < PARTIAL < FULL: "and" is the minimum, "or" the maximum -- except that two
-        # PARTIAL blocks may combine into EMPTY/FULL; PARTIAL is always a safe answer.
-        return torch.minimum(x, y) if self.op == "and" else torch.maximum(x, y)
-
-    def __repr__(self):
-        return f"({self.a!r} {'&' if self.op == 'and' else '|'} {self.b!r})"
-
-
-class _Not(Mask):
-    def __init__(self, a: Mask):
-        self.a = a
-        self.batch_size, self.num_heads = a.batch_size, a.num_heads
-
-    def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
-        return ~self.a.evaluate(b, h, q_idx, kv_idx, lq, lk)
-
-    def _block_map(self, lq, lk, block_q, block_k, device=None):
-        return FULL - self.a.block_map(lq, lk, block_q, block_k, device)
-
-    def __repr__(self):
-        return f"~{self.a!r}"
-
-
-class _Offset(Mask):
-    """The mask of a sub-problem: rows ``q_offset...`` and columns ``kv_offset...`` of a global problem."""
-
-    def __init__(self, mask: Mask, q_offset: int, kv_offset: int, lq_total: int, lk_total: int):
-        self.mask, self.q_offset, self.kv_offset = mask, q_offset, kv_offset
-        self.lq_total, self.lk_total = lq_total, lk_total
-        self.batch_size, self.num_heads = mask.batch_size, mask.num_heads
-
-    def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
-        return self.mask.evaluate(b, h, q_idx + self.q_offset, kv_idx + self.kv_offset, self.lq_total, self.lk_total)
-
-    def __repr__(self):
-        return f"offset({self.mask!r}, q+{self.q_offset}, kv+{self.kv_offset})"
-
-
-def offset(mask: Mask | None, q_offset: int, kv_offset: int, lq_total: int, lk_total: int) -> Mask | None:
-    """Restrict ``mask`` of a global ``lq_total x lk_total`` problem to the block whose first query is
-    ``q_offset`` and first key is ``kv_offset`` (split-KV, KV-cache chunks and ring attention use
-    global positions through this)."""
-    if mask is None:
-        return None
-    return _Offset(as_mask(mask), q_offset, kv_offset, lq_total, lk_total)
-
-
-def as_mask(mask) -> Mask | None:
-    """Accept ``None``, a :class:`Mask` or a bool tensor; anything else is a clear error."""
-    if mask is None or isinstance(mask, Mask):
-        return mask
-    if isinstance(mask, Tensor):
-        return _TensorMask(mask)
-    raise ValueError(f"mask must be a qkv.masks.Mask, a bool tensor broadcastable to (B, H, Lq, Lk) or None, "
-                     f"got {type(mask).__name__}; build one with qkv.masks.causal() / from_function(fn)")

@@ -26,6 +26,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .mask_base import as_4d, check_broadcast, gather_4d
+
 __all__ = ["ScoreMod", "alibi", "alibi_slopes", "softcap", "bias", "compose", "apply", "offset", "as_mod"]
 
 ScoreFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
@@ -133,22 +135,13 @@ class _Bias(ScoreMod):
             raise ValueError(f"bias: expected a float tensor broadcastable to (B, H, Lq, Lk), got "
                              f"{tensor.dtype if isinstance(tensor, Tensor) else type(tensor).__name__}; "
                              "for a boolean mask use mask=... instead")
-        if tensor.dim() > 4:
-            raise ValueError(f"bias: expected at most 4 dims broadcastable to (B, H, Lq, Lk), got shape "
-                             f"{tuple(tensor.shape)}")
-        self.tensor = tensor.reshape((1,) * (4 - tensor.dim()) + tuple(tensor.shape))
+        self.tensor = as_4d(tensor, "bias")
 
     def check(self, B: int, H: int, lq: int, lk: int) -> None:
-        for have, want, nm in zip(self.tensor.shape, (B, H, lq, lk), "B H Lq Lk".split()):
-            if have not in (1, want):
-                raise ValueError(f"bias of shape {tuple(self.tensor.shape)} is not broadcastable to "
-                                 f"(B, H, Lq, Lk) = {(B, H, lq, lk)} ({nm}: {have} vs {want}); "
-                                 "give each dim either its full size or 1")
+        check_broadcast(self.tensor, (B, H, lq, lk), "bias")
 
     def apply(self, score, b, h, q_idx, kv_idx, lq, lk):
-        t = self.tensor
-        idx = [i if t.shape[d] > 1 else torch.zeros_like(i) for d, i in enumerate((b, h, q_idx, kv_idx))]
-        return score + t[idx[0], idx[1], idx[2], idx[3]].to(score.dtype)
+        return score + gather_4d(self.tensor, b, h, q_idx, kv_idx).to(score.dtype)
 
 
 def bias(tensor: Tensor) -> ScoreMod:
