@@ -153,3 +153,11 @@ def test_query_is_a_token_first_then_an_index(tmp_path):
         path = tmp_path / f"{expect}.json"
         assert main(["heads", text, "--query", query, "--prefer", "and", "--over", "dogs", "--json", str(path)]) == 0
         assert json.loads(path.read_text())["query"] == expect
+
+
+def test_bench_passes_every_option_to_the_benchmark(tmp_path):
+    r = run("bench", "--help", cwd=tmp_path)  # from any directory: bench/ is found in the source checkout
+    assert r.returncode == 0, r.stderr
+    assert "usage: python -m bench" in r.stdout and "--quick" in r.stdout and "--case" in r.stdout
+    r = run("bench", "--case", "nonsense", cwd=tmp_path)
+    assert r.returncode == 2 and "invalid choice: 'nonsense'" in r.stderr

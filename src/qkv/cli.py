@@ -7,6 +7,7 @@ Subcommands live in :data:`COMMANDS` (name -> :class:`Command`: help, ``add_argu
   [--prefer X --over Y] [--html PATH] [--json PATH] [--png PATH]``
 * ``qkv heads TEXT --query it --prefer cat --over mat``
 * ``qkv compare TEXT_A TEXT_B --query it --prefer cat --over mat``
+* ``qkv bench [--quick] [--n N ...] [--case C ...]`` -- the attention benchmark (``python -m bench``)
 * ``qkv claims [--model M] [--plots DIR] [--json PATH]`` -- the essay's claims measured, with verdicts
   (``--json`` writes :meth:`qkv.lens.claims.ClaimsReport.to_dict`, ``"schema": "qkv.claims"``)
 
@@ -335,6 +336,27 @@ def _run_claims(args, console) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------------- bench
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bench_args", nargs="*", metavar="ARG",
+                   help="arguments of the attention benchmark, passed through (`qkv bench --help` lists them)")
+
+
+def _bench_root() -> Path:
+    """The source checkout holding ``bench/`` (benchmarks are not part of the installed package)."""
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (root / "bench" / "attention.py").is_file():
+            return root
+    raise FileNotFoundError("qkv bench runs the benchmarks of a source checkout (bench/ is not installed); "
+                            "run it from the qkv repository or install qkv there with `pip install -e .`")
+
+
+def _run_bench(args, console) -> int:
+    import subprocess
+
+    return subprocess.call([sys.executable, "-m", "bench", *args.bench_args], cwd=_bench_root())
+
+
 COMMANDS: dict[str, Command] = {
     "explain": Command("show what a token attends to, layer by layer, and the step-by-step chain of one head",
                        _explain_args, _run_explain),
@@ -343,6 +365,8 @@ COMMANDS: dict[str, Command] = {
                        _compare_args, _run_compare),
     "claims": Command("the essay's claims measured on a real model, each graded holds / partly / does not hold",
                       _claims_args, _run_claims),
+    "bench": Command("benchmark qkv's attention against its peers (python -m bench in the source checkout)",
+                     _bench_args, _run_bench),
 }
 
 
@@ -364,7 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``qkv`` command; returns the exit status (0 ok, 2 bad input)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # every option after `bench` belongs to the benchmark's own parser
+        args = argparse.Namespace(command="bench", bench_args=argv[1:], _run=_run_bench)
+    else:
+        args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
