@@ -113,11 +113,13 @@ _CACHE_MASTER_BYTES = 64 << 20
 
 def _fingerprint(obj, depth: int = 0):
     """Identity and version of every tensor inside a mask/mod (an in-place change invalidates the
-    cache), or None when the object's behaviour cannot be fingerprinted (plain callables)."""
+    cache), or None when the object's behaviour cannot be fingerprinted (plain callables,
+    inference-mode tensors)."""
     if obj is None or isinstance(obj, (int, float, str, bool)):
         return obj
     if isinstance(obj, Tensor):
-        return (id(obj), obj._version)
+        # inference tensors have no version counter: they cannot be fingerprinted, so no caching
+        return None if obj.is_inference() else (id(obj), obj._version)
     if isinstance(obj, (list, tuple)):
         parts = tuple(_fingerprint(o, depth + 1) for o in obj)
         return None if any(p is None and o is not None for p, o in zip(parts, obj)) else parts
