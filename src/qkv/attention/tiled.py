@@ -196,7 +196,10 @@ def _segments(p: _Problem, q, k, v):
         if p.master is not None and any(g is m for m in masked):  # translation-invariant: a view of the shared pattern
             add = p.master.view(g)
             allowed = None if p.master.no_empty_rows(g) else True  # True: look for empty rows in the result
-            for sl in _chunks(g, _segment_bytes(p, g, B, Hq, k.shape[1], q.shape[3], v.shape[3], esz) // 2):
+            views = g.n == 1 or Rows(g.q_starts, g.tq).step and Rows(g.k_starts, g.tk).step  # nothing gathered
+            per = B * Hq * g.tq * 2 * v.shape[3] * esz if views else \
+                _segment_bytes(p, g, B, Hq, k.shape[1], q.shape[3], v.shape[3], esz)
+            for sl in _chunks(g, per):
                 r, c = Rows(g.q_starts[sl], g.tq), Rows(g.k_starts[sl], g.tk)
                 yield g, r, c, r.get(q), c.get(k), c.get(v), allowed, add, None
             continue

@@ -137,7 +137,9 @@ class Master:
             g = _mods.apply(mod, g, q, h, q, kv, lq, lk).clamp(min=NEG)
         if mask is not None:
             g = g.masked_fill(~mask.evaluate(q, h, q, kv, lq, lk), NEG)
-        self._rows_ok: dict = {}
+        self.T = T
+        ok = (g[0, :, 0] > NEG / 2).long().cpu()  # (H, L): may this diagonal offset attend?
+        self._ok_cs = torch.nn.functional.pad(ok.cumsum(-1), (1, 0))  # (H, L + 1) prefix sums
         rev = torch.arange(T - 1, -1, -1, device=device)
         self.m = g[:, :, 0].unfold(-1, W, 1).index_select(2, rev)  # (1, H, T, W), one copy
 
@@ -154,11 +156,12 @@ class Master:
         return self.m[:, :, :group.tq, j:j + group.tk]
 
     def no_empty_rows(self, group: Group) -> bool:
-        """True when every row of the group's segments may attend some key (computed once per group)."""
-        key = (group.tq, group.tk, int(group.k_starts[0] - group.q_starts[0]))
-        if key not in self._rows_ok:
-            self._rows_ok[key] = bool((self.view(group) > NEG / 2).any(-1).all())
-        return self._rows_ok[key]
+        """True when every row of the group's segments may attend some key: row ``r`` reads
+        ``g[j + T - 1 - r ...][:tk]``, so a prefix sum of "allowed" over ``g`` answers it in O(tq)."""
+        j = self.S + int(group.k_starts[0] - group.q_starts[0])
+        start = j + self.T - 1 - torch.arange(group.tq)
+        counts = self._ok_cs[:, start + group.tk] - self._ok_cs[:, start]  # (H, tq)
+        return bool((counts > 0).all())
 
 
 def segment_mask(mask, group: Group, sl: slice, B: int, Hq: int, lq: int, lk: int, device) -> Tensor | None:

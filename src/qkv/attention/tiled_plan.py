@@ -198,14 +198,14 @@ def _causal_plan(c: int, lq: int, lk: int) -> Plan:
 
 def _cost(plan: Plan, heads: int, kv_heads: int, d: int) -> float:
     """Rough cost in pair-heads, fitted to the fused CPU kernel on this machine kind: small tiles are
-    less efficient (``1 + 40/tq + 40/tk``), masks cost a little, gathered (copied) keys/values and
+    less efficient (``1 + 16/tq + 16/tk``), masks cost a little, gathered (copied) keys/values and
     each kernel call (Python, gathers, merges) cost a fixed amount."""
     work = 0.0
     for g in plan.groups:
-        eff = 1.0 + 40.0 / g.tq + 40.0 / g.tk + (0.0 if g.kind != MASK_SEG else 0.1 if g.shared else 0.3)
+        eff = 1.0 + 16.0 / g.tq + 16.0 / g.tk + (0.0 if g.kind != MASK_SEG else 0.1 if g.shared else 0.3)
         work += g.pairs * heads * eff
-        if g.n > 1:
-            work += 0.15 * g.n * g.tk * kv_heads * 2 * d  # gathered keys and values (copies)
+        if g.n > 2 and len(set(np.diff(g.k_starts).tolist())) > 1:  # keys gathered by index (copies)
+            work += 0.15 * g.n * g.tk * kv_heads * 2 * d
     return work + 250_000.0 * len(plan.groups)
 
 
