@@ -241,3 +241,15 @@ def test_never_allocates_the_score_matrix(L, mask, mod):
     out.sum().backward()
     grown = _status_mb("VmHWM") - base
     assert grown < square_mb / 4, f"peak grew by {grown:.0f} MB; one Lq x Lk matrix is {square_mb:.0f} MB"
+
+
+def test_plan_cache_follows_in_place_changes_of_mask_tensors():
+    """Plans are reused for the same mask object, but never after its tensors changed in place."""
+    lengths = torch.tensor([50, 10])
+    mask = masks.padding(lengths) & masks.sliding_window(8)
+    q, k, v = rand(2, 2, 2, 60, 60, 16)
+    first = attention(q, k, v, mask=mask, impl="tiled")
+    torch.testing.assert_close(attention(q, k, v, mask=mask, impl="tiled"), first, rtol=0, atol=0)
+    lengths[1] = 40  # the padding mask holds this very tensor
+    torch.testing.assert_close(attention(q, k, v, mask=mask, impl="tiled"),
+                               attention(q, k, v, mask=mask, impl="reference"))

@@ -331,11 +331,22 @@ def _problem(inp: AttentionInputs) -> _Problem:
 
 
 def _remember_master(p: _Problem) -> None:
-    """Keep a freshly built shared pattern with its cached plan (small ones only)."""
+    """Keep a freshly built shared pattern with its cached plan (small ones only, at most
+    ``2 * _CACHE_MASTER_BYTES`` pinned in all: the oldest patterns are dropped first)."""
+    size = p.master.m.numel() * p.master.m.element_size()
+    if size > _CACHE_MASTER_BYTES:
+        return
     for key, (mask, mod, plan, master) in _CACHE.items():
-        if plan is p.plan and master is None and p.master.m.numel() * p.master.m.element_size() <= _CACHE_MASTER_BYTES:
+        if plan is p.plan and master is None:
             _CACHE[key] = (mask, mod, plan, p.master)
-            return
+            break
+    pinned = 0
+    for key in reversed(list(_CACHE)):
+        mask, mod, plan, master = _CACHE[key]
+        if master is not None:
+            pinned += master.m.numel() * master.m.element_size()
+            if pinned > 2 * _CACHE_MASTER_BYTES:
+                _CACHE[key] = (mask, mod, plan, None)
 
 
 def tiled_forward(inp: AttentionInputs) -> tuple[Tensor, Tensor]:
