@@ -56,7 +56,8 @@ def _markdown(results: list[dict], info: dict) -> str:
         "",
         f"B=1, H=8, D=64, fp32; torch {info['torch']}, {info['threads']} threads, {info['cpu_capability']}; "
         f"load average {info['load_avg_start'][0]:.1f} at start, {info.get('load_avg_end', [float('nan')])[0]:.1f} "
-        "at the end (a shared machine: compare figures within a row, not across rows).",
+        "at the end of the last run (a shared machine: compare figures within a row, not across rows; rows of "
+        "one table may come from several runs -- each row is one process).",
         "Each case runs in its own process; contenders are timed in interleaved rounds (median); GFLOP/s count "
         "4·B·H·D per attended pair forward (×3.5 with the backward); *% GEMM* is that over a 2048³ fp32 matmul "
         "timed in the same rounds. *vs best peer* = fastest of torch SDPA / SDPA math / naive / FlexAttention "
@@ -103,12 +104,28 @@ def _markdown(results: list[dict], info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(results: list[dict], info: dict, out: Path, merge: bool = False) -> tuple[Path, Path]:
+def _small_markdown(small: list[dict]) -> str:
+    lines = ["", "## Small problems: reference vs tiled (padding mask, fwd; sets tiled's priority)", "",
+             "| B | H | L | D | B·H·L² | reference ms | tiled ms |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in small:
+        lines.append(f"| {s['B']} | {s['H']} | {s['L']} | {s['D']} | {s['scores']} | {s['reference_ms']:.2f} "
+                     f"| {s['tiled_ms']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: list[dict], info: dict, out: Path, merge: bool = False,
+                 small: list[dict] | None = None) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "attention.json", out / "attention.md"
-    if merge and json_path.exists():
-        old = json.loads(json_path.read_text())
+    old = json.loads(json_path.read_text()) if merge and json_path.exists() else {}
+    if old:
         results = _merge(old.get("results", []), results)
-    json_path.write_text(json.dumps({"machine": info, "results": results}, indent=1))
-    md_path.write_text(_markdown(results, info))
+        if small is not None:  # a --small run: the matrix's machine line stays
+            info = old.get("machine", info)
+    small = small if small is not None else old.get("small")
+    data = {"machine": info, "results": results}
+    if small:
+        data["small"] = small
+    json_path.write_text(json.dumps(data, indent=1))
+    md_path.write_text(_markdown(results, info) + (_small_markdown(small) if small else ""))
     return json_path, md_path

@@ -25,13 +25,18 @@ register(Implementation(
 from .sdpa import sdpa_forward, sdpa_not_supported  # noqa: E402  (after the registry exists)
 from .tiled import tiled_forward, tiled_not_supported  # noqa: E402
 
-# Priorities (lowest wins) come from bench/results/attention.md (`python -m bench`):
-# - sdpa: PyTorch's fused CPU kernel for what it takes natively (no mask, is_causal); the rows
-#   "full" and "causal" show it level with tiled (same kernel) and without tiled's planning
-#   overhead, so it goes first where it can run (no lse, no mods, no other masks).
-# - tiled: every other mask/mod/return_lse call: the rows "window", "document" and
-#   "causal+alibi" show it 10-100x faster than a dense-mask SDPA and the reference.
-# - reference (100): only what nothing else supports (dropout with a generator).
+# Priorities (lowest wins), from bench/results/attention.md (`python -m bench`, B=1 H=8 D=64 fp32):
+# - sdpa (10): rows "full" and "causal" (N = 1024..16384, fwd and fwd+bwd): torch SDPA's fused
+#   kernel at 80-96 % of the same-run GEMM; tiled runs that very kernel there (one segment) and is
+#   level with it, but adds planning, so sdpa goes first wherever it can run (no other masks, no
+#   score mods, no return_lse).
+# - tiled (20): everything else. Rows "window", "document", "causal_alibi": 1.1-1.4x FlexAttention
+#   (compiled) at N >= 4096 forward, 2-38x SDPA given the equivalent dense mask, and the only
+#   block-sparse forward+backward on CPU; reference is 5-25x slower and O(N^2) in memory.
+#   Below B*Hq*Lq*Lk = 2**17 scores the reference is faster (planning overhead; section "Small
+#   problems": 0.34 vs 0.59 ms at 49k scores, 2.0 vs 1.2 ms at 197k), so tiled steps back there.
+# - reference (100): small problems, and what nothing else honours (dropout with a generator, or
+#   dropout with a mask SDPA cannot take).
 register(Implementation(
     name="sdpa",
     forward=sdpa_forward,
@@ -43,6 +48,6 @@ register(Implementation(
     name="tiled",
     forward=tiled_forward,
     not_supported=tiled_not_supported,
-    priority=lambda inp: 20.0,
+    priority=lambda inp: 20.0 if inp.B * inp.Hq * inp.Lq * inp.Lk >= 1 << 17 else 101.0,
     description="FlashAttention-style tiles in O(N) memory; skips empty blocks of block-sparse masks; lse, mods",
 ))
