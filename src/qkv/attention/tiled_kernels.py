@@ -244,11 +244,12 @@ def fused_backward(dog, qg, kg, vg, og, lse_g, add_mask, causal: bool, scale: fl
 
 
 def _scores(qg: Tensor, kg: Tensor, scale: float) -> Tensor:
-    """``q @ k^T * scale`` ``(Bn, Hq, tq, tk)``; the G query heads of a group share their K."""
+    """``(q * scale) @ k^T`` ``(Bn, Hq, tq, tk)`` (scaling q is D/tk times cheaper than scaling the
+    scores); the G query heads of a group share their K."""
     Bn, Hq, tq, D = qg.shape
     Hkv, tk = kg.shape[1], kg.shape[2]
-    s = torch.matmul(qg.reshape(Bn, Hkv, (Hq // Hkv) * tq, D), kg.transpose(-1, -2))  # (Bn, Hkv, G*tq, tk)
-    return s.view(Bn, Hq, tq, tk).mul_(scale)
+    s = torch.matmul(qg.reshape(Bn, Hkv, (Hq // Hkv) * tq, D) * scale, kg.transpose(-1, -2))  # (Bn, Hkv, G*tq, tk)
+    return s.view(Bn, Hq, tq, tk)
 
 
 def _modify(s: Tensor, mod, idx, B: int, lq: int, lk: int) -> Tensor:
@@ -268,12 +269,15 @@ def _weigh(p: Tensor, vg: Tensor) -> Tensor:
 
 def torch_forward(qg, kg, vg, allowed, mod, idx, B: int, scale: float, lq: int, lk: int):
     """``(out, lse)`` of a segment batch with plain PyTorch ops (any score mod)."""
-    z = _modify(_scores(qg, kg, scale), mod, idx, B, lq, lk)
+    s = _scores(qg, kg, scale)
+    z = _modify(s, mod, idx, B, lq, lk)
+    own = z is s  # our fresh tensor: overwrite it in place (a mod's result might be the caller's)
     if allowed is not None:
-        z = z.masked_fill(~allowed, float("-inf"))
+        z = z.masked_fill_(~allowed, float("-inf")) if own else z.masked_fill(~allowed, float("-inf"))
+        own = True
     m = z.amax(-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, 0.0)
-    p = torch.exp(z - m)
+    p = z.sub_(m).exp_() if own else torch.exp(z - m)
     l = p.sum(-1, keepdim=True)
     ok = l > 0
     l = torch.where(ok, l, 1.0)

@@ -236,7 +236,7 @@ def make_plan(mask, lq: int, lk: int, *, fused: bool, heads: int = 1, kv_heads: 
         merge_keys, max_keys = (1 << 62, 1 << 62 if master else 8192) if whole_rows else (1024, 1 << 62)
         tiles = (64, 128, 256, 512) if mask is None or _closed_form(mask) else (128,)
     else:
-        merge_keys, max_keys, tiles = 512, 2048, (128,)
+        merge_keys, max_keys, tiles = 1024, 4096, (256,)
     best = None
     if fused and (lq * lk * (heads if whole_rows else 1) * 4 <= 48 << 20):  # small: one dense segment
         one = np.zeros(1, np.int64)
