@@ -51,3 +51,20 @@ register(Implementation(
     priority=lambda inp: 20.0 if inp.B * inp.Hq * inp.Lq * inp.Lk >= 1 << 17 else 101.0,
     description="FlashAttention-style tiles in O(N) memory; skips empty blocks of block-sparse masks; lse, mods",
 ))
+
+
+class _CallableModule(type(registry)):
+    """``qkv.attention`` is both this package and the function :func:`attention`.
+
+    ``qkv/__init__`` binds the name to the function, but any later (re-)import of the package (pytest's
+    importlib mode, ``importlib.reload``) rebinds ``qkv.attention`` to the module; calling the module
+    then runs the function, so ``qkv.attention(q, k, v)`` works whichever object the name holds.
+    """
+
+    def __call__(self, *args, **kwargs):
+        return attention(*args, **kwargs)
+
+
+import sys as _sys  # noqa: E402
+
+_sys.modules[__name__].__class__ = _CallableModule
