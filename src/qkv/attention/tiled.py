@@ -53,26 +53,23 @@ __all__ = ["tiled_forward", "tiled_not_supported", "tiled_plan_for", "CHUNK_BYTE
 CHUNK_BYTES = 64 << 20
 
 
+def _every_leaf(mod, leaf) -> bool:
+    """``leaf(m)`` for every mod ``m`` inside compositions and offsets of ``mod``."""
+    if isinstance(mod, _mods._Compose):
+        return all(_every_leaf(_mods.as_mod(m), leaf) for m in mod.mods)
+    if isinstance(mod, _mods._Offset):
+        return _every_leaf(_mods.as_mod(mod.mod), leaf)
+    return leaf(mod)
+
+
 def _additive(mod) -> bool:
     """True for score mods that only add a bias (ALiBi, bias tensor, compositions/offsets of them)."""
-    if isinstance(mod, (_mods._Alibi, _mods._Bias)):
-        return True
-    if isinstance(mod, _mods._Compose):
-        return all(_additive(_mods.as_mod(m)) for m in mod.mods)
-    if isinstance(mod, _mods._Offset):
-        return _additive(_mods.as_mod(mod.mod))
-    return False
+    return _every_leaf(mod, lambda m: isinstance(m, (_mods._Alibi, _mods._Bias)))
 
 
 def _shift_invariant_mod(mod) -> bool:
     """True for additive mods whose value depends on ``kv - q`` and the head only (ALiBi)."""
-    if mod is None or isinstance(mod, _mods._Alibi):
-        return True
-    if isinstance(mod, _mods._Compose):
-        return all(_shift_invariant_mod(_mods.as_mod(m)) for m in mod.mods)
-    if isinstance(mod, _mods._Offset):
-        return _shift_invariant_mod(_mods.as_mod(mod.mod))
-    return False
+    return mod is None or _every_leaf(mod, lambda m: isinstance(m, _mods._Alibi))
 
 
 def _grad_tensors(mod) -> list[Tensor]:
