@@ -124,8 +124,8 @@ def run_case(case: str, n: int, mode: str, rounds: int, budget_s: float, mem_gb:
                       "max_abs_diff": err.get(name)}
         if name == "flex compiled":
             rows[name]["compile_s"] = max(first[name] - ms / 1e3, 0.0)
-    from qkv.attention import check_inputs, registry
     from bench.attention_cases import make_case
+    from qkv.core import check_inputs, registry
 
     mask, mod = make_case(case, n)
     chosen = registry.select("auto", check_inputs(q, k, v, mask=mask, score_mod=mod)).name

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import qkv
-from qkv.attention import attention, check_inputs, registry
+from qkv.core import attention, check_inputs, registry
 
 __all__ = ["CASES", "make_case", "contenders", "attended_pairs", "B", "H", "D"]
 

@@ -12,8 +12,7 @@ import time
 
 import torch
 
-from qkv import masks
-from qkv.attention import attention
+from qkv import attention, masks
 
 __all__ = ["run_small", "SHAPES"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from qkv.attention import check_inputs, registry
+from qkv.core import check_inputs, registry
 from qkv.distributed import launch
 from qkv.distributed.demo import make_inputs, make_mask, ring_job, single_job
 from qkv.distributed.plan import plan_ring

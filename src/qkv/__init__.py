@@ -1,8 +1,17 @@
 """qkv -- attention (queries, keys, values, scaled dot product, softmax, weighted sum of values),
 exact, fast and visible inside real models.
 
-Layers (data flows one way): ``qkv.attention`` <- ``qkv.nn`` / ``qkv.models`` <- ``qkv.lens`` /
-``qkv.view`` / ``qkv.cli``.
+The tree (data flows one way; ``make lint`` enforces it with import-linter)::
+
+    qkv.core            the mechanism: attention/steps/merge, masks, mods, engines (reference, sdpa, tiled)
+    qkv.masks, qkv.mods the public modules of masks and score mods
+    qkv.nn              multi-head attention, KV cache, RoPE, the recording hooks
+    qkv.models          model families loaded from safetensors (BERT/MiniLM, GPT-2, Llama)
+    qkv.lens            traces of every step on a real model, attribution, head choice
+    qkv.claims          the essay's claims measured (an application of the lens)
+    qkv.view            terminal tables, the self-contained HTML page, PNG figures
+    qkv.cli             the ``qkv`` command
+    qkv.distributed     ring attention over torch.distributed (uses the mechanism only)
 
 Example:
     >>> import torch, qkv
@@ -10,7 +19,8 @@ Example:
     >>> qkv.attention(q, k, v, mask=qkv.masks.causal()).shape
     torch.Size([1, 2, 4, 8])
 """
-from .attention import Steps, attention, implementations, masks, merge, mods, steps
+from . import masks, mods
+from .core import Steps, attention, implementations, merge, steps
 
 __version__ = "0.1.0"
 __all__ = ["attention", "steps", "Steps", "masks", "mods", "merge", "implementations", "trace", "__version__"]
@@ -23,3 +33,7 @@ def __getattr__(name):
 
         return trace
     raise AttributeError(f"module 'qkv' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), "trace"])

@@ -9,7 +9,7 @@ Subcommands live in :data:`COMMANDS` (name -> :class:`Command`: help, ``add_argu
 * ``qkv compare TEXT_A TEXT_B --query it --prefer cat --over mat``
 * ``qkv bench [--quick] [--n N ...] [--case C ...]`` -- the attention benchmark (``python -m bench``)
 * ``qkv claims [--model M] [--plots DIR] [--json PATH]`` -- the essay's claims measured, with verdicts
-  (``--json`` writes :meth:`qkv.lens.claims.ClaimsReport.to_dict`, ``"schema": "qkv.claims"``)
+  (``--json`` writes :meth:`qkv.claims.ClaimsReport.to_dict`, ``"schema": "qkv.claims"``)
 
 Bad input (empty text, a token not in the text, an out-of-range layer or head, a text too long for
 the model) prints one line ``qkv: error: ...`` on stderr and exits with status 2.
@@ -140,24 +140,10 @@ def _explain_args(p: argparse.ArgumentParser) -> None:
 
 
 def _choose_head(t, i: int, args, prefer, over) -> tuple[int, int]:
-    """The head of the breakdown: --layer/--head if given; else the head that most prefers ``prefer`` (or the
-    sharpest head) within the given layer/head."""
-    if args.layer is not None and args.head is not None:
-        return t.check_layer(args.layer), t.check_head(args.head)
-    measure = "weights" if args.measure == "rollout" else args.measure
-    layers = [t.check_layer(args.layer)] if args.layer is not None else range(t.num_layers)
-    if args.head is not None:
-        h = t.check_head(args.head)
-        cand = [(n, h) for n in layers]
-    else:
-        cand = [(n, h) for n in layers for h in range(t.num_heads)]
-    if prefer is not None:
-        m = t.values if measure == "values" else t.weights
-        a, b = t.index(prefer), t.index(over)
-        return max(cand, key=lambda nh: float(m[nh[0], nh[1], i, a] - m[nh[0], nh[1], i, b]))
-    m = t.values if measure == "values" else t.weights
-    content = [j for j in range(len(t)) if not t.special[j] and j != i] or list(range(len(t)))
-    return max(cand, key=lambda nh: float(m[nh[0], nh[1], i, content].max()))
+    """The head of the breakdown: the lens's rule (:func:`qkv.lens.heads.choose_head`) under --layer/--head."""
+    from .lens.heads import choose_head
+
+    return choose_head(t, i, layer=args.layer, head=args.head, measure=args.measure, prefer=prefer, over=over)
 
 
 def _run_explain(args, console) -> int:
@@ -318,15 +304,18 @@ def _claims_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_claims(args, console) -> int:
-    from .lens.claims import evaluate
-    from .view.claims_view import FIGURES, report_renderable
+    from .claims import evaluate
+    from .view.claims_view import FIGURES, report_renderable, save_figures
 
     if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():
         raise ValueError(f"--plots wants a directory, but {args.plots!r} is a file")
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise ValueError(f"--json: the directory of {args.json!r} does not exist")
     with _console(stderr=True).status(f"Measuring the essay's claims on {args.model} ...") as status:
-        report = evaluate(args.model, plots=args.plots, progress=lambda m: status.update(f"claims: {m}"))
+        report = evaluate(args.model, progress=lambda m: status.update(f"claims: {m}"))
+        if args.plots:
+            status.update(f"claims: drawing figures into {args.plots}")
+            save_figures(report, args.plots)
     console.print(report_renderable(report))
     if args.plots:
         console.print(f"wrote {', '.join(FIGURES)} into {args.plots}", style="dim", markup=False, highlight=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from qkv.attention import attention  # not `qkv.attention`: pytest's importlib mode may rebind that name
+from qkv import attention
 
 F32, F64 = torch.float32, torch.float64
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from qkv import implementations, masks, mods
-from qkv.attention import attention, registry
-from qkv.attention.inputs import check_inputs
+from qkv.core import attention, registry
+from qkv.core.inputs import check_inputs
 
 from .oracle import rand
 
@@ -33,7 +33,7 @@ def test_auto_choice_supports_the_inputs_and_is_the_lowest_priority(mask, mod, o
     for name in implementations():
         impl = registry.get(name)
         if not impl.not_supported_reasons(inp):
-            assert chosen.priority(inp) <= impl.priority(inp)
+            assert chosen.rank(inp) <= impl.rank(inp)
 
 
 @pytest.mark.parametrize("L", [7, 300], ids=["small", "large"])

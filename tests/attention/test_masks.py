@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from qkv import masks
-from qkv.attention.masks import EMPTY, FULL, PARTIAL
+from qkv.masks import EMPTY, FULL, PARTIAL
 
 
 def all_masks(B=2, lq=37, lk=53):

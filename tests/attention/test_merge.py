@@ -5,8 +5,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qkv import masks
-from qkv.attention import attention, merge
+from qkv import attention, masks, merge
 
 from .oracle import F64, rand
 

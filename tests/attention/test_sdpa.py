@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from qkv import masks, mods
-from qkv.attention import attention
-from qkv.attention.inputs import check_inputs
-from qkv.attention.sdpa import sdpa_not_supported
+from qkv.core import attention, registry
+from qkv.core.inputs import check_inputs
 
 from .oracle import rand
 
@@ -60,7 +59,7 @@ UNSUPPORTED = {
 @pytest.mark.parametrize("case", list(UNSUPPORTED))
 def test_unsupported_inputs_have_reasons(case):
     q, k, v = rand(1, 2, 2, 5, 7, 8, dtype=torch.float32)
-    reasons = sdpa_not_supported(check_inputs(q, k, v, **UNSUPPORTED[case]))
+    reasons = registry.get("sdpa").not_supported_reasons(check_inputs(q, k, v, **UNSUPPORTED[case]))
     assert len(reasons) == 1 and "use impl=" in reasons[0]
     with pytest.raises(ValueError, match="impl='sdpa' cannot run"):
         attention(q, k, v, impl="sdpa", **UNSUPPORTED[case])
@@ -68,6 +67,6 @@ def test_unsupported_inputs_have_reasons(case):
 
 def test_dv_not_d_and_empty_keys_are_unsupported():
     q, k, v = rand(1, 2, 2, 5, 7, 8, 4, dtype=torch.float32)
-    assert any("head_dim" in r for r in sdpa_not_supported(check_inputs(q, k, v)))
+    assert any("head_dim" in r for r in registry.get("sdpa").not_supported_reasons(check_inputs(q, k, v)))
     q, k, v = rand(1, 2, 2, 5, 0, 8, dtype=torch.float32)
-    assert any("empty" in r for r in sdpa_not_supported(check_inputs(q, k, v)))
+    assert any("empty" in r for r in registry.get("sdpa").not_supported_reasons(check_inputs(q, k, v)))

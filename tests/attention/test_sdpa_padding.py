@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from qkv.attention import attention, check_inputs, masks, registry
+from qkv import masks
+from qkv.core import attention, check_inputs, registry
 
 
 def test_key_padding_matches_reference_and_auto_uses_sdpa():

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from qkv import masks, mods
-from qkv.attention import attention
-from qkv.attention.inputs import check_inputs
-from qkv.attention.tiled import tiled_plan_for
+from qkv.core import attention
+from qkv.core.engines.tiled import tiled_plan_for
+from qkv.core.inputs import check_inputs
 
 from .oracle import F32, F64, FUSED_GRAD_FLOOR, compare_to_reference, rand
 

@@ -4,8 +4,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qkv.lens.attribution import (normalise_rows, residual_attention, rollout, transformed_value_norms,
-                                  value_norms)
+from qkv.lens.attribution import normalise_rows, residual_attention, rollout, transformed_value_norms, value_norms
 
 
 def direct_value_norms(weights, v, out_weight):

@@ -1,7 +1,7 @@
 """qkv's Tokenizer on MiniLM's tokenizer.json vs transformers' tokenizer; offsets, truncation, batches."""
 import subprocess
-import unicodedata
 import sys
+import unicodedata
 
 import pytest
 import torch

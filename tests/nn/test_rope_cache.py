@@ -1,5 +1,4 @@
 """RotaryEmbedding against closed-form rotations and transformers' Llama RoPE; KVCache bookkeeping."""
-import math
 
 import pytest
 import torch
@@ -91,7 +90,7 @@ def test_cache_appends_and_grows():
         ks.append(k)
         vs.append(v)
         K, V = cache.append(k, v)
-    assert len(cache) == cache.length == 10
+    assert len(cache) == 10
     torch.testing.assert_close(K, torch.cat(ks, 2), rtol=0, atol=0)
     torch.testing.assert_close(V, torch.cat(vs, 2), rtol=0, atol=0)
     cache.reset()

@@ -2,9 +2,16 @@
 import pytest
 from rich.console import Console
 
-from qkv.lens.trace import Trace, HeadPreference
-from qkv.view.terminal import (attention_summary, breakdown_table, compare_table, head_flips, heads_table,
-                               preference_summary, top_table)
+from qkv.lens.trace import HeadPreference, Trace
+from qkv.view.terminal import (
+    attention_summary,
+    breakdown_table,
+    compare_table,
+    head_flips,
+    heads_table,
+    preference_summary,
+    top_table,
+)
 
 
 def render(renderable) -> str:

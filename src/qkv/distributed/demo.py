@@ -21,7 +21,8 @@ import time
 import torch
 import torch.distributed as dist
 
-from ..attention import attention, masks
+from .. import masks
+from ..core import attention
 from . import launch
 from .plan import plan_ring
 from .ring import ring_attention

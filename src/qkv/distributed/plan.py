@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..attention import masks as _masks
+from .. import masks as _masks
 from .sharding import check_layout, segments, split_sizes
 
 __all__ = ["RingPlan", "plan_ring", "pair_kinds", "MAX_BLOCKS"]

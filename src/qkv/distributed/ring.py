@@ -30,8 +30,9 @@ Failure: every wait is bounded (``timeout=`` or the process group's timeout); a 
 hangs raises :class:`~qkv.distributed.sharding.RingError` on the others, naming the rank, the step
 and the peer.
 
-Limits: no dropout; score-mod parameters (e.g. ``qkv.mods.bias``) get no gradient; forward and backward
-are collective: every rank of the group must call them.
+Limits: no dropout; a score mod whose tensors require grad (e.g. a learnable ``qkv.mods.bias``) is declined
+with a reason (detach it or use one process); forward and backward are collective: every rank of the group
+must call them.
 """
 from __future__ import annotations
 
@@ -41,9 +42,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..attention import attention, check_inputs, merge
-from ..attention import masks as _masks
-from ..attention import mods as _mods
+from .. import masks as _masks
+from .. import mods as _mods
+from ..core import attention, check_inputs, merge
+from ..core.capture import captured_tensors
+from ..core.lse import lse_dtype
 from .plan import FULL, RingPlan, plan_ring
 from .sharding import LAYOUTS, RingError, check_layout, group_info, wait_all
 
@@ -102,10 +105,6 @@ class _Ring:
         return attention(q, k, v, mask=mask, score_mod=mod, scale=self.scale, impl=self.impl, return_lse=True)
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _pack(k: Tensor, v: Tensor, dtype=None) -> Tensor:
     """K and V in one contiguous buffer ``(B, Hkv, L, D + Dv)``: one message per hop."""
     return torch.cat([k, v], dim=-1).to(dtype or k.dtype).contiguous()
@@ -136,7 +135,7 @@ def _forward(ring: _Ring, q: Tensor, kv_local: Tensor, dv: int):
                 (ks, lk), ko = plan.kv_segments[j][b], _offset(plan.kv_segments[j], b)
                 kv = cur[:, :, ko:ko + lk]  # (B, Hkv, lk, D + Dv)
                 o, lse = ring.attend(q[:, :, qo:qo + lq], kv[..., :ring.d], kv[..., ring.d:], qs, ks, kind)
-                part = (o.to(_acc_dtype(q.dtype)), lse)
+                part = (o.to(lse_dtype(q.dtype)), lse)
                 acc[a] = part if acc[a] is None else merge([acc[a], part])
         ring.wait(works, what)
         cur = nxt
@@ -145,10 +144,10 @@ def _forward(ring: _Ring, q: Tensor, kv_local: Tensor, dv: int):
     for a, (_, lq) in enumerate(plan.q_segments[r]):
         if acc[a] is None:  # nothing to attend: out 0, lse -inf
             outs.append(q.new_zeros(B, Hq, lq, dv))
-            lses.append(torch.full((B, Hq, lq), float("-inf"), dtype=_acc_dtype(q.dtype), device=q.device))
+            lses.append(torch.full((B, Hq, lq), float("-inf"), dtype=lse_dtype(q.dtype), device=q.device))
         else:
             outs.append(acc[a][0].to(q.dtype))
-            lses.append(acc[a][1].to(_acc_dtype(q.dtype)))
+            lses.append(acc[a][1].to(lse_dtype(q.dtype)))
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)  # (B, Hq, Lq, Dv), (B, Hq, Lq)
 
 
@@ -187,7 +186,7 @@ def _shard_grads(ring: _Ring, q, kv, j, out, lse, dout, dlse, dq):
 
 def _backward(ring: _Ring, q, kv_local, out, lse, dout, dlse):
     plan, r, W = ring.plan, ring.rank, ring.plan.world_size
-    acc = _acc_dtype(q.dtype)
+    acc = lse_dtype(q.dtype)
     dq = torch.zeros(q.shape, dtype=acc, device=q.device)
     out, dout = out.to(acc), dout.to(acc)
     dlse = torch.zeros_like(lse) if dlse is None else dlse.to(lse.dtype)
@@ -327,14 +326,19 @@ def ring_attention(q: Tensor, k: Tensor, v: Tensor, *, group=None, mask=None, sc
     q_lengths, kv_lengths = _exchange_meta(q, k, v, layout, group, rank, W, timeout)
     mask = _masks.as_mask(mask)
     nq, nk = sum(q_lengths), sum(kv_lengths)
-    if mask is not None:
-        if hasattr(mask, "check"):
+    score_mod = _mods.as_mod(score_mod)
+    try:
+        if mask is not None:
             mask.check(q.shape[0], q.shape[1], nq, nk)
-        for have, want, name in ((mask.batch_size, q.shape[0], "batch"), (mask.num_heads, q.shape[1], "heads")):
-            if have is not None and have not in (1, want):
-                raise ValueError(f"ring_attention: the mask is for {name} {have} but q has {name} {want}; build "
-                                 f"the mask of the global {nq} x {nk} problem for {name} {want} (or 1)")
+        if score_mod is not None:
+            score_mod.check(q.shape[0], q.shape[1], nq, nk)
+    except ValueError as e:
+        raise ValueError(f"ring_attention (global problem {nq} x {nk}): {e}") from None
+    if torch.is_grad_enabled() and captured_tensors(score_mod, q.shape[0], q.shape[1], nq, nk, q.dtype, q.device):
+        raise ValueError(f"ring_attention cannot pass gradients to tensors the score mod {score_mod!r} computes "
+                         "with (they would need an all-reduce across ranks); detach them, run under "
+                         "torch.no_grad(), or use qkv.attention on one process")
     plan = plan_ring(mask, q_lengths, kv_lengths, layout)
-    ring = _Ring(plan, group, rank, mask, _mods.as_mod(score_mod), inp.scale, impl, timeout, nq, nk, q.shape[3])
+    ring = _Ring(plan, group, rank, mask, score_mod, inp.scale, impl, timeout, nq, nk, q.shape[3])
     out, lse = _RingFunction.apply(q, k, v, ring)
     return (out, lse) if return_lse else out

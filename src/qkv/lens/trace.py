@@ -269,18 +269,6 @@ class Trace:
                              float(self.weights[n, h, i, j]), float(raw[j]), float(share[j]))
                 for j, t in enumerate(self.tokens)]
 
-    def sharpest_head(self, query: str | int, layer: int, measure: str = "weights") -> tuple[int, Attended]:
-        """The head of ``layer`` that puts the most on one content token (not special, not ``query`` itself)."""
-        i, n = self.index(query), self.check_layer(layer)
-        m = self._measure(measure)[n, :, i].clone()  # (H, L)
-        skip = [j for j in range(len(self)) if self.special[j] or j == i]
-        if len(skip) < len(self):
-            m[:, skip] = -1.0
-        best = m.max(dim=1)  # per head: strongest content key
-        h = int(torch.argmax(best.values))
-        j = int(best.indices[h])
-        return h, Attended(j, self.tokens[j], float(self._measure(measure)[n, h, i, j]))
-
     # ---------------------------------------------------------------- export
     def to_dict(self, decimals: int = 5) -> dict:
         """The trace as plain JSON data (schema version :data:`SCHEMA_VERSION`).

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..attention import masks
+from .. import masks
 from ..nn.cache import KVCache
 from .common import CausalLMOutput, check_input_ids, key_mask, record_point
 
@@ -39,9 +39,6 @@ class CausalLM(nn.Module):
 
     def embed(self, input_ids: Tensor, positions: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def tie_weights(self) -> None:
-        """Share the LM head with the token embedding when the config says so."""
 
     def new_cache(self) -> list[KVCache]:
         """One empty :class:`KVCache` per layer."""

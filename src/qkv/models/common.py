@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attention import masks
+from .. import masks
 from ..nn.record import current
 
 __all__ = ["EncoderOutput", "CausalLMOutput", "check_input_ids", "key_mask", "RMSNorm", "activation",

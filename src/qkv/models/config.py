@@ -29,7 +29,7 @@ class ModelConfig:
         tie_word_embeddings: the LM head shares the token embedding matrix.
         attention_bias / mlp_bias: biases on the projections (Llama flags).
         type_vocab_size: BERT token types. rope_theta / rope_scaling: RoPE settings.
-        pad_token_id, bos_token_id, eos_token_id: special ids (may be None).
+        pad_token_id, eos_token_id: special ids (may be None).
         pooling: sentence-transformers pooling (``"mean"``, ``"cls"``, ``"max"``) or None;
             normalize: L2-normalise the pooled embedding.
     """
@@ -56,7 +56,6 @@ class ModelConfig:
     rope_scaling: dict | None = None
     attention_scale_by_layer: bool = False
     pad_token_id: int | None = None
-    bos_token_id: int | None = None
     eos_token_id: int | list | None = None
     pooling: str | None = None
     normalize: bool = False

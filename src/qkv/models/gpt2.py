@@ -85,7 +85,7 @@ def read_config(raw: dict, name: str) -> ModelConfig:
         intermediate_size=int(raw.get("n_inner") or 4 * hidden), norm_eps=float(raw.get("layer_norm_epsilon", 1e-5)),
         activation=raw.get("activation_function", "gelu_new"), is_causal=True, tie_word_embeddings=True,
         attention_scale_by_layer=bool(raw.get("scale_attn_by_inverse_layer_idx", False)),
-        pad_token_id=raw.get("pad_token_id"), bos_token_id=raw.get("bos_token_id"),
+        pad_token_id=raw.get("pad_token_id"),
         eos_token_id=raw.get("eos_token_id"))
 
 

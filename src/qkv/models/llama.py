@@ -99,7 +99,7 @@ def read_config(raw: dict, name: str) -> ModelConfig:
         tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
         attention_bias=bool(raw.get("attention_bias", False)), mlp_bias=bool(raw.get("mlp_bias", False)),
         rope_theta=theta, rope_scaling=scaling, pad_token_id=raw.get("pad_token_id"),
-        bos_token_id=raw.get("bos_token_id"), eos_token_id=raw.get("eos_token_id"))
+        eos_token_id=raw.get("eos_token_id"))
 
 
 def weight_rules(cfg: ModelConfig) -> list[WeightRule]:

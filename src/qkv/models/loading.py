@@ -30,7 +30,6 @@ from .tokenizer import Tokenizer
 __all__ = ["load", "resolve", "read_config", "FAMILIES", "known_model_types"]
 
 FAMILIES: dict[str, Family] = {t: fam for fam in (bert.FAMILY, gpt2.FAMILY, llama.FAMILY) for t in fam.model_types}
-ALIASES = ("minilm",)
 
 
 @contextmanager

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..attention import attention as qkv_attention
-from ..attention import steps as qkv_steps
+from ..core import attention as qkv_attention
+from ..core import steps as qkv_steps
 from .cache import KVCache
 from .record import current
 from .rope import RotaryEmbedding
@@ -101,7 +101,7 @@ class MultiHeadAttention(nn.Module):
                 everything cached. With ``context``, the context's K/V are computed once and reused.
             rope: a :class:`RotaryEmbedding` applied to q and k (self-attention only).
             positions: ``(Lq,)`` or ``(B, Lq)`` token positions for ``rope`` (default
-                ``cache.length + arange(Lq)``).
+                ``len(cache) + arange(Lq)``).
 
         Returns:
             ``(B, Lq, embed_dim)``.

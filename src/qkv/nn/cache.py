@@ -21,7 +21,6 @@ Example:
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 __all__ = ["KVCache"]
@@ -44,11 +43,6 @@ class KVCache:
         self._capacity = max(int(capacity), 0)
 
     def __len__(self) -> int:
-        return self._length
-
-    @property
-    def length(self) -> int:
-        """Number of cached positions."""
         return self._length
 
     @property

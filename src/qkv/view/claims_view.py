@@ -1,4 +1,4 @@
-"""Show a :class:`qkv.lens.claims.ClaimsReport`: a rich verdict table, a markdown table, PNG figures.
+"""Show a :class:`qkv.claims.ClaimsReport`: a rich verdict table, a markdown table, PNG figures.
 
 Figures (matplotlib, Agg backend, no display needed), drawn from the report's ``data`` only:
 
@@ -22,7 +22,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from ..lens.claims.report import ClaimsReport
+from ..claims.report import ClaimsReport
 
 __all__ = ["verdict_table", "report_renderable", "markdown_table", "save_figures", "verdict_style", "FIGURES"]
 
@@ -59,7 +59,7 @@ def report_renderable(report: ClaimsReport, reasons: bool = True) -> Group:
         parts.append(line)
         if reasons:
             parts.append(Text(f"   why: {c.reason}", style="dim"))
-    parts.append(Text(f"measured in {report.seconds:.1f} s; thresholds: qkv.lens.claims.Thresholds", style="dim"))
+    parts.append(Text(f"measured in {report.seconds:.1f} s; thresholds: qkv.claims.Thresholds", style="dim"))
     return Group(*parts)
 
 

@@ -24,6 +24,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from ..lens.heads import choose_head
 from ..lens.trace import MEASURES, Trace
 from .html_assets import CSS, JS
 
@@ -118,10 +119,7 @@ def render_html(trace: Trace, *, query: str | int | None = None, layer: int | No
     if query is None:
         query = next((j for j, s in enumerate(trace.special) if not s), 0)
     i = trace.index(query)
-    if layer is None:
-        layer = max(range(trace.num_layers), key=lambda n: trace.sharpest_head(i, n)[1].value)
-    layer = trace.check_layer(layer)
-    head = trace.sharpest_head(i, layer)[0] if head is None else trace.check_head(head)
+    layer, head = choose_head(trace, i, layer=layer, head=head)
     data = {"trace": trace.to_dict(decimals), "summary": summary,
             "initial": {"query": i, "layer": layer, "head": head, "measure": measure}}
     script_hash = base64.b64encode(hashlib.sha256(JS.encode("utf-8")).digest()).decode("ascii")

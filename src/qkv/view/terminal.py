@@ -19,9 +19,10 @@ from typing import NamedTuple, Sequence
 from rich.table import Table
 from rich.text import Text
 
+from ..lens.heads import choose_head
 from ..lens.trace import Attended, HeadPreference, Trace
 
-__all__ = ["best_head", "top_table", "breakdown_table", "heads_table", "compare_table", "preference_summary",
+__all__ = ["top_table", "breakdown_table", "heads_table", "compare_table", "preference_summary",
            "attention_summary", "head_caveat", "head_flips", "HeadFlip", "fmt_tokens", "show_token"]
 
 
@@ -45,15 +46,6 @@ def _head_label(layer: int, head: int) -> str:
     return f"L{layer} H{head}"
 
 
-def best_head(trace: Trace, query: str | int, layer: int, measure: str = "weights",
-              prefer: str | int | None = None, over: str | int | None = None) -> int:
-    """The head of ``layer`` shown for it: most prefers ``prefer`` over ``over`` if given, else the sharpest."""
-    if prefer is not None and over is not None:
-        return max((p for p in trace.heads(query, prefer, over, measure) if p.layer == layer),
-                   key=lambda p: p.diff).head
-    return trace.sharpest_head(query, layer, measure)[0]
-
-
 def top_table(trace: Trace, query: str | int, *, measure: str = "weights", k: int = 5, head: int | None = None,
               prefer: str | int | None = None, over: str | int | None = None) -> Table:
     """Per layer: the top-``k`` keys of ``query`` averaged over heads, and in one head (given or best)."""
@@ -72,7 +64,7 @@ def top_table(trace: Trace, query: str | int, *, measure: str = "weights", k: in
     table.add_column(f"head ({how})")
     table.add_column(f"top {k} in that head")
     for n in range(trace.num_layers):
-        h = trace.check_head(head) if head is not None else best_head(trace, i, n, measure, prefer, over)
+        h = choose_head(trace, i, layer=n, head=head, measure=measure, prefer=prefer, over=over)[1]
         table.add_row(str(n), fmt_tokens(trace.top(i, k, layer=n, measure=measure)), f"H{h}",
                       fmt_tokens(trace.top(i, k, layer=n, head=h, measure=measure)))
     return table

@@ -17,9 +17,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from . import mods as _mods
-from .inputs import AttentionInputs
-from .masks import _index_grid
+from .. import mods as _mods
+from ..inputs import AttentionInputs
+from ..lse import lse_dtype, stable_exp
+from ..mask_base import index_grid
 
 __all__ = [
     "Steps",
@@ -69,7 +70,7 @@ def modify_scores(scaled: Tensor, score_mod, lq: int, lk: int) -> Tensor:
     if score_mod is None:
         return scaled
     B, H = scaled.shape[:2]
-    b, h, qi, ki = _index_grid(B, H, lq, lk, scaled.device)
+    b, h, qi, ki = index_grid(B, H, lq, lk, scaled.device)
     return _mods.apply(score_mod, scaled, b, h, qi, ki, lq, lk)
 
 
@@ -88,18 +89,10 @@ def softmax_weights(masked: Tensor) -> tuple[Tensor, Tensor]:
     A row whose every key is masked gets weights 0 and lse ``-inf`` -- never NaN, and zero gradient.
     """
     if masked.shape[-1] == 0:
-        shape = masked.shape[:-1]
-        lse_dtype = torch.float64 if masked.dtype == torch.float64 else torch.float32
-        return masked, torch.full(shape, float("-inf"), dtype=lse_dtype, device=masked.device)
-    m = masked.amax(dim=-1, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m)).detach()  # empty rows: shift by 0
-    e = torch.exp(masked - m)
-    s = e.sum(dim=-1, keepdim=True)
-    nonempty = s > 0
-    weights = e / torch.where(nonempty, s, torch.ones_like(s))
-    lse = torch.where(nonempty, m + torch.log(torch.where(nonempty, s, torch.ones_like(s))),
-                      torch.full_like(s, float("-inf")))
-    return weights, lse.squeeze(-1).to(torch.float64 if masked.dtype == torch.float64 else torch.float32)
+        return masked, torch.full(masked.shape[:-1], float("-inf"), dtype=lse_dtype(masked.dtype), device=masked.device)
+    p, total, lse = stable_exp(masked)
+    weights = p / total
+    return weights, lse.to(lse_dtype(masked.dtype))
 
 
 def drop_weights(weights: Tensor, p: float, generator=None) -> Tensor:

@@ -2,15 +2,17 @@
 
 FlashAttention-2 on CPU. The score matrix is cut into tiles; the mask's block map says which
 tiles are EMPTY (skipped), FULL (no mask work) or PARTIAL (mask evaluated on the tile only)
-(:mod:`qkv.attention.tiled_plan`). Each query row's tiles are computed as a few segments whose
+(:mod:`qkv.core.engines.tiled.plan`). Each query row's tiles are computed as a few segments whose
 partial results ``(out_i, lse_i)`` are combined with :func:`qkv.merge` (the online softmax:
 running max, running sum, rescaled accumulator)::
 
     lse = log(sum_i exp(lse_i))          out = sum_i exp(lse_i - lse) * out_i
 
-A segment runs in PyTorch's fused CPU flash kernel when it can (no score mod or an additive one
-such as ALiBi/bias, ``D == Dv``), else in plain PyTorch tiles (any score mod, ``Dv != D``,
-gradients of a bias tensor). Nothing of size ``Lq x Lk`` is ever allocated.
+A segment runs in PyTorch's fused CPU flash kernel (:mod:`.fused_op`) when it can (no score mod or an
+additive one such as ALiBi/bias, ``D == Dv``, the kernel present), else in plain PyTorch tiles (any score
+mod, ``Dv != D``, gradients into tensors a score mod uses). Nothing of size ``Lq x Lk`` is ever allocated.
+Masks and mods are read only through their public description (band, translation invariance,
+additivity, block map, fingerprint, captured tensors).
 
 The backward (a custom :class:`torch.autograd.Function`) saves only ``q, k, v, out, lse`` and
 recomputes each segment's probabilities ``P = exp(S - lse)`` (``delta = rowsum(dO * O) - dlse``),
@@ -22,7 +24,7 @@ Shape legend: q ``(B, Hq, Lq, D)``, k ``(B, Hkv, Lk, D)``, v ``(B, Hkv, Lk, Dv)`
 
 Example:
     >>> import torch
-    >>> from qkv.attention import attention, masks
+    >>> from qkv import attention, masks
     >>> q, k, v = (torch.randn(1, 2, 300, 16, dtype=torch.float64) for _ in range(3))
     >>> mask = masks.sliding_window(32)
     >>> out, lse = attention(q, k, v, mask=mask, impl="tiled", return_lse=True)
@@ -38,97 +40,33 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from . import masks as _masks
-from . import mods as _mods
-from .inputs import AttentionInputs
-from .merge import merge
-from .tiled_kernels import (Master, Rows, additive_mask, fused_backward, fused_forward, sanitize, segment_mask,
-                            torch_backward, torch_forward)
-from .tiled_kernels import _indices as segment_indices
-from .tiled_plan import CAUSAL_SEG, Plan, make_plan, translation_invariant
+from ... import mods as _mods
+from ...inputs import AttentionInputs
+from ...lse import lse_dtype
+from ...merging import merge
+from . import fused_op
+from .kernels import (
+    Master,
+    Rows,
+    additive_mask,
+    fused_backward,
+    fused_forward,
+    sanitize,
+    segment_mask,
+    torch_backward,
+    torch_forward,
+)
+from .kernels import _indices as segment_indices
+from .plan import CAUSAL_SEG, Plan, make_plan, translation_invariant
 
-__all__ = ["tiled_forward", "tiled_not_supported", "tiled_plan_for", "CHUNK_BYTES"]
+__all__ = ["tiled_forward", "tiled_plan_for", "CHUNK_BYTES"]
 
 #: Memory budget of one batch of segments (gathered keys/values, masks, score tiles).
 CHUNK_BYTES = 64 << 20
 
-
-def _every_leaf(mod, leaf) -> bool:
-    """``leaf(m)`` for every mod ``m`` inside compositions and offsets of ``mod``."""
-    if isinstance(mod, _mods._Compose):
-        return all(_every_leaf(_mods.as_mod(m), leaf) for m in mod.mods)
-    if isinstance(mod, _mods._Offset):
-        return _every_leaf(_mods.as_mod(mod.mod), leaf)
-    return leaf(mod)
-
-
-def _additive(mod) -> bool:
-    """True for score mods that only add a bias (ALiBi, bias tensor, compositions/offsets of them)."""
-    return _every_leaf(mod, lambda m: isinstance(m, (_mods._Alibi, _mods._Bias)))
-
-
-def _shift_invariant_mod(mod) -> bool:
-    """True for additive mods whose value depends on ``kv - q`` and the head only (ALiBi)."""
-    return mod is None or _every_leaf(mod, lambda m: isinstance(m, _mods._Alibi))
-
-
-def _grad_tensors(mod) -> list[Tensor]:
-    """Tensors a score mod computes with that require grad (bias tensors, tensors a callable captures)."""
-    found: list[Tensor] = []
-
-    def visit(obj, depth=0):
-        if depth > 4 or obj is None:
-            return
-        if isinstance(obj, Tensor):
-            if obj.requires_grad and not any(obj is f for f in found):
-                found.append(obj)
-            return
-        if isinstance(obj, (list, tuple)):
-            for o in obj:
-                visit(o, depth + 1)
-            return
-        if isinstance(obj, _mods.ScoreMod):
-            for o in vars(obj).values():
-                visit(o, depth + 1)
-            return
-        for cell in getattr(obj, "__closure__", None) or ():
-            try:
-                visit(cell.cell_contents, depth + 1)
-            except ValueError:  # empty cell
-                pass
-        if hasattr(obj, "__self__"):
-            visit(obj.__self__, depth + 1)
-
-    visit(mod)
-    return found
-
-
 _CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()  # key -> (mask, mod, plan, master): the last few problems
 _CACHE_SIZE = 8
 _CACHE_MASTER_BYTES = 64 << 20
-
-
-def _fingerprint(obj, depth: int = 0):
-    """Identity and version of every tensor inside a mask/mod (an in-place change invalidates the
-    cache), or None when the object's behaviour cannot be fingerprinted (plain callables,
-    inference-mode tensors)."""
-    if obj is None or isinstance(obj, (int, float, str, bool)):
-        return obj
-    if isinstance(obj, Tensor):
-        # inference tensors have no version counter: they cannot be fingerprinted, so no caching
-        return None if obj.is_inference() else (id(obj), obj._version)
-    if isinstance(obj, (list, tuple)):
-        parts = tuple(_fingerprint(o, depth + 1) for o in obj)
-        return None if any(p is None and o is not None for p, o in zip(parts, obj)) else parts
-    if depth > 6 or not isinstance(obj, (_masks.Mask, _mods.ScoreMod)) or isinstance(obj, _masks._Function):
-        return None
-    items = []
-    for name, val in sorted(vars(obj).items()):
-        fp = _fingerprint(val, depth + 1)
-        if fp is None and val is not None:
-            return None
-        items.append((name, fp))
-    return (id(obj), type(obj).__name__, tuple(items))
 
 
 @dataclass
@@ -147,13 +85,12 @@ class _Problem:
 
 
 def _fusable(inp: AttentionInputs) -> bool:
-    mod = inp.score_mod
-    return (inp.q.device.type == "cpu" and inp.D == inp.Dv
-            and (mod is None or (_additive(mod) and not _grad_tensors(mod))))
+    return (inp.q.device.type == "cpu" and inp.D == inp.Dv and _mods.additive(inp.score_mod)
+            and not (inp.mod_tensors and inp.needs_grad) and fused_op.unavailable() is None)
 
 
 def _use_master(inp: AttentionInputs) -> bool:
-    return _fusable(inp) and translation_invariant(inp.mask) and _shift_invariant_mod(inp.score_mod)
+    return _fusable(inp) and translation_invariant(inp.mask) and _mods.shift_invariant(inp.score_mod)
 
 
 def tiled_plan_for(inp: AttentionInputs) -> Plan:
@@ -226,12 +163,10 @@ def _forward(p: _Problem, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tens
         g = groups[0]
         for _, _, _, qg, kg, vg, allowed, add, _ in _segments(p, q, k, v):
             return fused_forward(qg, kg, vg, add, allowed, g.kind == CAUSAL_SEG and p.mod is None, p.scale)
-    if p.plan.covers(Lq):  # every row gets a result: no need to clear
-        out = torch.empty(B, Hq, Lq, Dv, dtype=q.dtype, device=q.device)
-        lse = torch.empty(B, Hq, Lq, dtype=q.dtype, device=q.device)
-    else:
-        out = torch.zeros(B, Hq, Lq, Dv, dtype=q.dtype, device=q.device)
-        lse = torch.full((B, Hq, Lq), float("-inf"), dtype=q.dtype, device=q.device)
+    # Rows start empty (out 0, lse -inf: neutral in a merge): a batch of segments may hold rows that earlier
+    # groups covered beside rows seen for the first time, and merges the whole batch.
+    out = torch.zeros(B, Hq, Lq, Dv, dtype=q.dtype, device=q.device)
+    lse = torch.full((B, Hq, Lq), float("-inf"), dtype=lse_dtype(q.dtype), device=q.device)
     lse4 = lse.unsqueeze(-1)  # (B, Hq, Lq, 1) view: Rows works on 4-D tensors
     covered = torch.zeros(Lq, dtype=torch.bool)  # rows that already hold a partial result
     for g, r, _, qg, kg, vg, allowed, add, idx in _segments(p, q, k, v):
@@ -307,10 +242,11 @@ class _TiledAttention(torch.autograd.Function):
 def _problem(inp: AttentionInputs) -> _Problem:
     """The plan (and shared pattern) for ``inp``, reused from the last calls with the same mask/mod objects."""
     fused = _fusable(inp)
-    fm, fmod = _fingerprint(inp.mask), _fingerprint(inp.score_mod)
+    fm = None if inp.mask is None else inp.mask.fingerprint()
+    fmod = None if inp.score_mod is None else inp.score_mod.fingerprint()
     key = None
     cacheable = (fm is not None or inp.mask is None) and (fmod is not None or inp.score_mod is None)
-    if cacheable and not _grad_tensors(inp.score_mod):  # never pin a tensor that carries a graph
+    if cacheable and not inp.mod_tensors:  # never pin a tensor that carries a graph
         key = (fm, fmod, inp.B, inp.Hq, inp.Hkv, inp.Lq, inp.Lk, inp.D, inp.Dv, inp.compute_dtype, inp.q.device.type)
         hit = _CACHE.get(key)
         if hit is not None:
@@ -352,17 +288,8 @@ def tiled_forward(inp: AttentionInputs) -> tuple[Tensor, Tensor]:
     q, k, v = inp.q.to(cd), inp.k.to(cd), inp.v.to(cd)
     p = _problem(inp)
     if inp.needs_grad:
-        mod_tensors = [] if p.fused else _grad_tensors(inp.score_mod)
+        mod_tensors = [] if p.fused else list(inp.mod_tensors)
         out, lse = _TiledAttention.apply(p, q, k, v, *mod_tensors)
     else:
         out, lse = _forward(p, q, k, v)
     return out.to(inp.dtype), lse
-
-
-def tiled_not_supported(inp: AttentionInputs) -> list[str]:
-    """Why ``tiled`` cannot run ``inp`` (empty list: it can)."""
-    reasons = []
-    if inp.dropout_p > 0:
-        reasons.append(f"dropout_p={inp.dropout_p} is not supported by the tiled engine (dropout would need the "
-                       "same random weights again in the backward); use impl='reference' or 'sdpa'")
-    return reasons

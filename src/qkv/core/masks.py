@@ -43,18 +43,15 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .mask_base import (  # noqa: F401  (re-exported: the block kinds and the base class live there)
+from .mask_base import (
     EMPTY,
     FULL,
     PARTIAL,
+    Band,
     Mask,
     _block_bounds,
     _check_align,
-    _Combined,
     _diag_offset,
-    _index_grid,
-    _Not,
-    _Offset,
     _TensorMask,
     as_mask,
     offset,
@@ -64,6 +61,7 @@ __all__ = [
     "EMPTY",
     "PARTIAL",
     "FULL",
+    "Band",
     "Mask",
     "causal",
     "sliding_window",
@@ -73,11 +71,18 @@ __all__ = [
     "from_function",
     "from_tensor",
     "full",
+    "global_window",
     "as_mask",
     "offset",
 ]
 
 class _Full(Mask):
+    translation_invariant = True
+    closed_form = True
+
+    def band(self, lq, lk):
+        return Band(None, None)
+
     def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
         return torch.ones((), dtype=torch.bool, device=q_idx.device).expand(
             torch.broadcast_shapes(q_idx.shape, kv_idx.shape))
@@ -97,8 +102,15 @@ def full() -> Mask:
 class _Diagonal(Mask):
     """Band ``off - left <= kv - q <= off + right`` (None = unbounded); causal and sliding windows."""
 
+    translation_invariant = True
+    closed_form = True
+
     def __init__(self, left: int | None, right: int | None, align: str, name: str):
         self.left, self.right, self.align, self.name = left, right, _check_align(align), name
+
+    def band(self, lq, lk):
+        off = _diag_offset(self.align, lq, lk)
+        return Band(None if self.left is None else off - self.left, None if self.right is None else off + self.right)
 
     def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
         d = kv_idx - q_idx - _diag_offset(self.align, lq, lk)
@@ -162,6 +174,8 @@ def _as_lengths(x, name: str) -> Tensor:
 
 
 class _Padding(Mask):
+    closed_form = True
+
     def __init__(self, kv_lengths, q_lengths=None):
         self.kv_lengths = _as_lengths(kv_lengths, "kv_lengths")
         self.q_lengths = None if q_lengths is None else _as_lengths(q_lengths, "q_lengths")
@@ -169,6 +183,9 @@ class _Padding(Mask):
             raise ValueError(f"padding: q_lengths has shape {tuple(self.q_lengths.shape)} but kv_lengths has "
                              f"{tuple(self.kv_lengths.shape)}; give one length per batch element for both")
         self.batch_size = self.kv_lengths.shape[0]
+
+    def key_lengths(self):
+        return self.kv_lengths if self.q_lengths is None else None
 
     def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
         kvl = self.kv_lengths.to(kv_idx.device)[b]
@@ -218,6 +235,8 @@ def _as_ids(x, name: str) -> Tensor:
 
 
 class _Document(Mask):
+    closed_form = True
+
     def __init__(self, q_ids, kv_ids=None):
         self.q_ids = _as_ids(q_ids, "q_ids")
         self.kv_ids = self.q_ids if kv_ids is None else _as_ids(kv_ids, "kv_ids")
@@ -278,6 +297,8 @@ def document(q_ids, kv_ids=None) -> Mask:
 
 
 class _Prefix(Mask):
+    closed_form = True
+
     def __init__(self, prefix_length):
         t = torch.as_tensor(prefix_length)
         if t.dtype.is_floating_point or t.dim() > 1 or (t < 0).any():
@@ -313,6 +334,9 @@ class _Function(Mask):
             raise ValueError(f"from_function expects a callable fn(b, h, q_idx, kv_idx) -> bool tensor, got {fn!r}")
         self.fn, self.batch_size, self.num_heads = fn, batch_size, num_heads
 
+    def fingerprint(self):
+        return None  # a function's behaviour cannot be fingerprinted
+
     def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
         out = self.fn(b, h, q_idx, kv_idx)
         if not isinstance(out, Tensor) or out.dtype != torch.bool:
@@ -346,3 +370,48 @@ def from_tensor(t: Tensor) -> Mask:
     """Wrap a bool tensor broadcastable to ``(B, H, Lq, Lk)`` (True = attend)."""
     return _TensorMask(t)
 
+
+
+class _GlobalTokens(Mask):
+    """Query ``q`` and key ``kv`` may attend iff ``q < g`` or ``kv < g`` (the first ``g`` tokens are global)."""
+
+    closed_form = True
+
+    def __init__(self, num_global: int):
+        self.num_global = num_global
+
+    def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
+        return (q_idx < self.num_global) | (kv_idx < self.num_global)
+
+    def _block_map(self, lq, lk, block_q, block_k, device=None):
+        g = self.num_global
+        qs, qe = _block_bounds(lq, block_q, device)
+        ks, ke = _block_bounds(lk, block_k, device)
+        full_ = (qe.view(-1, 1) < g) | (ke.view(1, -1) < g)  # every row or every key of the block is global
+        empty = (qs.view(-1, 1) >= g) & (ks.view(1, -1) >= g)
+        out = torch.where(full_, FULL, torch.where(empty, EMPTY, PARTIAL))
+        return out.to(torch.int8).view(1, 1, *out.shape)
+
+    def __repr__(self):
+        return f"global_tokens({self.num_global})"
+
+
+def global_window(num_global: int, left: int, right: int = 0, align: str = "bottom_right") -> Mask:
+    """Longformer/BigBird-style local + global attention: the first ``num_global`` tokens attend to every key
+    and are attended by every query; every other pair follows :func:`sliding_window` ``(left, right, align)``.
+
+    Equal to ``sliding_window(left, right, align) | (q < num_global) | (kv < num_global)``. With
+    ``num_global=1, left=1`` on 4 tokens::
+
+          k 0 1 2 3
+        q0  ■ ■ ■ ■      <- the global token sees everything
+        q1  ■ ■ · ·
+        q2  ■ ■ ■ ·      <- everyone sees the global token, plus its window
+        q3  ■ · ■ ■
+
+    Blocks outside both the window and the global rows/columns are EMPTY and skipped by block-sparse engines.
+    """
+    if not isinstance(num_global, int) or isinstance(num_global, bool) or num_global < 0:
+        raise ValueError(f"global_window: num_global must be a non-negative int (number of global tokens), got "
+                         f"{num_global!r}; e.g. global_window(1, 256) makes token 0 global")
+    return sliding_window(left, right, align) | _GlobalTokens(num_global)

@@ -3,9 +3,8 @@
 A group's ``n`` segments go into the batch dim: rows ``(B * n, H, tq, D)``, keys ``(B * n, Hkv, tk, D)``.
 Two executors compute a batch of segments:
 
-* **fused** -- ``torch.ops.aten._scaled_dot_product_flash_attention_for_cpu`` (PyTorch's fused CPU
-  flash kernel, returns the log-sum-exp) and its backward; masks and additive score mods enter as
-  an additive float mask (``0`` / :data:`NEG`);
+* **fused** -- PyTorch's fused CPU flash kernel through :mod:`.fused_op` (returns the log-sum-exp) and
+  its backward; masks and additive score mods enter as an additive float mask (``0`` / :data:`NEG`);
 * **torch** -- plain PyTorch ops on the segment (any score mod, ``Dv != D``, gradients of mod tensors).
 
 Shape legend: ``B`` batch, ``H``/``Hq`` query heads, ``Hkv`` key/value heads, ``n`` segments,
@@ -17,8 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import mods as _mods
-from .tiled_plan import CAUSAL_SEG, FULL_SEG, Group
+from ... import mods as _mods
+from ...lse import stable_exp
+from . import fused_op
+from .plan import CAUSAL_SEG, FULL_SEG, Group
 
 __all__ = ["NEG", "Rows", "Master", "segment_mask", "additive_mask", "fused_forward", "fused_backward",
            "torch_forward", "torch_backward", "sanitize"]
@@ -26,10 +27,6 @@ __all__ = ["NEG", "Rows", "Master", "segment_mask", "additive_mask", "fused_forw
 #: "Minus infinity" of additive masks: finite, so that a row masked out of one segment never
 #: produces ``inf - inf`` in the fused backward; ``exp(NEG + s - lse)`` is exactly 0.
 NEG = -1e30
-
-_fused_fwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-_fused_bwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
-
 
 class Rows:
     """Segments ``starts[s] + (0..t)`` along dim 2 of ``(B, H, L, ...)`` tensors, as ``(B * n, H, t, ...)``.
@@ -227,7 +224,7 @@ def _empty_rows(lse: Tensor, allowed) -> Tensor:
 
 def fused_forward(qg, kg, vg, add_mask, allowed, causal: bool, scale: float):
     """``(out (Bn, Hq, tq, D), lse (Bn, Hq, tq))`` of a segment batch with the fused CPU kernel."""
-    out, lse = _fused_fwd(qg, kg, vg, 0.0, causal, attn_mask=add_mask, scale=scale)
+    out, lse = fused_op.forward(qg, kg, vg, add_mask, causal, scale)
     if add_mask is not None and allowed is not None:  # None: the caller knows no row can be empty
         empty = _empty_rows(lse, allowed)
         if bool(empty.any()):
@@ -240,7 +237,7 @@ def fused_backward(dog, qg, kg, vg, og, lse_g, add_mask, causal: bool, scale: fl
     """``(dq, dk, dv)`` of a segment batch from the global ``out``/``lse`` rows (FlashAttention-2
     backward: the segment's probabilities are recomputed as ``exp(s - lse)``)."""
     lse_g = lse_g.masked_fill(torch.isinf(lse_g), 0.0)  # empty rows: every score is NEG -> P = 0
-    return _fused_bwd(dog, qg, kg, vg, og, lse_g, 0.0, causal, attn_mask=add_mask, scale=scale)
+    return fused_op.backward(dog, qg, kg, vg, og, lse_g, add_mask, causal, scale)
 
 
 def _scores(qg: Tensor, kg: Tensor, scale: float) -> Tensor:
@@ -275,15 +272,8 @@ def torch_forward(qg, kg, vg, allowed, mod, idx, B: int, scale: float, lq: int, 
     if allowed is not None:
         z = z.masked_fill_(~allowed, float("-inf")) if own else z.masked_fill(~allowed, float("-inf"))
         own = True
-    m = z.amax(-1, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, 0.0)
-    p = z.sub_(m).exp_() if own else torch.exp(z - m)
-    l = p.sum(-1, keepdim=True)
-    ok = l > 0
-    l = torch.where(ok, l, 1.0)
-    out = _weigh(p, vg) / l
-    lse = torch.where(ok, m + torch.log(l), float("-inf")).squeeze(-1)
-    return out, lse
+    p, total, lse = stable_exp(z, inplace=own)
+    return _weigh(p, vg) / total, lse
 
 
 def torch_backward(dog, qg, kg, vg, lse_g, delta_g, allowed, mod, idx, B: int, scale: float, lq: int, lk: int,

@@ -1,17 +1,61 @@
-"""The :class:`Mask` base class, its composition (``&``, ``|``, ``~``), tensor masks, offsets and the
-block kinds EMPTY / PARTIAL / FULL. The constructors users call live in :mod:`qkv.attention.masks`.
+"""The :class:`Mask` base class with its public description, composition (``&``, ``|``, ``~``), tensor
+masks, offsets and the block kinds EMPTY / PARTIAL / FULL. The constructors users call live in
+:mod:`qkv.masks`.
+
+Engines read a mask only through its public description -- never through its class:
+
+* :meth:`Mask.band` -- ``Band(lo, hi)`` when the mask is exactly ``lo <= kv - q <= hi`` (causal, windows,
+  full, and their intersections and offsets), else None;
+* :attr:`Mask.translation_invariant` -- the mask at ``(q, kv)`` depends on ``kv - q`` only;
+* :attr:`Mask.children` -- the masks a composition is made of (walk them with :func:`qkv.core.walk.walk`);
+* :meth:`Mask.key_lengths` -- ``(B,)`` lengths when the mask is exactly key padding;
+* :meth:`Mask.block_map` and :attr:`Mask.closed_form` -- per-block EMPTY/PARTIAL/FULL, and whether that is cheap;
+* :meth:`Mask.fingerprint` -- a hashable identity+version key (None: cannot be cached).
 
 Shape legend: ``B`` batch, ``H`` heads, ``Lq`` query length, ``Lk`` key length.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-__all__ = ["EMPTY", "PARTIAL", "FULL", "Mask", "as_mask", "offset", "check_broadcast", "as_4d", "gather_4d"]
+from .walk import fingerprint_of
+
+__all__ = ["EMPTY", "PARTIAL", "FULL", "Band", "Mask", "as_mask", "offset", "check_broadcast", "as_4d", "index_grid",
+           "gather_4d"]
 
 EMPTY, PARTIAL, FULL = 0, 1, 2
 _ALIGNS = ("bottom_right", "top_left")
+
+
+@dataclass(frozen=True)
+class Band:
+    """The mask "query ``q`` may attend key ``kv`` iff ``lo <= kv - q <= hi``" (None = unbounded).
+
+    ``Band(None, None)`` is the full mask; ``Band(None, c)`` is causal with the diagonal shifted by ``c``
+    (query ``i`` sees keys ``j <= i + c``).
+
+    Example:
+        >>> Band(None, 0).intersect(Band(-3, None))
+        Band(lo=-3, hi=0)
+    """
+
+    lo: int | None
+    hi: int | None
+
+    @property
+    def full(self) -> bool:
+        return self.lo is None and self.hi is None
+
+    def intersect(self, other: "Band") -> "Band":
+        lo = [x for x in (self.lo, other.lo) if x is not None]
+        hi = [x for x in (self.hi, other.hi) if x is not None]
+        return Band(max(lo) if lo else None, min(hi) if hi else None)
+
+    def shift(self, by: int) -> "Band":
+        return Band(None if self.lo is None else self.lo + by, None if self.hi is None else self.hi + by)
 
 
 def _check_align(align: str) -> str:
@@ -26,7 +70,7 @@ def _diag_offset(align: str, lq: int, lk: int) -> int:
     return lk - lq if align == "bottom_right" else 0
 
 
-def _index_grid(B: int, H: int, lq: int, lk: int, device=None):
+def index_grid(B: int, H: int, lq: int, lk: int, device=None):
     """Broadcastable index tensors b (B,1,1,1), h (1,H,1,1), q (1,1,Lq,1), kv (1,1,1,Lk)."""
     b = torch.arange(B, device=device).view(B, 1, 1, 1)
     h = torch.arange(H, device=device).view(1, H, 1, 1)
@@ -72,11 +116,46 @@ class Mask:
 
     batch_size: int | None = None
     num_heads: int | None = None
+    #: the masks this one is composed of (empty for a leaf)
+    children: tuple["Mask", ...] = ()
 
     # -- what subclasses provide -------------------------------------------------------------
     def evaluate(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         """The mask at broadcastable index tensors of an ``lq x lk`` problem (bool tensor)."""
         raise NotImplementedError(f"{type(self).__name__} must implement evaluate()")
+
+    # -- the public description engines read ---------------------------------------------------
+    def band(self, lq: int, lk: int) -> Band | None:
+        """``Band(lo, hi)`` when this mask of an ``lq x lk`` problem is exactly ``lo <= kv - q <= hi``."""
+        return None
+
+    @property
+    def translation_invariant(self) -> bool:
+        """True when the mask at ``(q, kv)`` depends on ``kv - q`` only (for given lengths)."""
+        return False
+
+    @property
+    def closed_form(self) -> bool:
+        """True when :meth:`block_map` is computed in closed form (cheap at any block size)."""
+        return False
+
+    def key_lengths(self) -> Tensor | None:
+        """``(B,)`` int64 lengths when the mask is exactly "key ``kv`` may be attended iff ``kv < len[b]``"."""
+        return None
+
+    def check(self, B: int, H: int, lq: int, lk: int) -> None:
+        """Raise ``ValueError`` unless the mask fits a ``(B, H, lq, lk)`` problem."""
+        for have, want, nm in ((self.batch_size, B, "batch"), (self.num_heads, H, "heads")):
+            if have is not None and have != want:
+                raise ValueError(f"mask {self!r} is for {nm} {have} but the attention has {nm} {want}; "
+                                 f"build it with one entry per {nm} element ({want}), e.g. lengths of shape ({want},)")
+        for child in self.children:
+            child.check(B, H, lq, lk)
+
+    def fingerprint(self):
+        """Hashable key of this mask's identity and the versions of its tensors (an in-place change
+        gives a new key), or None when it cannot be fingerprinted (functions, inference tensors)."""
+        return fingerprint_of(self)
 
     def _block_map(self, lq: int, lk: int, block_q: int, block_k: int, device=None) -> Tensor | None:
         """Closed-form block map, or None to evaluate the mask block-row by block-row."""
@@ -87,7 +166,7 @@ class Mask:
         """Materialise as a bool tensor of shape ``(B|1, H|1, lq, lk)``."""
         Bm = B if self.batch_size is not None else 1
         Hm = H if self.num_heads is not None else 1
-        b, h, q, kv = _index_grid(Bm, Hm, lq, lk, device)
+        b, h, q, kv = index_grid(Bm, Hm, lq, lk, device)
         out = self.evaluate(b, h, q, kv, lq, lk)
         return out.expand(Bm, Hm, lq, lk)
 
@@ -103,7 +182,7 @@ class Mask:
         Hm = self.num_heads or 1
         nq, nk = -(-lq // block_q), -(-lk // block_k)
         out = torch.empty(Bm, Hm, nq, nk, dtype=torch.int8, device=device)
-        b, h, _, kv = _index_grid(Bm, Hm, 0, lk, device)
+        b, h, _, kv = index_grid(Bm, Hm, 0, lk, device)
         pad = nk * block_k - lk
         for i in range(nq):
             q0, q1 = i * block_q, min((i + 1) * block_q, lq)
@@ -155,6 +234,8 @@ class _TensorMask(Mask):
         self.batch_size = self.t.shape[0] if self.t.shape[0] > 1 else None
         self.num_heads = self.t.shape[1] if self.t.shape[1] > 1 else None
 
+    closed_form = True
+
     def check(self, B, H, lq, lk):
         check_broadcast(self.t, (B, H, lq, lk), "mask")
 
@@ -183,8 +264,25 @@ class _TensorMask(Mask):
 class _Combined(Mask):
     def __init__(self, op: str, a: Mask, b: Mask):
         self.op, self.a, self.b = op, a, b
+        self.children = (a, b)
         self.batch_size = a.batch_size or b.batch_size
         self.num_heads = a.num_heads or b.num_heads
+
+    def band(self, lq, lk):
+        x, y = self.a.band(lq, lk), self.b.band(lq, lk)
+        if x is None or y is None:
+            return None
+        if self.op == "and":
+            return x.intersect(y)
+        return x if x.intersect(y) == y else (y if x.intersect(y) == x else None)  # a union is a band if nested
+
+    @property
+    def translation_invariant(self):
+        return self.a.translation_invariant and self.b.translation_invariant
+
+    @property
+    def closed_form(self):
+        return self.a.closed_form and self.b.closed_form
 
     def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
         x = self.a.evaluate(b, h, q_idx, kv_idx, lq, lk)
@@ -205,7 +303,22 @@ class _Combined(Mask):
 class _Not(Mask):
     def __init__(self, a: Mask):
         self.a = a
+        self.children = (a,)
         self.batch_size, self.num_heads = a.batch_size, a.num_heads
+
+    def band(self, lq, lk):
+        x = self.a.band(lq, lk)
+        if x is None or (x.lo is None) == (x.hi is None):  # the complement of a two-sided band is no band
+            return None
+        return Band(x.hi + 1, None) if x.lo is None else Band(None, x.lo - 1)
+
+    @property
+    def translation_invariant(self):
+        return self.a.translation_invariant
+
+    @property
+    def closed_form(self):
+        return self.a.closed_form
 
     def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
         return ~self.a.evaluate(b, h, q_idx, kv_idx, lq, lk)
@@ -217,13 +330,26 @@ class _Not(Mask):
         return f"~{self.a!r}"
 
 
-class _Offset(Mask):
+class _OffsetMask(Mask):
     """The mask of a sub-problem: rows ``q_offset...`` and columns ``kv_offset...`` of a global problem."""
 
     def __init__(self, mask: Mask, q_offset: int, kv_offset: int, lq_total: int, lk_total: int):
         self.mask, self.q_offset, self.kv_offset = mask, q_offset, kv_offset
         self.lq_total, self.lk_total = lq_total, lk_total
+        self.children = (mask,)
         self.batch_size, self.num_heads = mask.batch_size, mask.num_heads
+
+    def band(self, lq, lk):
+        # kv + kv_off - (q + q_off) in [lo, hi]  <=>  kv - q in [lo + q_off - kv_off, hi + q_off - kv_off]
+        inner = self.mask.band(self.lq_total, self.lk_total)
+        return None if inner is None else inner.shift(self.q_offset - self.kv_offset)
+
+    @property
+    def translation_invariant(self):
+        return self.mask.translation_invariant
+
+    def check(self, B, H, lq, lk):
+        self.mask.check(B, H, self.lq_total, self.lk_total)
 
     def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
         return self.mask.evaluate(b, h, q_idx + self.q_offset, kv_idx + self.kv_offset, self.lq_total, self.lk_total)
@@ -238,7 +364,7 @@ def offset(mask: Mask | None, q_offset: int, kv_offset: int, lq_total: int, lk_t
     global positions through this)."""
     if mask is None:
         return None
-    return _Offset(as_mask(mask), q_offset, kv_offset, lq_total, lk_total)
+    return _OffsetMask(as_mask(mask), q_offset, kv_offset, lq_total, lk_total)
 
 
 def as_mask(mask) -> Mask | None:

@@ -15,6 +15,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from .lse import lse_dtype, stable_exp
+
 __all__ = ["merge"]
 
 
@@ -44,14 +46,9 @@ def merge(parts: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
         if o.shape != out0.shape:
             raise ValueError(f"part {i} has out shape {tuple(o.shape)} but part 0 has {tuple(out0.shape)}; "
                              "every part must cover the same queries")
-    acc = torch.float64 if out0.dtype == torch.float64 else torch.float32
+    acc = lse_dtype(out0.dtype)
     lses = torch.stack([l.to(acc) for _, l in parts])  # (P, B, H, L)
-    m = lses.amax(dim=0)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m)).detach()
-    w = torch.exp(lses - m)  # (P, B, H, L); 0 for empty parts
-    s = w.sum(dim=0)
-    nonempty = s > 0
-    s_safe = torch.where(nonempty, s, torch.ones_like(s))
-    out = sum(w[i, ..., None] * o.to(acc) for i, (o, _) in enumerate(parts)) / s_safe[..., None]
-    lse = torch.where(nonempty, m + torch.log(s_safe), torch.full_like(s, float("-inf")))
+    p, total, lse = stable_exp(lses, dim=0)
+    w = p / total  # (P, B, H, L); 0 for empty parts
+    out = sum(w[i, ..., None] * o.to(acc) for i, (o, _) in enumerate(parts))
     return out.to(out0.dtype), lse

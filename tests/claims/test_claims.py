@@ -1,4 +1,4 @@
-"""``qkv.lens.claims``: synthetic figures against closed form, real figures against the forward pass (and
+"""``qkv.claims``: synthetic figures against closed form, real figures against the forward pass (and
 transformers), verdicts against their thresholds, and ``qkv claims`` end to end."""
 import json
 import math
@@ -12,13 +12,39 @@ import pytest
 import torch
 
 import qkv
-from qkv.lens.claims import (CONTROL_SENTENCE, CORPUS, DIMS, ESSAY_SENTENCE, FAILS, HOLDS, PARTLY, VERDICTS,
-                             Thresholds, coreference, coreference_verdict, decoupling_verdict, entropy, evaluate,
-                             loglog_slope, max_weight, rankdata, real_decoupling, real_saturation, real_sharpness,
-                             real_variance, saturation_verdict, sharpening_verdict, softmax_jacobian,
-                             softmax_jacobian_norm, spearman, synthetic_scores, top_mass, variance_verdict)
-from qkv.lens.claims.real import independent_variance, linear_weights
-from qkv.lens.claims.synthetic import sample_scores, softmax_summary
+from qkv.claims import (
+    CONTROL_SENTENCE,
+    CORPUS,
+    DIMS,
+    ESSAY_SENTENCE,
+    FAILS,
+    HOLDS,
+    PARTLY,
+    VERDICTS,
+    Thresholds,
+    coreference,
+    coreference_verdict,
+    decoupling_verdict,
+    entropy,
+    evaluate,
+    loglog_slope,
+    max_weight,
+    rankdata,
+    real_decoupling,
+    real_saturation,
+    real_sharpness,
+    real_variance,
+    saturation_verdict,
+    sharpening_verdict,
+    softmax_jacobian,
+    softmax_jacobian_norm,
+    spearman,
+    synthetic_scores,
+    top_mass,
+    variance_verdict,
+)
+from qkv.claims.real import independent_variance, linear_weights
+from qkv.claims.synthetic import sample_scores
 from qkv.view.claims_view import FIGURES, markdown_table, save_figures
 
 ROWS, KEYS = 1024, 16
@@ -128,7 +154,7 @@ def test_rank_correlations_match_scipy():
     x[:20] = np.round(x[:20])  # ties
     assert rankdata(x) == pytest.approx(stats.rankdata(x))
     assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
-    from qkv.lens.claims import pearson
+    from qkv.claims import pearson
 
     assert pearson(x, y) == pytest.approx(stats.pearsonr(x, y).statistic)
 
@@ -310,8 +336,8 @@ def test_coreference_reads_the_attention_rows(corpus_traces):
 def small_report(minilm, tmp_path_factory):
     messages = []
     plots = tmp_path_factory.mktemp("plots")
-    report = evaluate(minilm, sentences=CORPUS[2:7], dims=(4, 32, 256), synthetic_rows=256, progress=messages.append,
-                      plots=plots)
+    report = evaluate(minilm, sentences=CORPUS[2:7], dims=(4, 32, 256), synthetic_rows=256, progress=messages.append)
+    save_figures(report, plots)
     return report, messages, plots
 
 

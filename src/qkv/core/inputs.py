@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import masks as _masks
+from . import mask_base as _masks
 from . import mods as _mods
+from .capture import captured_tensors
 
 __all__ = ["AttentionInputs", "check_inputs", "LOW_PRECISION"]
 
@@ -27,9 +28,11 @@ class AttentionInputs:
 
     Attributes:
         q: ``(B, Hq, Lq, D)``; k: ``(B, Hkv, Lk, D)``; v: ``(B, Hkv, Lk, Dv)``.
-        mask: a :class:`qkv.masks.Mask` or None. score_mod: callable/ScoreMod or None.
+        mask: a :class:`qkv.masks.Mask` or None. score_mod: a :class:`qkv.mods.ScoreMod` or None.
         scale: the factor applied to ``q @ k^T``. dropout_p, generator: dropout on the weights.
         return_lse: whether the caller wants the log-sum-exp ``(B, Hq, Lq)``.
+        mod_tensors: the tensors requiring grad that the score mod computes with, wherever they are held
+            (found by :func:`qkv.core.capture.captured_tensors` when autograd is on; empty otherwise).
     """
 
     q: Tensor
@@ -41,6 +44,7 @@ class AttentionInputs:
     dropout_p: float
     generator: Any
     return_lse: bool
+    mod_tensors: tuple = ()
 
     @property
     def B(self) -> int:
@@ -86,10 +90,7 @@ class AttentionInputs:
 
     @property
     def needs_grad(self) -> bool:
-        ts = [self.q, self.k, self.v]
-        if isinstance(self.score_mod, _mods.ScoreMod) and hasattr(self.score_mod, "tensor"):
-            ts.append(self.score_mod.tensor)
-        return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
+        return torch.is_grad_enabled() and any(t.requires_grad for t in (self.q, self.k, self.v, *self.mod_tensors))
 
 
 def _fail(what: str, got: str, fix: str) -> ValueError:
@@ -150,32 +151,13 @@ def check_inputs(q, k, v, *, mask=None, score_mod=None, scale=None, dropout_p=0.
     B, Hq, Lq, Lk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
     mask = _masks.as_mask(mask)
     if mask is not None:
-        _check_mask_shape(mask, B, Hq, Lq, Lk)
+        mask.check(B, Hq, Lq, Lk)
     score_mod = _mods.as_mod(score_mod)
-    _check_mod_shape(score_mod, B, Hq, Lq, Lk)
-    return AttentionInputs(q, k, v, mask, score_mod, scale, float(dropout_p), generator, bool(return_lse))
-
-
-def _check_mask_shape(mask, B, H, Lq, Lk):
-    if hasattr(mask, "check"):
-        mask.check(B, H, Lq, Lk)
-    for have, want, nm in ((mask.batch_size, B, "batch"), (mask.num_heads, H, "heads")):
-        if have is not None and have not in (1, want):
-            raise ValueError(f"mask is for {nm} {have} but the attention has {nm} {want}; "
-                             f"build the mask for {want} (or broadcast with size 1)")
-    for child in ("a", "b"):
-        sub = getattr(mask, child, None)
-        if isinstance(sub, _masks.Mask):
-            _check_mask_shape(sub, B, H, Lq, Lk)
-
-
-def _check_mod_shape(mod, B, H, Lq, Lk):
-    if mod is None:
-        return
-    if hasattr(mod, "check"):
-        mod.check(B, H, Lq, Lk)
-    if getattr(mod, "num_heads", None) not in (None, H):
-        raise ValueError(f"score_mod has {mod.num_heads} per-head parameters but the attention has {H} "
-                         f"query heads; give one per query head")
-    for sub in getattr(mod, "mods", ()):
-        _check_mod_shape(_mods.as_mod(sub), B, H, Lq, Lk)
+    mod_tensors: tuple = ()
+    if score_mod is not None:
+        score_mod.check(B, Hq, Lq, Lk)
+        if torch.is_grad_enabled():
+            cd = torch.float32 if q.dtype in LOW_PRECISION else q.dtype
+            mod_tensors = tuple(captured_tensors(score_mod, B, Hq, Lq, Lk, cd, q.device))
+    return AttentionInputs(q, k, v, mask, score_mod, scale, float(dropout_p), generator, bool(return_lse),
+                           mod_tensors)

@@ -1,6 +1,7 @@
 """The plan of the tiled engine: which rectangles of the ``Lq x Lk`` score matrix to compute.
 
-The mask's block map (:meth:`qkv.masks.Mask.block_map`) says for every ``block_q x block_k`` tile
+The plan reads the mask only through its public description (:meth:`~qkv.masks.Mask.band`,
+``translation_invariant``, ``closed_form``, :meth:`~qkv.masks.Mask.block_map`). The mask's block map says for every ``block_q x block_k`` tile
 whether it is EMPTY (skipped), FULL (no mask work) or PARTIAL (mask evaluated on the tile only).
 Each query-block row becomes a few *segments* -- a block of query rows against one contiguous key
 range, of kind
@@ -23,12 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import masks as _masks
+from ...mask_base import FULL as _FULL
+from ...mask_base import PARTIAL as _PARTIAL
 
 __all__ = ["Group", "Plan", "make_plan", "causal_shift", "translation_invariant"]
 
 FULL_SEG, MASK_SEG, CAUSAL_SEG = "full", "mask", "causal"
-_EMPTY, _PARTIAL, _FULL = _masks.EMPTY, _masks.PARTIAL, _masks.FULL
 
 
 @dataclass
@@ -68,48 +69,26 @@ class Plan:
         """(query, key) pairs computed (masked ones inside PARTIAL segments included)."""
         return sum(g.pairs for g in self.groups)
 
-    def covers(self, lq: int) -> bool:
-        """True when every query row is in some segment."""
-        rows = np.zeros(lq, dtype=bool)
-        for g in self.groups:
-            for s in g.q_starts:
-                rows[s:s + g.tq] = True
-        return bool(rows.all())
 
 
 def causal_shift(mask, lq: int, lk: int) -> int | None:
-    """``c`` when ``mask`` is exactly "query ``i`` sees keys ``j <= i + c``", else None.
+    """``c`` when ``mask`` is exactly "query ``i`` sees keys ``j <= i + c``" (its band has no lower edge), else None.
 
-    Covers :func:`qkv.masks.causal` in both alignments and its :func:`qkv.masks.offset` sub-blocks
-    (ring attention).
+    Covers :func:`qkv.masks.causal` in both alignments, its intersections and its :func:`qkv.masks.offset`
+    sub-blocks (ring attention); None for no mask.
     """
-    if isinstance(mask, _masks._Offset):
-        inner = causal_shift(mask.mask, mask.lq_total, mask.lk_total)
-        # kv + kv_off <= q + q_off + c  <=>  kv <= q + (c + q_off - kv_off)
-        return None if inner is None else inner + mask.q_offset - mask.kv_offset
-    if isinstance(mask, _masks._Diagonal) and mask.left is None and mask.right is not None:
-        return _masks._diag_offset(mask.align, lq, lk) + mask.right
-    return None
+    band = None if mask is None else mask.band(lq, lk)
+    return None if band is None or band.lo is not None or band.hi is None else band.hi
+
+
+def is_full(mask, lq: int, lk: int) -> bool:
+    """True for no mask or a mask whose band is unbounded (every pair may attend)."""
+    return mask is None or (lambda b: b is not None and b.full)(mask.band(lq, lk))
 
 
 def translation_invariant(mask) -> bool:
-    """True when the mask at (q, kv) depends on ``kv - q`` only (bands, causal, full)."""
-    if mask is None or isinstance(mask, (_masks._Diagonal, _masks._Full)):
-        return True
-    if isinstance(mask, _masks._Combined):
-        return translation_invariant(mask.a) and translation_invariant(mask.b)
-    if isinstance(mask, (_masks._Not, _masks._Offset)):
-        return translation_invariant(mask.a if isinstance(mask, _masks._Not) else mask.mask)
-    return False
-
-
-def _closed_form(mask) -> bool:
-    """True when ``mask.block_map`` is computed in closed form (cheap at any block size)."""
-    if isinstance(mask, _masks._Combined):
-        return _closed_form(mask.a) and _closed_form(mask.b)
-    if isinstance(mask, _masks._Not):
-        return _closed_form(mask.a)
-    return type(mask)._block_map is not _masks.Mask._block_map
+    """True when the mask at (q, kv) depends on ``kv - q`` only (bands, causal, full, no mask)."""
+    return mask is None or mask.translation_invariant
 
 
 def _kinds(mask, lq: int, lk: int, bq: int, bk: int) -> np.ndarray:
@@ -228,13 +207,13 @@ def make_plan(mask, lq: int, lk: int, *, fused: bool, heads: int = 1, kv_heads: 
         return Plan(block_q=max(lq, 1), block_k=max(lk, 1))
     if fused and not whole_rows:
         c = 0 if mask is None else causal_shift(mask, lq, lk)
-        if mask is None or isinstance(mask, _masks._Full):
+        if is_full(mask, lq, lk):
             return Plan([Group(FULL_SEG, np.zeros(1, np.int64), np.zeros(1, np.int64), lq, lk)], lq, lk)
         if c is not None:
             return _causal_plan(c, lq, lk)
     if fused:
         merge_keys, max_keys = (1 << 62, 1 << 62 if master else 8192) if whole_rows else (1024, 1 << 62)
-        tiles = (64, 128, 256, 512) if mask is None or _closed_form(mask) else (128,)
+        tiles = (64, 128, 256, 512) if mask is None or mask.closed_form else (128,)
     else:
         merge_keys, max_keys, tiles = 1024, 4096, (256,)
     best = None

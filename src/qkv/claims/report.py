@@ -10,17 +10,32 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
-from ..trace import Trace, load_model, trace
-from .real import (CONTROL_SENTENCE, CORPUS, ESSAY_SENTENCE, coreference, real_decoupling, real_saturation,
-                   real_sharpness, real_variance)
+from ..lens.trace import Trace, load_model, trace
+from .real import (
+    CONTROL_SENTENCE,
+    CORPUS,
+    ESSAY_SENTENCE,
+    coreference,
+    real_decoupling,
+    real_saturation,
+    real_sharpness,
+    real_variance,
+)
 from .synthetic import DIMS, SyntheticResult, synthetic_scores
-from .verdicts import (FAILS, HOLDS, Thresholds, coreference_verdict, decoupling_verdict, saturation_verdict,
-                       sharpening_verdict, variance_verdict)
+from .verdicts import (
+    FAILS,
+    HOLDS,
+    Thresholds,
+    coreference_verdict,
+    decoupling_verdict,
+    saturation_verdict,
+    sharpening_verdict,
+    variance_verdict,
+)
 
 __all__ = ["ClaimResult", "ClaimsReport", "evaluate", "SCHEMA_VERSION"]
 
@@ -214,14 +229,13 @@ def _claim_coreference(c, th: Thresholds, name: str) -> ClaimResult:
                        figure, v.verdict, v.reason, summary, c.to_dict())
 
 
-def evaluate(model: Any = "minilm", *, plots: str | Path | None = None, progress: Progress | None = None,
+def evaluate(model: Any = "minilm", *, progress: Progress | None = None,
              sentences: Sequence[str] = CORPUS, thresholds: Thresholds = Thresholds(), seed: int = 0,
              dims: Sequence[int] = DIMS, synthetic_rows: int = 2048, threads: int | None = 1) -> ClaimsReport:
     """Measure the essay's five claims on ``model`` and grade each from its numbers.
 
     Args:
         model: a name/path for :func:`qkv.models.load` (default the embedded MiniLM) or a loaded model.
-        plots: a directory to write the PNG figures of claims 1-3 to (created if missing).
         progress: called with a short message before each stage (e.g. a rich status's ``update``).
         sentences: the corpus for claims 1-4 (the essay's sentence and its control are traced for claim 5
             either way).
@@ -244,13 +258,13 @@ def evaluate(model: Any = "minilm", *, plots: str | Path | None = None, progress
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _evaluate(model, plots, progress or (lambda message: None), sentences, thresholds, seed, dims,
+        return _evaluate(model, progress or (lambda message: None), sentences, thresholds, seed, dims,
                          synthetic_rows)
     finally:
         torch.set_num_threads(before)
 
 
-def _evaluate(model: Any, plots, say: Progress, sentences: tuple[str, ...], thresholds: Thresholds, seed: int,
+def _evaluate(model: Any, say: Progress, sentences: tuple[str, ...], thresholds: Thresholds, seed: int,
               dims: Sequence[int], synthetic_rows: int) -> ClaimsReport:
     start = time.perf_counter()
     say("synthetic: unit-normal q, k for every d_k")
@@ -274,10 +288,4 @@ def _evaluate(model: Any, plots, say: Progress, sentences: tuple[str, ...], thre
     say("measuring claim 5: 'it' -> 'cat' and its control")
     coref = coreference(traces[ESSAY_SENTENCE], traces[CONTROL_SENTENCE], tau=thresholds.margin)
     claims.append(_claim_coreference(coref, thresholds, name))
-    report = ClaimsReport(name, tuple(claims), syn.slope, thresholds, sentences, 0.0)
-    if plots is not None:
-        say(f"drawing figures into {plots}")
-        from ...view.claims_view import save_figures
-
-        save_figures(report, plots)
     return ClaimsReport(name, tuple(claims), syn.slope, thresholds, sentences, time.perf_counter() - start)

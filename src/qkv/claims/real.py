@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..trace import Trace, _clean
+from ..lens.trace import Trace, _clean
 from .measures import cosine_matrix, entropy, max_weight, pearson, softmax_jacobian_norm, spearman, top_mass
 
 __all__ = ["CORPUS", "ESSAY_SENTENCE", "CONTROL_SENTENCE", "VarianceLayer", "SaturationLayer", "SharpnessLayer",

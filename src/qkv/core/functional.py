@@ -4,8 +4,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from . import registry
+from .engines.reference import Steps, run_steps
 from .inputs import check_inputs
-from .reference import Steps, run_steps
 
 __all__ = ["attention", "steps"]
 

@@ -2,8 +2,11 @@
 
 A score mod is any callable ``fn(score, b, h, q_idx, kv_idx) -> score`` (FlexAttention's
 ``score_mod``): ``score`` is a float tensor, the indices are broadcastable int64 tensors, and the
-result must broadcast to ``score``'s shape. The built-ins are :class:`ScoreMod` objects that also
-know the problem's lengths (ALiBi needs the causal alignment):
+result must broadcast to ``score``'s shape and be floating point. Every mod is held as a :class:`ScoreMod`
+(plain callables are wrapped), which also knows the problem's lengths (ALiBi needs the causal alignment) and
+describes itself to the engines -- ``additive`` (adds a bias that does not depend on the score),
+``shift_invariant`` (depends on ``kv - q`` and the head only), ``children`` (of a composition),
+``tensors()`` (what it holds) and ``fingerprint()``. The built-ins:
 
 * :func:`alibi` (with :func:`alibi_slopes` for the standard slopes of ``n`` heads),
 * :func:`softcap` (Gemma 2 / Grok: ``cap * tanh(score / cap)``),
@@ -27,18 +30,29 @@ import torch
 from torch import Tensor
 
 from .mask_base import as_4d, check_broadcast, gather_4d
+from .walk import fingerprint_of, leaves
 
-__all__ = ["ScoreMod", "alibi", "alibi_slopes", "softcap", "bias", "compose", "apply", "offset", "as_mod"]
+__all__ = ["ScoreMod", "alibi", "alibi_slopes", "softcap", "bias", "compose", "apply", "offset", "as_mod",
+           "additive", "shift_invariant"]
 
 ScoreFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
 class ScoreMod:
-    """A score mod that may depend on the problem's lengths ``lq``/``lk``.
+    """A score mod that may depend on the problem's lengths ``lq``/``lk``, with its public description.
 
-    Calling it as ``mod(score, b, h, q_idx, kv_idx)`` assumes ``lq == lk`` is unknown and uses
-    :meth:`apply` with lengths inferred from the indices' extents.
+    Calling it as ``mod(score, b, h, q_idx, kv_idx)`` infers the lengths from the indices' extents and
+    uses :meth:`apply`.
     """
+
+    #: the mods this one is composed of (empty for a leaf)
+    children: tuple["ScoreMod", ...] = ()
+    #: adds a bias that does not depend on the score (ALiBi, bias tensors)
+    additive_leaf: bool = False
+    #: depends on ``kv - q`` and the head only (ALiBi)
+    shift_invariant_leaf: bool = False
+    #: per-head parameters (checked against the query heads), or None
+    num_heads: int | None = None
 
     def apply(self, score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement apply()")
@@ -48,23 +62,71 @@ class ScoreMod:
         lk = int(kv_idx.max()) + 1 if kv_idx.numel() else 0
         return self.apply(score, b, h, q_idx, kv_idx, lq, lk)
 
+    def check(self, B: int, H: int, lq: int, lk: int) -> None:
+        """Raise ``ValueError`` unless the mod fits a ``(B, H, lq, lk)`` problem."""
+        if self.num_heads is not None and self.num_heads != H:
+            raise ValueError(f"score_mod {self!r} has {self.num_heads} per-head parameters but the attention has "
+                             f"{H} query heads; give one per query head")
+        for child in self.children:
+            child.check(B, H, lq, lk)
 
-def apply(mod, score: Tensor, b, h, q_idx, kv_idx, lq: int, lk: int) -> Tensor:
-    """Apply ``mod`` (a :class:`ScoreMod` or a plain callable) to ``score``."""
+    def tensors(self) -> list[Tensor]:
+        """The tensors this mod holds directly (a bias tensor); callables' captures are found by probing."""
+        return [t for t in vars(self).values() if isinstance(t, Tensor)]
+
+    def fingerprint(self):
+        """Hashable key of identity and tensor versions, or None (see :func:`qkv.core.walk.fingerprint_of`)."""
+        return fingerprint_of(self)
+
+
+def additive(mod: ScoreMod | None) -> bool:
+    """True when ``mod`` only adds a score-independent bias (ALiBi, bias, compositions/offsets of them)."""
+    return mod is None or all(m.additive_leaf for m in leaves(mod))
+
+
+def shift_invariant(mod: ScoreMod | None) -> bool:
+    """True when ``mod`` depends on ``kv - q`` and the head only (ALiBi and compositions of it)."""
+    return mod is None or all(m.shift_invariant_leaf for m in leaves(mod))
+
+
+class _Function(ScoreMod):
+    """A plain callable ``fn(score, b, h, q_idx, kv_idx) -> score`` (FlexAttention's ``score_mod``)."""
+
+    def __init__(self, fn: ScoreFn):
+        self.fn = fn
+
+    def apply(self, score, b, h, q_idx, kv_idx, lq, lk):
+        return self.fn(score, b, h, q_idx, kv_idx)
+
+    def fingerprint(self):
+        return None  # a function's behaviour cannot be fingerprinted
+
+    def __repr__(self):
+        return f"score_mod({getattr(self.fn, '__qualname__', type(self.fn).__name__)})"
+
+
+def apply(mod: ScoreMod | None, score: Tensor, b, h, q_idx, kv_idx, lq: int, lk: int) -> Tensor:
+    """Apply ``mod`` to ``score`` and check what it returns (a float tensor broadcastable to ``score``)."""
     if mod is None:
         return score
-    if isinstance(mod, ScoreMod):
-        out = mod.apply(score, b, h, q_idx, kv_idx, lq, lk)
-    else:
-        out = mod(score, b, h, q_idx, kv_idx)
+    out = mod.apply(score, b, h, q_idx, kv_idx, lq, lk)
     if not isinstance(out, Tensor):
-        raise ValueError(f"score_mod must return a tensor, got {type(out).__name__}")
+        raise ValueError(f"score_mod {mod!r} must return a tensor, got {type(out).__name__}; return e.g. "
+                         "`score + bias[h]`")
+    if not out.dtype.is_floating_point:
+        raise ValueError(f"score_mod {mod!r} returned dtype {out.dtype}, expected a floating-point tensor "
+                         f"({score.dtype}); return a float score, e.g. `score + bias`, not a comparison")
     if out.shape != score.shape:
-        out = out.expand(score.shape) if torch.broadcast_shapes(out.shape, score.shape) == score.shape else out
-        if out.shape != score.shape:
-            raise ValueError(f"score_mod returned shape {tuple(out.shape)} but scores have {tuple(score.shape)}; "
-                             "return a tensor broadcastable to the score block")
-    return out
+        try:
+            ok = torch.broadcast_shapes(out.shape, score.shape) == score.shape
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"score_mod {mod!r} returned shape {tuple(out.shape)} but the score block has "
+                             f"{tuple(score.shape)}; compute it from the index tensors (b, h, q_idx, kv_idx) so it "
+                             "broadcasts to the block -- a fixed (Lq, Lk) tensor belongs in qkv.mods.bias(tensor)")
+        out = out.expand(score.shape)
+    return out if out.dtype == score.dtype else out.to(score.dtype)
 
 
 def alibi_slopes(num_heads: int) -> Tensor:
@@ -85,6 +147,9 @@ def alibi_slopes(num_heads: int) -> Tensor:
 
 
 class _Alibi(ScoreMod):
+    additive_leaf = True
+    shift_invariant_leaf = True
+
     def __init__(self, slopes, align: str):
         t = torch.as_tensor(slopes, dtype=torch.float32)
         if t.dim() != 1:
@@ -103,6 +168,9 @@ class _Alibi(ScoreMod):
         slope = self.slopes.to(device=score.device, dtype=score.dtype)[h]
         dist = (q_idx + off - kv_idx).abs().to(score.dtype)
         return score - slope * dist
+
+    def __repr__(self):
+        return f"alibi({self.num_heads} slopes, align={self.align!r})"
 
 
 def alibi(slopes, align: str = "bottom_right") -> ScoreMod:
@@ -123,6 +191,9 @@ class _Softcap(ScoreMod):
     def apply(self, score, b, h, q_idx, kv_idx, lq, lk):
         return self.cap * torch.tanh(score / self.cap)
 
+    def __repr__(self):
+        return f"softcap({self.cap})"
+
 
 def softcap(cap: float) -> ScoreMod:
     """Soft-capping: ``cap * tanh(score / cap)`` keeps every score inside ``(-cap, cap)``."""
@@ -130,6 +201,8 @@ def softcap(cap: float) -> ScoreMod:
 
 
 class _Bias(ScoreMod):
+    additive_leaf = True
+
     def __init__(self, tensor: Tensor):
         if not isinstance(tensor, Tensor) or not tensor.dtype.is_floating_point:
             raise ValueError(f"bias: expected a float tensor broadcastable to (B, H, Lq, Lk), got "
@@ -139,6 +212,9 @@ class _Bias(ScoreMod):
 
     def check(self, B: int, H: int, lq: int, lk: int) -> None:
         check_broadcast(self.tensor, (B, H, lq, lk), "bias")
+
+    def __repr__(self):
+        return f"bias(shape={tuple(self.tensor.shape)})"
 
     def apply(self, score, b, h, q_idx, kv_idx, lq, lk):
         return score + gather_4d(self.tensor, b, h, q_idx, kv_idx).to(score.dtype)
@@ -155,12 +231,15 @@ class _Compose(ScoreMod):
         for m in mods:
             if not callable(m) and not isinstance(m, ScoreMod):
                 raise ValueError(f"compose: every mod must be callable, got {type(m).__name__}")
-        self.mods = list(mods)
+        self.children = tuple(as_mod(m) for m in mods)
 
     def apply(self, score, b, h, q_idx, kv_idx, lq, lk):
-        for m in self.mods:
+        for m in self.children:
             score = apply(m, score, b, h, q_idx, kv_idx, lq, lk)
         return score
+
+    def __repr__(self):
+        return f"compose({', '.join(map(repr, self.children))})"
 
 
 def compose(*mods) -> ScoreMod:
@@ -168,10 +247,17 @@ def compose(*mods) -> ScoreMod:
     return _Compose(mods)
 
 
-class _Offset(ScoreMod):
+class _OffsetMod(ScoreMod):
     def __init__(self, mod, q_offset: int, kv_offset: int, lq_total: int, lk_total: int):
-        self.mod, self.q_offset, self.kv_offset = mod, q_offset, kv_offset
+        self.mod, self.q_offset, self.kv_offset = as_mod(mod), q_offset, kv_offset
         self.lq_total, self.lk_total = lq_total, lk_total
+        self.children = (self.mod,)
+
+    def check(self, B, H, lq, lk):
+        self.mod.check(B, H, self.lq_total, self.lk_total)
+
+    def __repr__(self):
+        return f"offset({self.mod!r}, q+{self.q_offset}, kv+{self.kv_offset})"
 
     def apply(self, score, b, h, q_idx, kv_idx, lq, lk):
         return apply(self.mod, score, b, h, q_idx + self.q_offset, kv_idx + self.kv_offset,
@@ -180,16 +266,17 @@ class _Offset(ScoreMod):
 
 def offset(mod, q_offset: int, kv_offset: int, lq_total: int, lk_total: int):
     """The mod of a sub-block of a global ``lq_total x lk_total`` problem (see ``masks.offset``)."""
-    return None if mod is None else _Offset(mod, q_offset, kv_offset, lq_total, lk_total)
+    return None if mod is None else _OffsetMod(mod, q_offset, kv_offset, lq_total, lk_total)
 
 
-def as_mod(mod):
-    """Accept ``None``, a callable, a :class:`ScoreMod`, or a list/tuple of them (composed)."""
+def as_mod(mod) -> ScoreMod | None:
+    """Accept ``None``, a callable, a :class:`ScoreMod`, or a list/tuple of them (composed); callables are
+    wrapped so that engines only ever see :class:`ScoreMod` objects."""
     if mod is None or isinstance(mod, ScoreMod):
         return mod
     if isinstance(mod, (list, tuple)):
         return compose(*mod)
     if callable(mod):
-        return mod
+        return _Function(mod)
     raise ValueError(f"score_mod must be a callable fn(score, b, h, q_idx, kv_idx) -> score, a qkv.mods "
                      f"ScoreMod, or a list of them; got {type(mod).__name__}")
