@@ -67,6 +67,8 @@ def message(errors: Sequence[dict], endpoint: str, content_type: str | None = "a
     wanted: dict[str, list[str]] = {}
     for err in errors:
         field, kind = _field(err), err.get("type", "")
+        if kind == "missing" and not field:
+            return 422, f"the request body is empty; send a JSON object, e.g. {example}"
         if kind == "missing":
             parts.setdefault(f"missing:{field}", f'missing field "{field}"')
         elif kind == "extra_forbidden":
