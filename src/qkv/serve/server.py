@@ -1,11 +1,12 @@
 """Run the app: bind first (fail fast on a taken port), load the model once with progress, serve until Ctrl-C.
 
-uvicorn handles SIGINT/SIGTERM: it stops accepting, lets running requests finish and returns, and
-:func:`serve` returns 0 after saying so.
+uvicorn handles SIGINT/SIGTERM: it stops accepting, lets running requests finish, then re-raises the signal;
+:func:`serve` takes that as the end it asked for and returns 0 after saying so.
 """
 from __future__ import annotations
 
 import errno
+import signal
 import socket
 import sys
 import time
@@ -87,8 +88,23 @@ def serve(model: str = "minilm", host: str = "127.0.0.1", port: int = 8000, *, l
             f"(API schema at /openapi.json; Ctrl-C stops)")
         config = uvicorn.Config(app, log_level="warning", access_log=False, limit_concurrency=limits.running
                                 + limits.waiting + 64, timeout_graceful_shutdown=10, server_header=False)
-        uvicorn.Server(config).run(sockets=[sock])
+        _run_until_stopped(uvicorn.Server(config), sock)
     finally:
         sock.close()
     say("qkv serve: stopped")
     return 0
+
+
+def _run_until_stopped(server, sock: socket.socket) -> None:
+    """``server.run`` until Ctrl-C or SIGTERM, both taken as a clean stop (uvicorn re-raises them after its
+    graceful shutdown; SIGTERM's default action would kill the process without a word)."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
