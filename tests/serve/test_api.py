@@ -131,7 +131,8 @@ def _error(r, status: int, *words: str) -> str:
 @pytest.mark.parametrize("body, status, words", [
     ({"text": ""}, 422, ['"text" is empty', "give a sentence"]),
     ({"text": "   \n"}, 422, ['"text" is empty']),
-    ({"text": SENTENCE, "query": "mats"}, 422, ["token 'mats' is not in the text", "close matches: mat", '"query" field']),
+    ({"text": SENTENCE, "query": "mats"}, 422, ["token 'mats' is not in the text", "close matches: mat",
+                                                 '"query" field']),
     ({"text": SENTENCE, "query": "dog"}, 422, ["token 'dog' is not in the text", "tokens are: the cat sat"]),
     ({"text": SENTENCE, "query": "it@3"}, 422, ["only 1 occurrence(s)", "it@1"]),
     ({"text": SENTENCE, "query": 99}, 422, ["token index 99 is out of range", "13 tokens"]),

@@ -117,3 +117,24 @@ def test_library_never_imports_serve():
         if "serve" in path.relative_to(root).parts or path.name == "cli.py":
             continue
         assert not re.search(r"(from|import)\s+(\.+|qkv\.)serve", path.read_text()), path
+
+
+def test_a_public_host_is_announced_loudly(monkeypatch, minilm):
+    """--host 0.0.0.0 warns (the socket is bound to loopback here: tests never listen beyond 127.0.0.1)."""
+    import uvicorn
+
+    import qkv.models
+    from qkv.serve import server
+
+    seen = {}
+    monkeypatch.setattr(server, "bind", lambda host, port: server.socket.create_server(("127.0.0.1", 0)))
+    monkeypatch.setattr(qkv.models, "load", lambda name: minilm)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: seen.setdefault("app", self.config.app))
+    lines = []
+    assert server.serve("minilm", "0.0.0.0", 8000, say=lines.append) == 0
+    assert lines[0].startswith("WARNING: listening on 0.0.0.0:") and "no authentication" in lines[0]
+    assert any("open http://127.0.0.1:" in line for line in lines) and lines[-1] == "qkv serve: stopped"
+    lines.clear()
+    assert server.serve("minilm", "127.0.0.1", 8000, say=lines.append) == 0
+    assert not any("WARNING" in line for line in lines)
+    assert server.is_loopback("127.0.0.1") and server.is_loopback("::1") and not server.is_loopback("0.0.0.0")

@@ -72,6 +72,7 @@ def serve(model: str = "minilm", host: str = "127.0.0.1", port: int = 8000, *, l
             say(f"WARNING: listening on {host}:{port} -- every machine that can reach this one can use the app and "
                 f"its CPU. qkv serve has no authentication; use --host 127.0.0.1 unless you mean it.")
         start = time.perf_counter()
+        say(f"qkv serve: loading {model} ...")
         if status is not None:
             with status(f"Loading {model} ..."):
                 m = load(model)
