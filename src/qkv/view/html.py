@@ -2,7 +2,9 @@
 
 The page shows a layer x head grid of small attention maps; clicking a head draws lines from the
 selected token to every token (thickness = weight, value-norm or rollout, toggled); clicking a token
-selects it and shows the breakdown table ``q.k -> scaled -> softmax weight -> ||a f(v)||``.
+selects it and shows the breakdown table ``q.k -> scaled -> softmax weight -> ||a f(v)||``. A slider
+multiplies the scaled scores by ``t`` in ``[1/4, sqrt(d)]`` and recomputes softmax in the page, with the row's
+max weight and entropy: at ``t = sqrt(d)`` (no scaling) the weights collapse onto one key.
 
 Safety: the trace is embedded as JSON inside ``<script type="application/json">`` with ``<``, ``>``,
 ``&`` and U+2028/9 escaped, so user text such as ``</script>`` cannot end the block; the script
@@ -24,11 +26,13 @@ import hashlib
 import json
 from pathlib import Path
 
+import torch
+
 from ..lens.heads import choose_head
 from ..lens.trace import MEASURES, Trace
-from .html_assets import CSS, JS
+from .html_assets import BODY, CSS, JS
 
-__all__ = ["render_html", "write_html", "embed_json", "extract_json", "MAX_NUMBERS"]
+__all__ = ["render_html", "write_html", "embed_json", "extract_json", "masked_keys", "MAX_NUMBERS"]
 
 MAX_NUMBERS = 25_000_000  #: ~200 MB of page; MiniLM (6 x 12) reaches it near 290 tokens
 
@@ -51,33 +55,7 @@ _PAGE = """<!DOCTYPE html>
   <div id="sentence" aria-label="tokens (click one to make it the query)"></div>
   <p id="summary"></p>
 </header>
-<main>
-  <section id="grid-wrap">
-    <h2>Every layer × head (click a map)</h2>
-    <div id="grid"></div>
-    <p class="note" id="grid-note"></p>
-  </section>
-  <section id="lines-wrap">
-    <div class="controls">
-      <button type="button" class="measure" data-measure="weights" aria-pressed="false">weights</button>
-      <button type="button" class="measure" data-measure="values" aria-pressed="false">values ‖α·f(v)‖</button>
-      <button type="button" class="measure" data-measure="rollout" aria-pressed="false">rollout</button>
-    </div>
-    <h2 id="lines-title"></h2>
-    <svg id="lines" role="img" aria-label="lines from the selected token to every token"></svg>
-    <p class="note">weights: softmax(q·kᵀ/√d), who is matched. values: ‖α·f(v)‖ normalised per row, what
-      actually arrives (Kobayashi et al. 2020). rollout: heads averaged with the residual, multiplied through
-      the layers (Abnar &amp; Zuidema 2020). Click a token to make it the query.</p>
-  </section>
-  <section id="breakdown-wrap">
-    <h2 id="breakdown-title"></h2>
-    <table id="breakdown">
-      <thead><tr><th>key</th><th class="token">token</th><th>q·k</th><th>scaled (÷√d)</th><th>weight</th>
-        <th class="token">softmax</th><th>‖α·f(v)‖</th><th>share</th><th class="token">what arrives</th></tr></thead>
-      <tbody id="breakdown-body"></tbody>
-    </table>
-  </section>
-</main>
+{body}
 <footer>Made by qkv. Self-contained: no network, no external files.</footer>
 <script type="application/json" id="qkv-data">{data}</script>
 <script>{js}</script>
@@ -96,6 +74,13 @@ def extract_json(page: str) -> dict:
     """The data embedded by :func:`render_html` (for tests and tools)."""
     start = page.index('id="qkv-data">') + len('id="qkv-data">')
     return json.loads(page[start:page.index("</script>", start)])
+
+
+def masked_keys(trace: Trace) -> list[list[int]]:
+    """Per query ``i``, the keys ``j`` no layer or head attends to (weight exactly 0 everywhere: a causal or
+    padding mask); the page's scaling slider keeps them at 0. ``L`` lists (empty for an encoder)."""
+    never = (trace.weights == 0).flatten(0, 1).all(dim=0)  # (L, L)
+    return [torch.nonzero(r).flatten().tolist() for r in never]
 
 
 def render_html(trace: Trace, *, query: str | int | None = None, layer: int | None = None, head: int | None = None,
@@ -120,12 +105,12 @@ def render_html(trace: Trace, *, query: str | int | None = None, layer: int | No
         query = next((j for j, s in enumerate(trace.special) if not s), 0)
     i = trace.index(query)
     layer, head = choose_head(trace, i, layer=layer, head=head)
-    data = {"trace": trace.to_dict(decimals), "summary": summary,
+    data = {"trace": trace.to_dict(decimals), "summary": summary, "masked": masked_keys(trace),
             "initial": {"query": i, "layer": layer, "head": head, "measure": measure}}
     script_hash = base64.b64encode(hashlib.sha256(JS.encode("utf-8")).digest()).decode("ascii")
     csp = (f"default-src 'none'; script-src 'sha256-{script_hash}'; style-src 'unsafe-inline'; "
            f"img-src data:; base-uri 'none'; form-action 'none'")
-    return _PAGE.format(csp=csp, css=CSS, data=embed_json(data), js=JS)
+    return _PAGE.format(csp=csp, css=CSS, body=BODY, data=embed_json(data), js=JS)
 
 
 def write_html(trace: Trace, path: str | Path, **kwargs) -> Path:

@@ -1,10 +1,16 @@
-"""The inline stylesheet and script of the self-contained HTML view (see :mod:`qkv.view.html`).
+"""The inline stylesheet, markup and script of the HTML view (see :mod:`qkv.view.html`; ``qkv serve`` serves them too).
 
-The script reads the trace from ``<script type="application/json" id="qkv-data">`` and writes every
-piece of user text with ``textContent`` (never ``innerHTML``). No network: everything is inline.
+The script reads the data ``{"trace": Trace.to_dict(), "summary", "initial": {query, layer, head, measure},
+"masked": [[key indices] per query] | absent}`` from ``<script type="application/json" id="qkv-data">`` when the
+page has one, and exposes ``window.qkvView.show(data)`` for pages that fetch it. It writes every piece of user
+text with ``textContent`` (never ``innerHTML``). No network: everything is inline.
+
+The scaling slider multiplies the scaled scores ``q.k/sqrt(d)`` of the shown rows by ``t`` in ``[1/4, sqrt(d)]``
+(``t = sqrt(d)`` is softmax of the raw ``q.k``: no scaling) and recomputes softmax in the page; keys listed in
+``masked`` stay at weight 0.
 """
 
-__all__ = ["CSS", "JS"]
+__all__ = ["CSS", "JS", "BODY"]
 
 CSS = """
 :root { --ink:#1d2330; --muted:#6b7280; --line:#e5e7eb; --accent:#d9480f; --blue:#1c4f8f; --bg:#fbfbfd; }
@@ -50,17 +56,66 @@ td.bar { width: 22%; text-align: left; }
 .barfill { height: 10px; border-radius: 2px; display: inline-block; vertical-align: middle; }
 .w .barfill { background: var(--blue); } .v .barfill { background: #2f9e44; }
 tr.top td { font-weight: 700; }
+.scaling { display: flex; gap: 10px; align-items: center; flex-wrap: wrap; margin: 0 0 8px; padding: 8px 10px;
+           background: #f8fafc; border: 1px solid var(--line); border-radius: 8px; }
+.scaling input[type=range] { width: 260px; accent-color: var(--accent); }
+.scaling output { font-variant-numeric: tabular-nums; min-width: 13em; font-weight: 600; }
+.readout { font-variant-numeric: tabular-nums; padding: 2px 8px; border-radius: 999px; background: #fff;
+           border: 1px solid var(--line); }
+#scale-reset { border: 1px solid #cbd5e1; background: #fff; border-radius: 6px; padding: 2px 8px; cursor: pointer;
+               font: inherit; font-size: 12px; }
 footer { padding: 0 28px 24px; color: var(--muted); font-size: 12px; }
 """
+
+BODY = """<main>
+  <section id="grid-wrap">
+    <h2>Every layer × head (click a map)</h2>
+    <div id="grid"></div>
+    <p class="note" id="grid-note"></p>
+  </section>
+  <section id="lines-wrap">
+    <div class="controls">
+      <button type="button" class="measure" data-measure="weights" aria-pressed="false">weights</button>
+      <button type="button" class="measure" data-measure="values" aria-pressed="false">values ‖α·f(v)‖</button>
+      <button type="button" class="measure" data-measure="rollout" aria-pressed="false">rollout</button>
+    </div>
+    <h2 id="lines-title"></h2>
+    <svg id="lines" role="img" aria-label="lines from the selected token to every token"></svg>
+    <p class="note">weights: softmax(q·kᵀ/√d), who is matched. values: ‖α·f(v)‖ normalised per row, what
+      actually arrives (Kobayashi et al. 2020). rollout: heads averaged with the residual, multiplied through
+      the layers (Abnar &amp; Zuidema 2020). Click a token to make it the query.</p>
+  </section>
+  <section id="breakdown-wrap">
+    <div class="scaling">
+      <label for="scale">Scaling: softmax(t · q·k/√d) with t</label>
+      <input type="range" id="scale" min="-2" max="3" step="any" value="0"
+             aria-label="multiply the scaled scores by t (log scale, from 1/4 to the square root of d)">
+      <output id="scale-t" for="scale"></output>
+      <button type="button" id="scale-reset">t = 1</button>
+      <span class="readout" id="scale-max"></span>
+      <span class="readout" id="scale-entropy"></span>
+    </div>
+    <p class="note" id="scale-note">The essay's claim 2: without 1/√d the dot products grow with d, softmax saturates
+      and one key takes everything. t = 1 is the model as trained; t = √d removes the scaling (softmax of the raw
+      q·k); t &lt; 1 flattens the row. Maps, lines and this table follow t; rollout stays at t = 1.</p>
+    <h2 id="breakdown-title"></h2>
+    <table id="breakdown">
+      <thead><tr><th>key</th><th class="token">token</th><th>q·k</th><th>scaled (÷√d)</th><th>weight</th>
+        <th class="token">softmax</th><th>‖α·f(v)‖</th><th>share</th><th class="token">what arrives</th></tr></thead>
+      <tbody id="breakdown-body"></tbody>
+    </table>
+  </section>
+</main>"""
 
 JS = r"""
 "use strict";
 (function () {
-  const D = JSON.parse(document.getElementById("qkv-data").textContent);
-  const T = D.trace, L = T.tokens.length, N = T.layers.length, H = T.model.num_heads;
-  const S = { query: D.initial.query, layer: D.initial.layer, head: D.initial.head, measure: D.initial.measure };
   const $ = (id) => document.getElementById(id);
   const SVG_NS = $("lines").namespaceURI;
+  const S = { query: 0, layer: 0, head: 0, measure: "weights", t: 1 };
+  let T = null, L = 0, N = 0, H = 0, MASK = [];
+  const view = { show: show, state: () => Object.assign({}, S), onchange: null };
+  window.qkvView = view;
 
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -68,15 +123,11 @@ JS = r"""
     if (text !== undefined) e.textContent = String(text);
     return e;
   }
+  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
   function label(j) {
     const t = T.tokens[j];
     if (t.special || t.end <= t.start) return t.text;
     return T.text.slice(t.start, t.end).trim() || t.text;
-  }
-  function matrix(layer, head, measure) {
-    const lay = T.layers[layer];
-    if (measure === "rollout") return lay.rollout;
-    return lay[measure][head];
   }
   function colour(x) {
     const t = Math.sqrt(Math.max(0, Math.min(1, x)));
@@ -84,9 +135,49 @@ JS = r"""
     return "rgb(" + a.map((v, i) => Math.round(v + (b[i] - v) * t)).join(",") + ")";
   }
 
+  // -- the scaling slider: softmax(t * scaled) recomputed from the stored scaled scores --------------
+  function tMax() { const d = T.model.head_dim; return d > 1 ? Math.sqrt(d) : 4; }
+  function softmaxRow(scaled, i, t) {
+    const z = scaled.map((s, j) => (MASK[i].has(j) ? -Infinity : t * s));
+    const m = Math.max(...z);
+    if (m === -Infinity) return z.map(() => 0);
+    const e = z.map((x) => Math.exp(x - m)), sum = e.reduce((a, b) => a + b, 0);
+    return e.map((x) => x / sum);
+  }
+  function weightsRow(n, h, i) {
+    const lay = T.layers[n];
+    return S.t === 1 ? lay.weights[h][i] : softmaxRow(lay.scaled[h][i], i, S.t);
+  }
+  function valuesRow(n, h, i) {
+    const lay = T.layers[n];
+    if (S.t === 1) return lay.values[h][i];
+    const fv = lay.value_norms[h], x = weightsRow(n, h, i).map((w, j) => w * fv[j]);
+    const sum = x.reduce((a, b) => a + b, 0);
+    return x.map((v) => (sum > 0 ? v / sum : 0));
+  }
+  function row(n, h, i, measure) {
+    if (measure === "rollout") return T.layers[n].rollout[i];
+    return measure === "values" ? valuesRow(n, h, i) : weightsRow(n, h, i);
+  }
+  function entropy(w) { return -w.reduce((a, x) => a + (x > 0 ? x * Math.log(x) : 0), 0); }
+  function setT(t) {
+    S.t = Math.abs(t - 1) < 1e-9 ? 1 : t;
+    $("scale").value = String(Math.log2(S.t));
+    update();
+  }
+  function drawScale() {
+    const w = weightsRow(S.layer, S.head, S.query), top = w.indexOf(Math.max(...w));
+    const at = Math.abs(S.t - tMax()) < 1e-6 ? " = √d (no scaling)" : S.t === 1 ? " (as trained)" : "";
+    $("scale-t").textContent = "t = " + S.t.toFixed(2) + at;
+    $("scale-max").textContent = "max weight " + w[top].toFixed(3) + " on '" + label(top) + "'";
+    $("scale-entropy").textContent = "entropy " + entropy(w).toFixed(3) + " nats (uniform " +
+      Math.log(L - MASK[S.query].size).toFixed(3) + ")";
+  }
+
   // -- the sentence: one button per token, original spelling and spacing -------------------------
   function buildSentence() {
     const box = $("sentence");
+    clear(box);
     let prevEnd = null;
     T.tokens.forEach((t, j) => {
       if (!t.special && prevEnd !== null && t.start > prevEnd) box.appendChild(document.createTextNode(" "));
@@ -103,6 +194,7 @@ JS = r"""
   // -- the layer x head grid of small maps ----------------------------------------------------------
   function buildGrid() {
     const g = $("grid");
+    clear(g);
     g.style.gridTemplateColumns = "28px repeat(" + H + ", 50px)";
     g.appendChild(el("div", "axis", ""));
     for (let h = 0; h < H; h++) g.appendChild(el("div", "axis", "H" + h));
@@ -128,33 +220,36 @@ JS = r"""
     const m = S.measure === "rollout" ? "weights" : S.measure;
     document.querySelectorAll(".map").forEach((b) => {
       const n = +b.dataset.layer, h = +b.dataset.head, c = b.firstChild, ctx = c.getContext("2d");
-      const M = matrix(n, h, m), cell = c.width / L;
-      for (let i = 0; i < L; i++) for (let j = 0; j < L; j++) {
-        ctx.fillStyle = colour(M[i][j]);
-        ctx.fillRect(j * cell, i * cell, cell, cell);
+      const cell = c.width / L;
+      for (let i = 0; i < L; i++) {
+        const r = row(n, h, i, m);
+        for (let j = 0; j < L; j++) {
+          ctx.fillStyle = colour(r[j]);
+          ctx.fillRect(j * cell, i * cell, cell, cell);
+        }
       }
       ctx.strokeStyle = "#d9480f";
       ctx.lineWidth = Math.max(1, cell / 5);
       ctx.strokeRect(0, S.query * cell, c.width, cell);
       b.classList.toggle("selected", n === S.layer && h === S.head);
     });
-    $("grid-note").textContent = S.measure === "rollout"
+    $("grid-note").textContent = (S.measure === "rollout"
       ? "Maps show weights (rollout mixes all heads of a layer: see the lines)."
       : "Row = query, column = key; darker = more " + S.measure + " (colour ∝ √value). The outlined row is '" +
-        label(S.query) + "'.";
+        label(S.query) + "'.") + (S.t === 1 ? "" : " Scores multiplied by t = " + S.t.toFixed(2) + ".");
   }
 
   // -- lines from the selected token to every token (thickness = measure) ---------------------------
   function drawLines() {
     const svg = $("lines");
-    while (svg.firstChild) svg.removeChild(svg.firstChild);
+    clear(svg);
     const rowH = 22, top = 14, W = 460, xl = 150, xr = 310;
     svg.setAttribute("viewBox", "0 0 " + W + " " + (top + rowH * L));
     svg.setAttribute("height", String(top + rowH * L));
-    const row = matrix(S.layer, S.head, S.measure)[S.query];
+    const r = row(S.layer, S.head, S.query, S.measure);
     const y = (j) => top + rowH * j + rowH / 2;
     for (let j = 0; j < L; j++) {
-      const v = row[j];
+      const v = r[j];
       const line = document.createElementNS(SVG_NS, "line");
       line.setAttribute("x1", String(xl + 6)); line.setAttribute("y1", String(y(S.query)));
       line.setAttribute("x2", String(xr - 6)); line.setAttribute("y2", String(y(j)));
@@ -176,13 +271,13 @@ JS = r"""
         let cls = T.tokens[j].special ? "special" : "";
         if (side === "left" && j === S.query) cls += " selected";
         t.setAttribute("class", cls.trim());
-        t.textContent = side === "right" ? label(j) + "  " + row[j].toFixed(2) : label(j);
+        t.textContent = side === "right" ? label(j) + "  " + r[j].toFixed(2) : label(j);
         t.addEventListener("click", () => { S.query = j; update(); });
         svg.appendChild(t);
       }
     }
     const where = S.measure === "rollout" ? "rollout after layer " + S.layer + " (all heads)"
-      : "layer " + S.layer + ", head " + S.head;
+      : "layer " + S.layer + ", head " + S.head + (S.t === 1 ? "" : ", t = " + S.t.toFixed(2));
     $("lines-title").textContent = "'" + label(S.query) + "' → every token: " + S.measure + ", " + where;
   }
 
@@ -196,11 +291,11 @@ JS = r"""
   }
   function drawBreakdown() {
     const lay = T.layers[S.layer], h = S.head, i = S.query;
-    const w = lay.weights[h][i], sc = lay.scores[h][i], sd = lay.scaled[h][i], sh = lay.values[h][i];
-    const fv = lay.value_norms[h];
+    const w = weightsRow(S.layer, h, i), sh = valuesRow(S.layer, h, i);
+    const sc = lay.scores[h][i], sd = lay.scaled[h][i], fv = lay.value_norms[h];
     const maxW = Math.max(...w), maxV = Math.max(...sh);
     const body = $("breakdown-body");
-    while (body.firstChild) body.removeChild(body.firstChild);
+    clear(body);
     for (let j = 0; j < L; j++) {
       const tr = el("tr", w[j] === maxW || sh[j] === maxV ? "top" : "");
       tr.appendChild(el("td", "", j));
@@ -215,24 +310,48 @@ JS = r"""
       body.appendChild(tr);
     }
     $("breakdown-title").textContent = "Step by step for '" + label(i) + "' (token " + i + ") in layer " +
-      S.layer + ", head " + h;
+      S.layer + ", head " + h + (S.t === 1 ? "" : " — weight = softmax(t · scaled), t = " + S.t.toFixed(2));
   }
 
   function update() {
+    if (!T) return;
     document.querySelectorAll(".tok").forEach((b) => b.classList.toggle("selected", +b.dataset.index === S.query));
     document.querySelectorAll(".measure").forEach((b) =>
       b.setAttribute("aria-pressed", String(b.dataset.measure === S.measure)));
-    drawMaps(); drawLines(); drawBreakdown();
+    drawMaps(); drawLines(); drawBreakdown(); drawScale();
+    if (typeof view.onchange === "function") view.onchange(Object.assign({}, S));
   }
 
-  document.title = "qkv · " + T.text;
-  $("model").textContent = T.model.name + " · " + T.model.model_type + " · " + N + " layers × " + H +
-    " heads · head_dim " + T.model.head_dim + " · " + L + " tokens";
-  $("summary").textContent = D.summary || "";
-  $("summary").hidden = !D.summary;
+  // show(data): draw a trace; data = {trace, summary, initial: {query, layer, head, measure}, masked}
+  function show(D) {
+    T = D.trace; L = T.tokens.length; N = T.layers.length; H = T.model.num_heads;
+    MASK = T.tokens.map((_, i) => new Set((D.masked && D.masked[i]) || []));
+    const init = D.initial || {};
+    S.query = init.query || 0; S.layer = init.layer || 0; S.head = init.head || 0;
+    if (init.measure) S.measure = init.measure;
+    const slider = $("scale");
+    slider.min = "-2";
+    slider.max = String(Math.log2(tMax()));
+    S.t = Math.min(S.t, tMax());
+    slider.value = String(Math.log2(S.t));
+    document.title = "qkv · " + T.text;
+    $("model").textContent = T.model.name + " · " + T.model.model_type + " · " + N + " layers × " + H +
+      " heads · head_dim " + T.model.head_dim + " · " + L + " tokens";
+    $("summary").textContent = D.summary || "";
+    $("summary").hidden = !D.summary;
+    buildSentence(); buildGrid(); update();
+    document.body.dataset.ready = "1";
+    document.body.dataset.shown = String(+(document.body.dataset.shown || 0) + 1);
+  }
+
   document.querySelectorAll(".measure").forEach((b) =>
     b.addEventListener("click", () => { S.measure = b.dataset.measure; update(); }));
-  buildSentence(); buildGrid(); update();
-  document.body.dataset.ready = "1";
+  $("scale").addEventListener("input", (e) => {
+    const x = +e.target.value, top = Math.log2(tMax());
+    setT(x >= top - 1e-6 ? tMax() : Math.pow(2, x));
+  });
+  $("scale-reset").addEventListener("click", () => setT(1));
+  const data = document.getElementById("qkv-data");
+  if (data) show(JSON.parse(data.textContent));
 })();
 """
