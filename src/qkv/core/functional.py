@@ -6,6 +6,7 @@ from torch import Tensor
 from . import registry
 from .engines.reference import Steps, run_steps
 from .inputs import check_inputs
+from .nonfinite import has_nonfinite, run_with_nonfinite
 
 __all__ = ["attention", "steps"]
 
@@ -32,6 +33,10 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask=None, score_mod=None, sca
         impl: ``"auto"`` or a name from :func:`qkv.implementations`.
         return_lse: also return the log-sum-exp of the masked scores (float32; float64 for
             float64 inputs), ``-inf`` for empty rows -- what :func:`qkv.merge` combines.
+
+    NaN/inf (one rule for every implementation, :mod:`qkv.core.nonfinite`): keys/values the mask excludes
+    never reach an output or a gradient; a non-finite value that is attended makes exactly the rows that
+    attend it NaN.
 
     Returns:
         ``out``, or ``(out, lse)`` when ``return_lse``.
@@ -62,7 +67,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask=None, score_mod=None, sca
     inp = check_inputs(q, k, v, mask=mask, score_mod=score_mod, scale=scale, dropout_p=dropout_p,
                        generator=generator, return_lse=return_lse)
     chosen = registry.select(impl, inp)
-    out, lse = chosen.forward(inp)
+    out, lse = run_with_nonfinite(chosen.forward, inp) if has_nonfinite(inp) else chosen.forward(inp)
     return (out, lse) if return_lse else out
 
 

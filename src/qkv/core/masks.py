@@ -341,8 +341,17 @@ class _Function(Mask):
         out = self.fn(b, h, q_idx, kv_idx)
         if not isinstance(out, Tensor) or out.dtype != torch.bool:
             got = out.dtype if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"mask function must return a bool tensor, got {got}; "
+            raise ValueError(f"mask function {self!r} must return a bool tensor, got {got}; "
                              "return a comparison such as `q_idx >= kv_idx`")
+        want = torch.broadcast_shapes(b.shape, h.shape, q_idx.shape, kv_idx.shape)
+        try:
+            ok = torch.broadcast_shapes(out.shape, want) == want
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"mask function {self!r} returned shape {tuple(out.shape)} for index tensors that "
+                             f"broadcast to {tuple(want)}; compute it from b, h, q_idx, kv_idx (e.g. "
+                             "`q_idx >= kv_idx`) -- a fixed (Lq, Lk) tensor belongs in mask=tensor")
         return out
 
     def __repr__(self):

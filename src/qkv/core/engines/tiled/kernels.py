@@ -4,7 +4,7 @@ A group's ``n`` segments go into the batch dim: rows ``(B * n, H, tq, D)``, keys
 Two executors compute a batch of segments:
 
 * **fused** -- PyTorch's fused CPU flash kernel through :mod:`.fused_op` (returns the log-sum-exp) and
-  its backward; masks and additive score mods enter as an additive float mask (``0`` / :data:`NEG`);
+  its backward; masks and additive score mods enter as an additive float mask (``0`` / :func:`neg`);
 * **torch** -- plain PyTorch ops on the segment (any score mod, ``Dv != D``, gradients of mod tensors).
 
 Shape legend: ``B`` batch, ``H``/``Hq`` query heads, ``Hkv`` key/value heads, ``n`` segments,
@@ -21,12 +21,15 @@ from ...lse import stable_exp
 from . import fused_op
 from .plan import CAUSAL_SEG, FULL_SEG, Group
 
-__all__ = ["NEG", "Rows", "Master", "segment_mask", "additive_mask", "fused_forward", "fused_backward",
+__all__ = ["neg", "Rows", "Master", "segment_mask", "additive_mask", "fused_forward", "fused_backward",
            "torch_forward", "torch_backward", "sanitize"]
 
-#: "Minus infinity" of additive masks: finite, so that a row masked out of one segment never
-#: produces ``inf - inf`` in the fused backward; ``exp(NEG + s - lse)`` is exactly 0.
-NEG = -1e30
+def neg(dtype: torch.dtype) -> float:
+    """"Minus infinity" of additive masks in ``dtype``: finite, so that a row masked out of one segment never
+    produces ``inf - inf`` in the fused backward, and a quarter of the dtype's range below zero, so that a
+    masked pair stays masked (``exp(NEG + s - lse) == 0``) for every scaled score ``|s| < finfo.max / 8``
+    (fp32: 4e37) -- at any finite scale where the scores themselves do not overflow."""
+    return -torch.finfo(dtype).max / 4
 
 class Rows:
     """Segments ``starts[s] + (0..t)`` along dim 2 of ``(B, H, L, ...)`` tensors, as ``(B * n, H, t, ...)``.
@@ -131,11 +134,11 @@ class Master:
         h = torch.arange(H, device=device).view(1, H, 1, 1)
         g = torch.zeros((), dtype=dtype, device=device).expand(1, H, 1, L)
         if mod is not None:
-            g = _mods.apply(mod, g, q, h, q, kv, lq, lk).clamp(min=NEG)
+            g = _mods.apply(mod, g, q, h, q, kv, lq, lk).clamp(min=neg(dtype))
         if mask is not None:
-            g = g.masked_fill(~mask.evaluate(q, h, q, kv, lq, lk), NEG)
+            g = g.masked_fill(~mask.evaluate(q, h, q, kv, lq, lk), neg(dtype))
         self.T = T
-        ok = (g[0, :, 0] > NEG / 2).long().cpu()  # (H, L): may this diagonal offset attend?
+        ok = (g[0, :, 0] > neg(dtype) / 2).long().cpu()  # (H, L): may this diagonal offset attend?
         self._ok_cs = torch.nn.functional.pad(ok.cumsum(-1), (1, 0))  # (H, L + 1) prefix sums
         rev = torch.arange(T - 1, -1, -1, device=device)
         self.m = g[:, :, 0].unfold(-1, W, 1).index_select(2, rev)  # (1, H, T, W), one copy
@@ -163,7 +166,7 @@ class Master:
 
 def segment_mask(mask, group: Group, sl: slice, B: int, Hq: int, lq: int, lk: int, device) -> Tensor | None:
     """Bool ``(B * n | 1, H | 1, tq, tk)``: which pairs of the segments may attend (None = all)."""
-    if group.kind == FULL_SEG:
+    if group.kind == FULL_SEG or mask is None:
         return None
     n = len(range(*sl.indices(group.n)))
     if group.kind == CAUSAL_SEG:
@@ -181,18 +184,18 @@ def segment_mask(mask, group: Group, sl: slice, B: int, Hq: int, lq: int, lk: in
 
 def additive_mask(allowed: Tensor | None, mod, group: Group, sl: slice, B: int, Hq: int, lq: int, lk: int,
                   dtype, device) -> Tensor | None:
-    """Float mask for the fused kernel: the additive score mod's bias, :data:`NEG` where masked."""
+    """Float mask for the fused kernel: the additive score mod's bias, :func:`neg` where masked."""
     bias = None
     if mod is not None:
         n = len(range(*sl.indices(group.n)))
         b, h, q, kv = _indices(group, sl, B, Hq, device)
         zero = torch.zeros((), dtype=dtype, device=device).expand(B, n, Hq, group.tq, group.tk)
-        bias = _flat(_mods.apply(mod, zero, b, h, q, kv, lq, lk).clamp(min=NEG), B, n)
+        bias = _flat(_mods.apply(mod, zero, b, h, q, kv, lq, lk).clamp(min=neg(dtype)), B, n)
     if allowed is None:
         return bias
     if bias is None:
-        return torch.where(allowed, 0.0, NEG).to(dtype)
-    return bias.masked_fill(~allowed, NEG)
+        return torch.where(allowed, 0.0, neg(dtype)).to(dtype)
+    return bias.masked_fill(~allowed, neg(dtype))
 
 
 def sanitize(qg: Tensor, kg: Tensor, vg: Tensor, allowed: Tensor | None):
@@ -216,7 +219,7 @@ def sanitize(qg: Tensor, kg: Tensor, vg: Tensor, allowed: Tensor | None):
 
 def _empty_rows(lse: Tensor, allowed) -> Tensor:
     """Rows with nothing to attend in the segment: masked everywhere, or a bias of -inf everywhere."""
-    empty = lse < NEG / 2
+    empty = lse < neg(lse.dtype) / 2
     if isinstance(allowed, Tensor):
         empty = empty | ~allowed.any(-1)
     return empty
@@ -236,7 +239,7 @@ def fused_forward(qg, kg, vg, add_mask, allowed, causal: bool, scale: float):
 def fused_backward(dog, qg, kg, vg, og, lse_g, add_mask, causal: bool, scale: float):
     """``(dq, dk, dv)`` of a segment batch from the global ``out``/``lse`` rows (FlashAttention-2
     backward: the segment's probabilities are recomputed as ``exp(s - lse)``)."""
-    lse_g = lse_g.masked_fill(torch.isinf(lse_g), 0.0)  # empty rows: every score is NEG -> P = 0
+    lse_g = lse_g.masked_fill(torch.isinf(lse_g), 0.0)  # empty rows: every score is neg() -> P = 0
     return fused_op.backward(dog, qg, kg, vg, og, lse_g, add_mask, causal, scale)
 
 
