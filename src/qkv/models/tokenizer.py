@@ -42,16 +42,18 @@ class Encoding:
 
 
 def _check_encodable(text: str) -> None:
-    """Lone surrogates (undecodable bytes kept by ``surrogateescape``, e.g. from ``sys.argv``) cannot be tokenised."""
+    """Lone surrogates (undecodable bytes kept by ``surrogateescape``, e.g. from ``sys.argv``) cannot be
+    tokenised: a ValueError that shows them and says how to decode the input."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
         bad = text[e.start:e.end]
         raw = bytes(ord(c) - 0xDC00 for c in bad if 0xDC80 <= ord(c) <= 0xDCFF)
         what = f"undecodable byte(s) {raw!r}" if raw else f"lone surrogate(s) {bad!r}"
-        raise ValueError(f"the text contains {what} at character {e.start} ({text[max(0, e.start - 10):e.end + 10]!r}"
-                         "), which is not valid Unicode; decode the input with its real encoding (e.g. "
-                         "bytes.decode('latin-1')) or replace the bad bytes (bytes.decode('utf-8', 'replace'))") from None
+        context = text[max(0, e.start - 10):e.end + 10]
+        raise ValueError(f"the text contains {what} at character {e.start} ({context!r}), which is not valid "
+                         "Unicode; decode the input with its real encoding (e.g. bytes.decode('latin-1')) or "
+                         "replace the bad bytes (bytes.decode('utf-8', 'replace'))") from None
 
 
 class Tokenizer:
