@@ -13,7 +13,7 @@ Subcommands live in :data:`COMMANDS` (name -> :class:`Command`: help, ``add_argu
 
 Bad input (empty text, a token not in the text, an out-of-range layer or head, a text too long for
 the model, text whose bytes are not UTF-8, a model that cannot be loaded, an output that cannot be
-written -- disk full, no permission, I/O error) prints one line ``qkv <command>: error: ...`` on stderr
+written -- disk full, no permission, I/O error; see :mod:`qkv.cli_errors`) prints one line ``qkv <command>: error: ...`` on stderr
 (argparse's format, e.g. ``qkv explain: error: layer 6 is out of range; ...``) and exits with status 2.
 Messages use the command's flags (``--truncate``, ``--png``); the library says the same in Python
 terms (``truncate=True``, ``save_heatmap``), mapped by :data:`FLAG_WORDS`.
@@ -36,13 +36,13 @@ JSON written by ``--json`` (``"schema": "qkv.cli"``, ``"version": 1``)::
 from __future__ import annotations
 
 import argparse
-import errno
 import json
-import os
 import sys
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, NamedTuple
+
+from .cli_errors import FLAG_WORDS, check_text_args, cli_words, os_reason, show, writing
 
 __all__ = ["main", "build_parser", "COMMANDS", "Command", "DEFAULT_TEXT", "DEFAULT_QUERY", "CLI_SCHEMA_VERSION",
            "FLAG_WORDS"]
@@ -51,24 +51,6 @@ DEFAULT_TEXT = "The cat sat on the mat because it was tired."
 DEFAULT_QUERY = "it"
 CLI_SCHEMA_VERSION = 1
 MEASURES = ("weights", "values", "rollout")
-
-#: The library's words for an option -> the command's flag (library messages never mention flags).
-FLAG_WORDS = (
-    ("pass truncate=True", "pass --truncate"),
-    ("save_heatmap wants", "--png wants"),
-    ("save_figures wants", "--plots wants"),
-    ("save the trace as JSON (Trace.to_dict) or a heatmap (qkv.view.png.save_heatmap)", "use --json or --png"),
-)
-#: Arguments that reach the tokenizer (and so must be valid Unicode): attribute -> how the user wrote it.
-_TEXT_ARGS = {"text": "TEXT", "text_a": "TEXT_A", "text_b": "TEXT_B", "query": "--query", "prefer": "--prefer",
-              "over": "--over"}
-_OS_HINTS = {errno.ENOSPC: "the disk is full: free some space or write elsewhere",
-             errno.EDQUOT: "the disk quota is exceeded: free some space or write elsewhere",
-             errno.EACCES: "permission denied: pick a path you may write",
-             errno.EPERM: "operation not permitted: pick a path you may write",
-             errno.EROFS: "the file system is read-only: write elsewhere",
-             errno.EIO: "input/output error (a failing disk or network mount): write elsewhere",
-             errno.ENAMETOOLONG: "the file name is too long: pick a shorter one"}
 
 
 class Command(NamedTuple):
@@ -87,51 +69,6 @@ def _console(stderr: bool = False):
     return probe if probe.is_terminal else Console(stderr=stderr, width=120)
 
 
-def cli_words(message: str) -> str:
-    """A library message in the command's words: one line, Python options replaced by flags (:data:`FLAG_WORDS`)."""
-    message = " ".join(message.split())
-    for library, flag in FLAG_WORDS:
-        message = message.replace(library, flag)
-    return message
-
-
-def _show(path) -> str:
-    """Text as printable text: undecodable bytes (kept as lone surrogates) shown as ``\\xe9``, never an encoding
-    error."""
-    text = os.fspath(path)
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # surrogates that are not escaped bytes
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _os_reason(e: OSError) -> str:
-    """``"[ENOSPC] No space left on device: the disk is full: ..."`` for an OSError."""
-    code = errno.errorcode.get(e.errno, "") if e.errno is not None else ""
-    hint = _OS_HINTS.get(e.errno, "check the path and the disk, or write elsewhere")
-    return f"{'[' + code + '] ' if code else ''}{e.strerror or e}: {hint}"
-
-
-@contextmanager
-def _writing(flag: str, path):
-    """Turn any OSError while writing ``path`` (disk full, EIO, permissions...) into a ValueError naming the flag.
-
-    A partly written regular file is removed, so that no truncated output is left behind.
-    """
-    try:
-        yield
-    except OSError as e:
-        removed = ""
-        p = Path(path)
-        try:
-            if p.is_file() and flag != "plots":
-                p.unlink()
-                removed = " (the partial file was removed)"
-        except OSError:
-            pass
-        raise ValueError(f"--{flag}: cannot write '{_show(path)}': {_os_reason(e)}{removed}") from None
-
-
 def _load(args):
     """The model of ``--model``; every failure (a damaged checkpoint included) as a ValueError naming the flag."""
     from .lens.trace import load_model
@@ -143,7 +80,7 @@ def _load(args):
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as e:  # torch / safetensors / tokenizers errors from a damaged checkpoint
-        raise ValueError(f"--model: cannot load '{_show(args.model)}' ({type(e).__name__}: {e}); the checkpoint is "
+        raise ValueError(f"--model: cannot load '{show(args.model)}' ({type(e).__name__}: {e}); the checkpoint is "
                          "damaged or of an unsupported kind: restore its files or pass another --model") from None
 
 
@@ -153,31 +90,14 @@ def _trace(text: str, args):
 
     if not text.strip():
         raise ValueError(f"the text is empty; give a sentence, e.g. qkv explain \"{DEFAULT_TEXT}\"")
-    with _console(stderr=True).status(f"Loading {_show(args.model)} and recording attention ..."):
+    with _console(stderr=True).status(f"Loading {show(args.model)} and recording attention ..."):
         return trace(text, _load(args), truncate=args.truncate)
 
 
-def _check_text_args(args) -> None:
-    """Text that reaches the tokenizer must be Unicode: bytes that were not UTF-8 (kept by Python as lone
-    surrogates, ``"caf\\udce9"``) are an error, not silently replaced."""
-    for attr, name in _TEXT_ARGS.items():
-        value = getattr(args, attr, None)
-        if not isinstance(value, str):
-            continue
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raw = os.fsencode(value[e.start:e.end]) if all(0xDC80 <= ord(c) <= 0xDCFF for c in value[e.start:e.end]) \
-                else value[e.start:e.end].encode("utf-8", "backslashreplace")
-            raise ValueError(f"{name} contains bytes that are not valid UTF-8 ({raw!r} at character {e.start} of "
-                             f"'{_show(value)}'); qkv reads text as UTF-8: type it in a UTF-8 terminal "
-                             "(e.g. LANG=C.UTF-8) or convert it first (iconv -f latin1 -t utf-8)") from None
-
-
 def _write_json(path: str, doc: dict, console) -> None:
-    with _writing("json", path):
+    with writing("json", path):
         Path(path).write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8")
-    console.print(f"wrote {_show(path)}", style="dim", markup=False, highlight=False)
+    console.print(f"wrote {show(path)}", style="dim", markup=False, highlight=False)
 
 
 def _doc(command: str, t, **fields) -> dict:
@@ -302,16 +222,16 @@ def _run_explain(args, console) -> int:
     if args.html:
         from .view.html import write_html
 
-        with _writing("html", args.html):
+        with writing("html", args.html):
             write_html(t, args.html, query=i, layer=layer, head=head, measure=args.measure, summary=summary)
-        console.print(f"wrote {_show(args.html)} (open it in a browser; it needs no network)", style="dim",
+        console.print(f"wrote {show(args.html)} (open it in a browser; it needs no network)", style="dim",
                       markup=False, highlight=False)
     if args.png:
         from .view.png import save_heatmap
 
-        with _writing("png", args.png):
+        with writing("png", args.png):
             save_heatmap(t, args.png, layer, head, args.measure, query=i)
-        console.print(f"wrote {_show(args.png)}", style="dim", markup=False, highlight=False)
+        console.print(f"wrote {show(args.png)}", style="dim", markup=False, highlight=False)
     if args.json:
         layers = []
         for n in range(t.num_layers):
@@ -428,18 +348,18 @@ def _run_claims(args, console) -> int:
         raise ValueError(f"--plots wants a directory, but {args.plots!r} is a file")
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise ValueError(f"--json: the directory of {args.json!r} does not exist")
-    with _console(stderr=True).status(f"Measuring the essay's claims on {_show(args.model)} ...") as status:
+    with _console(stderr=True).status(f"Measuring the essay's claims on {show(args.model)} ...") as status:
         model = _load(args)
-        with _writing("plots", args.plots) if args.plots else nullcontext():
+        with writing("plots", args.plots) if args.plots else nullcontext():
             report = evaluate(model, plots=args.plots, progress=lambda m: status.update(f"claims: {m}"))
     console.print(report_renderable(report))
     if args.plots:
-        console.print(f"wrote {', '.join(FIGURES)} into {_show(args.plots)}", style="dim", markup=False,
+        console.print(f"wrote {', '.join(FIGURES)} into {show(args.plots)}", style="dim", markup=False,
                       highlight=False)
     if args.json:
-        with _writing("json", args.json):
+        with writing("json", args.json):
             Path(args.json).write_text(report.to_json(), encoding="utf-8")
-        console.print(f"wrote {_show(args.json)}", style="dim", markup=False, highlight=False)
+        console.print(f"wrote {show(args.json)}", style="dim", markup=False, highlight=False)
     return 0
 
 
@@ -504,13 +424,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        _check_text_args(args)
+        check_text_args(args)
         return args._run(args, _console())
     except ValueError as e:
         return _error(args.command, cli_words(str(e)) or type(e).__name__)
     except OSError as e:  # not one of the outputs (those are named by _writing): e.g. stdout on a full disk
-        where = f"read or write '{_show(e.filename)}'" if e.filename else "write the output (stdout)"
-        return _error(args.command, f"cannot {where}: {_os_reason(e)}")
+        where = f"read or write '{show(e.filename)}'" if e.filename else "write the output (stdout)"
+        return _error(args.command, f"cannot {where}: {os_reason(e)}")
     except KeyboardInterrupt:
         print("qkv: interrupted", file=sys.stderr)
         return 130

@@ -114,8 +114,8 @@ def render_html(trace: Trace, *, query: str | int | None = None, layer: int | No
     numbers = trace.num_layers * len(trace) ** 2 * (4 * trace.num_heads + 1)  # scores, scaled, weights, values, rollout
     if numbers > MAX_NUMBERS:
         raise ValueError(f"the HTML view embeds {numbers:,} numbers for {len(trace)} tokens (at most {MAX_NUMBERS:,}: "
-                         f"layers x (4 x heads + 1) x tokens^2); shorten the text, or save the trace as JSON (Trace.to_dict) "
-                         "or a heatmap (qkv.view.png.save_heatmap) instead")
+                         f"layers x (4 x heads + 1) x tokens^2); shorten the text, or save the trace as JSON "
+                         "(Trace.to_dict) or a heatmap (qkv.view.png.save_heatmap) instead")
     if query is None:
         query = next((j for j, s in enumerate(trace.special) if not s), 0)
     i = trace.index(query)
