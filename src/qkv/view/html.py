@@ -4,6 +4,9 @@ The page shows a layer x head grid of small attention maps; clicking a head draw
 selected token to every token (thickness = weight, value-norm or rollout, toggled); clicking a token
 selects it and shows the breakdown table ``q.k -> scaled -> softmax weight -> ||a f(v)||``.
 
+Token labels are sliced from the text in Python (:func:`token_labels`) and embedded beside the trace:
+the offsets count code points and JavaScript strings count UTF-16 units, so the page never slices text.
+
 Safety: the trace is embedded as JSON inside ``<script type="application/json">`` with ``<``, ``>``,
 ``&`` and U+2028/9 escaped, so user text such as ``</script>`` cannot end the block; the script
 writes user text only with ``textContent``; a Content-Security-Policy allows only the page's own
@@ -27,7 +30,7 @@ from pathlib import Path
 from ..lens.trace import MEASURES, Trace
 from .html_assets import CSS, JS
 
-__all__ = ["render_html", "write_html", "embed_json", "extract_json", "MAX_NUMBERS"]
+__all__ = ["render_html", "write_html", "embed_json", "extract_json", "token_labels", "MAX_NUMBERS"]
 
 MAX_NUMBERS = 25_000_000  #: ~200 MB of page; MiniLM (6 x 12) reaches it near 290 tokens
 
@@ -97,6 +100,18 @@ def extract_json(page: str) -> dict:
     return json.loads(page[start:page.index("</script>", start)])
 
 
+def token_labels(trace: Trace) -> list[str]:
+    """What the page shows for each token: its span of the text (``text[start:end]``, trimmed), else the token.
+
+    Sliced here in Python: the offsets count code points, while JavaScript strings index UTF-16 code units,
+    so slicing in the page would cut emoji and other astral characters in half.
+    """
+    labels = []
+    for tok, (start, end), special in zip(trace.tokens, trace.offsets, trace.special):
+        labels.append(tok if special or end <= start else (trace.text[start:end].strip() or tok))
+    return labels
+
+
 def render_html(trace: Trace, *, query: str | int | None = None, layer: int | None = None, head: int | None = None,
                 measure: str = "weights", summary: str = "", decimals: int = 4) -> str:
     """The page as a string.
@@ -123,7 +138,7 @@ def render_html(trace: Trace, *, query: str | int | None = None, layer: int | No
         layer = max(range(trace.num_layers), key=lambda n: trace.sharpest_head(i, n)[1].value)
     layer = trace.check_layer(layer)
     head = trace.sharpest_head(i, layer)[0] if head is None else trace.check_head(head)
-    data = {"trace": trace.to_dict(decimals), "summary": summary,
+    data = {"trace": trace.to_dict(decimals), "labels": token_labels(trace), "summary": summary,
             "initial": {"query": i, "layer": layer, "head": head, "measure": measure}}
     script_hash = base64.b64encode(hashlib.sha256(JS.encode("utf-8")).digest()).decode("ascii")
     csp = (f"default-src 'none'; script-src 'sha256-{script_hash}'; style-src 'unsafe-inline'; "

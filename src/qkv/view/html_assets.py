@@ -68,10 +68,8 @@ JS = r"""
     if (text !== undefined) e.textContent = String(text);
     return e;
   }
-  function label(j) {
-    const t = T.tokens[j];
-    if (t.special || t.end <= t.start) return t.text;
-    return T.text.slice(t.start, t.end).trim() || t.text;
+  function label(j) {  // sliced in Python: offsets count code points, JS strings count UTF-16 units
+    return D.labels[j];
   }
   function matrix(layer, head, measure) {
     const lay = T.layers[layer];
