@@ -44,6 +44,7 @@ from torch import Tensor
 from ..attention import attention, check_inputs, merge
 from ..attention import masks as _masks
 from ..attention import mods as _mods
+from .agreement import check_same_problem
 from .plan import FULL, RingPlan, plan_ring
 from .sharding import LAYOUTS, RingError, check_layout, group_info, wait_all
 
@@ -302,7 +303,8 @@ def ring_attention(q: Tensor, k: Tensor, v: Tensor, *, group=None, mask=None, sc
         ``out``, or ``(out, lse)`` when ``return_lse``.
 
     Raises:
-        ValueError: bad inputs, ranks that disagree on shapes/dtype/layout, or torch.distributed not initialised.
+        ValueError: bad inputs, ranks that disagree on shapes/dtype/layout or on the mask, score mod or scale
+            (:mod:`qkv.distributed.agreement`), or torch.distributed not initialised.
         RingError: a peer process died, hung or timed out (within ``timeout``; never a hang).
 
     Example (spawns processes, so not a doctest)::
@@ -334,6 +336,8 @@ def ring_attention(q: Tensor, k: Tensor, v: Tensor, *, group=None, mask=None, sc
             if have is not None and have not in (1, want):
                 raise ValueError(f"ring_attention: the mask is for {name} {have} but q has {name} {want}; build "
                                  f"the mask of the global {nq} x {nk} problem for {name} {want} (or 1)")
+    check_same_problem({"mask": mask, "score_mod": score_mod, "scale": inp.scale}, group=group, rank=rank, world=W,
+                       device=q.device, timeout=timeout)  # else mismatched plans end in a timeout blaming a peer
     plan = plan_ring(mask, q_lengths, kv_lengths, layout)
     ring = _Ring(plan, group, rank, mask, _mods.as_mod(score_mod), inp.scale, impl, timeout, nq, nk, q.shape[3])
     out, lse = _RingFunction.apply(q, k, v, ring)
