@@ -27,6 +27,9 @@ def error_line(capsys, command: str) -> str:
 def test_docstring_documents_the_prefix_the_code_prints(capsys):
     assert "``qkv <command>: error: ...``" in qkv.cli.__doc__
     assert "qkv: error:" not in qkv.cli.__doc__
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    if readme.is_file():
+        assert "`qkv <command>: error: ...`" in readme.read_text(encoding="utf-8")
     assert main(["explain", "--top", "0"]) == 2
     assert error_line(capsys, "explain") == "--top must be at least 1, got 0"
 

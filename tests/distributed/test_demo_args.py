@@ -39,7 +39,8 @@ def test_bad_arguments_exit_2_with_one_error_line(args, says, capsys, monkeypatc
 
 def test_a_failed_run_is_one_line_with_status_1(capsys, monkeypatch):
     def spawn(*a, **k):
-        tb = "Traceback (most recent call last):\n  File ...\nValueError: ring_attention: the ranks disagree on the mask"
+        tb = ("Traceback (most recent call last):\n  File ...\n"
+              "ValueError: ring_attention: the ranks disagree on the mask")
         raise launch.SpawnError([launch.Failure(0, "error", tb), launch.Failure(1, "timeout", "did not finish")], [])
 
     monkeypatch.setattr(launch, "spawn", spawn)
