@@ -14,7 +14,11 @@ Subcommands live in :data:`COMMANDS` (name -> :class:`Command`: help, ``add_argu
   extra ``qkv[serve]``)
 
 Bad input (empty text, a token not in the text, an out-of-range layer or head, a text too long for
-the model) prints one line ``qkv: error: ...`` on stderr and exits with status 2.
+the model, text whose bytes are not UTF-8, a model that cannot be loaded, an output that cannot be
+written -- disk full, no permission, I/O error; see :mod:`qkv.cli_errors`) prints one line ``qkv <command>: error: ...`` on stderr
+(argparse's format, e.g. ``qkv explain: error: layer 6 is out of range; ...``) and exits with status 2.
+Messages use the command's flags (``--truncate``, ``--png``); the library says the same in Python
+terms (``truncate=True``, ``save_heatmap``), mapped by :data:`FLAG_WORDS`.
 
 JSON written by ``--json`` (``"schema": "qkv.cli"``, ``"version": 1``)::
 
@@ -36,10 +40,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-__all__ = ["main", "build_parser", "COMMANDS", "Command", "DEFAULT_TEXT", "DEFAULT_QUERY", "CLI_SCHEMA_VERSION"]
+from .cli_errors import FLAG_WORDS, check_text_args, cli_words, os_reason, show, writing
+
+__all__ = ["main", "build_parser", "COMMANDS", "Command", "DEFAULT_TEXT", "DEFAULT_QUERY", "CLI_SCHEMA_VERSION",
+           "FLAG_WORDS"]
 
 DEFAULT_TEXT = "The cat sat on the mat because it was tired."
 DEFAULT_QUERY = "it"
@@ -63,22 +71,35 @@ def _console(stderr: bool = False):
     return probe if probe.is_terminal else Console(stderr=stderr, width=120)
 
 
+def _load(args):
+    """The model of ``--model``; every failure (a damaged checkpoint included) as a ValueError naming the flag."""
+    from .lens.trace import load_model
+
+    try:
+        return load_model(args.model)
+    except ValueError as e:
+        raise ValueError(f"--model: {e}") from None
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as e:  # torch / safetensors / tokenizers errors from a damaged checkpoint
+        raise ValueError(f"--model: cannot load '{show(args.model)}' ({type(e).__name__}: {e}); the checkpoint is "
+                         "damaged or of an unsupported kind: restore its files or pass another --model") from None
+
+
 def _trace(text: str, args):
     """Trace ``text`` with a spinner on stderr while the model loads and runs."""
     from .lens.trace import trace
 
     if not text.strip():
         raise ValueError(f"the text is empty; give a sentence, e.g. qkv explain \"{DEFAULT_TEXT}\"")
-    with _console(stderr=True).status(f"Loading {args.model} and recording attention ..."):
-        try:
-            return trace(text, args.model, truncate=args.truncate)
-        except ValueError as e:
-            raise ValueError(str(e).replace("pass truncate=True", "pass --truncate")) from None
+    with _console(stderr=True).status(f"Loading {show(args.model)} and recording attention ..."):
+        return trace(text, _load(args), truncate=args.truncate)
 
 
 def _write_json(path: str, doc: dict, console) -> None:
-    Path(path).write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8")
-    console.print(f"wrote {path}", style="dim", markup=False, highlight=False)
+    with writing("json", path):
+        Path(path).write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8")
+    console.print(f"wrote {show(path)}", style="dim", markup=False, highlight=False)
 
 
 def _doc(command: str, t, **fields) -> dict:
@@ -189,14 +210,16 @@ def _run_explain(args, console) -> int:
     if args.html:
         from .view.html import write_html
 
-        write_html(t, args.html, query=i, layer=layer, head=head, measure=args.measure, summary=summary)
-        console.print(f"wrote {args.html} (open it in a browser; it needs no network)", style="dim",
+        with writing("html", args.html):
+            write_html(t, args.html, query=i, layer=layer, head=head, measure=args.measure, summary=summary)
+        console.print(f"wrote {show(args.html)} (open it in a browser; it needs no network)", style="dim",
                       markup=False, highlight=False)
     if args.png:
         from .view.png import save_heatmap
 
-        save_heatmap(t, args.png, layer, head, args.measure, query=i)
-        console.print(f"wrote {args.png}", style="dim", markup=False, highlight=False)
+        with writing("png", args.png):
+            save_heatmap(t, args.png, layer, head, args.measure, query=i)
+        console.print(f"wrote {show(args.png)}", style="dim", markup=False, highlight=False)
     if args.json:
         layers = []
         for n in range(t.num_layers):
@@ -313,17 +336,21 @@ def _run_claims(args, console) -> int:
         raise ValueError(f"--plots wants a directory, but {args.plots!r} is a file")
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise ValueError(f"--json: the directory of {args.json!r} does not exist")
-    with _console(stderr=True).status(f"Measuring the essay's claims on {args.model} ...") as status:
-        report = evaluate(args.model, progress=lambda m: status.update(f"claims: {m}"))
+    with _console(stderr=True).status(f"Measuring the essay's claims on {show(args.model)} ...") as status:
+        model = _load(args)
+        report = evaluate(model, progress=lambda m: status.update(f"claims: {m}"))
         if args.plots:
-            status.update(f"claims: drawing figures into {args.plots}")
-            save_figures(report, args.plots)
+            status.update(f"claims: drawing figures into {show(args.plots)}")
+            with writing("plots", args.plots):
+                save_figures(report, args.plots)
     console.print(report_renderable(report))
     if args.plots:
-        console.print(f"wrote {', '.join(FIGURES)} into {args.plots}", style="dim", markup=False, highlight=False)
+        console.print(f"wrote {', '.join(FIGURES)} into {show(args.plots)}", style="dim", markup=False,
+                      highlight=False)
     if args.json:
-        Path(args.json).write_text(report.to_json(), encoding="utf-8")
-        console.print(f"wrote {args.json}", style="dim", markup=False, highlight=False)
+        with writing("json", args.json):
+            Path(args.json).write_text(report.to_json(), encoding="utf-8")
+        console.print(f"wrote {show(args.json)}", style="dim", markup=False, highlight=False)
     return 0
 
 
@@ -369,7 +396,7 @@ def _bench_root() -> Path:
     for root in (Path(__file__).resolve().parents[2], Path.cwd()):
         if (root / "bench" / "attention.py").is_file():
             return root
-    raise FileNotFoundError("qkv bench runs the benchmarks of a source checkout (bench/ is not installed); "
+    raise ValueError("qkv bench runs the benchmarks of a source checkout (bench/ is not installed); "
                             "run it from the qkv repository or install qkv there with `pip install -e .`")
 
 
@@ -421,14 +448,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        check_text_args(args)
         return args._run(args, _console())
-    except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
-        msg = " ".join(str(e).split()) or type(e).__name__
-        print(f"qkv {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+    except ValueError as e:
+        return _error(args.command, cli_words(str(e)) or type(e).__name__)
+    except OSError as e:  # not one of the outputs (those are named by _writing): e.g. stdout on a full disk
+        where = f"read or write '{show(e.filename)}'" if e.filename else "write the output (stdout)"
+        return _error(args.command, f"cannot {where}: {os_reason(e)}")
     except KeyboardInterrupt:
         print("qkv: interrupted", file=sys.stderr)
         return 130
+
+
+def _error(command: str, message: str) -> int:
+    """Print ``qkv <command>: error: <message>`` (argparse's format) on stderr; return the status 2."""
+    try:
+        print(f"qkv {command}: error: {message}", file=sys.stderr)
+    except OSError:  # stderr itself is gone: the status still says it
+        pass
+    return 2
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import torch
 
 import qkv
 from qkv.lens.heads import choose_head
+from qkv.view.html import token_labels
 from qkv.view.terminal import attention_summary, preference_summary
 
 from .conftest import SENTENCE, XSS
@@ -61,6 +62,7 @@ def test_trace_defaults_and_full_trace(client, oracle):
     assert (n, h) == choose_head(oracle, 1)  # the lens's rule, as the static page
     assert doc["trace"] == oracle.to_dict(4)
     assert doc["masked"] == [[] for _ in oracle.tokens]  # an encoder masks nothing
+    assert doc["labels"] == token_labels(oracle)
 
 
 @pytest.mark.parametrize("query, index", [("it", 8), ("IT", 8), ("the@2", 5), (8, 8), (-2, 11), ("8", 8)])

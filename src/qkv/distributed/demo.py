@@ -1,5 +1,8 @@
 """Ring attention on local gloo processes vs single-process attention: max difference and time.
 
+Bad arguments print one line ``python -m qkv.distributed.demo: error: ...`` and exit with status 2 (argparse's
+way); a failed run (a rank that raised, died or timed out) prints one line per rank and exits with 1.
+
 Run::
 
     python -m qkv.distributed.demo --world-size 4
@@ -33,6 +36,19 @@ __all__ = ["make_mask", "make_inputs", "ring_job", "single_job", "main"]
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
 
+def _size(name: str, arg: str, default: int) -> int:
+    """The ``W``/``S`` of ``sliding_window:W`` / ``document:S``: a positive integer."""
+    if not arg:
+        return default
+    try:
+        value = int(arg)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name}:{arg} needs a positive integer after the colon, e.g. {name}:{default}")
+    return value
+
+
 def make_mask(spec: str, n: int):
     """``full`` | ``causal`` | ``causal_top_left`` | ``sliding_window:W`` | ``document:S`` (documents of S tokens)."""
     name, _, arg = spec.partition(":")
@@ -43,9 +59,9 @@ def make_mask(spec: str, n: int):
     if name == "causal_top_left":
         return masks.causal("top_left")
     if name == "sliding_window":
-        return masks.sliding_window(int(arg or 256))
+        return masks.sliding_window(_size(name, arg, 256))
     if name == "document":
-        return masks.document(torch.arange(n) // int(arg or 1000)) & masks.causal()
+        return masks.document(torch.arange(n) // _size(name, arg, 1000)) & masks.causal()
     raise ValueError(f"unknown mask {spec!r}; use full, causal, causal_top_left, sliding_window:W or document:S")
 
 
@@ -162,11 +178,55 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+MAX_WORLD = 64  #: local processes at most (each is a full Python + torch)
+
+
+def _check_args(p: argparse.ArgumentParser, a) -> None:
+    """Reject bad arguments the way argparse does: ``prog: error: ...`` on stderr, status 2."""
+    from .. import implementations
+
+    for flag, value in (("--world-size", a.world_size), ("--length", a.length), ("--batch", a.batch),
+                        ("--heads", a.heads), ("--head-dim", a.head_dim)):
+        if value < 1:
+            p.error(f"{flag} must be at least 1, got {value}")
+    if a.world_size > MAX_WORLD:
+        p.error(f"--world-size {a.world_size} starts that many local processes; use at most {MAX_WORLD}")
+    if a.kv_heads is not None and (a.kv_heads < 1 or a.heads % a.kv_heads):
+        p.error(f"--kv-heads {a.kv_heads} must divide --heads {a.heads} (GQA: each key/value head serves "
+                f"heads/kv-heads query heads); e.g. --kv-heads 1 or --kv-heads {a.heads}")
+    if not a.timeout > 0 or a.timeout == float("inf"):
+        p.error(f"--timeout must be a positive number of seconds, got {a.timeout}")
+    if a.impl not in implementations() and a.impl != "auto":
+        p.error(f"--impl {a.impl!r} is unknown; choose auto or one of {', '.join(sorted(implementations()))}")
+    try:
+        make_mask(a.mask, a.length)
+    except ValueError as e:
+        p.error(f"--mask: {e}")
+
+
+def _failure_line(e: launch.SpawnError) -> str:
+    """One line per failed rank: its kind and the last line of its traceback (the exception itself)."""
+    return "; ".join(f"rank {f.rank} {f.kind}: {f.message.strip().splitlines()[-1] if f.message.strip() else ''}"
+                     for f in e.failures)
+
+
 def main(argv=None) -> int:
-    a = _parser().parse_args(argv)
+    p = _parser()
+    a = p.parse_args(argv)
+    _check_args(p, a)
+    try:
+        return _run(a)
+    except launch.SpawnError as e:
+        print(f"{p.prog}: error: the ring run failed: {_failure_line(e)}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"{p.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+
+
+def _run(a) -> int:
     cfg = dict(seed=a.seed, dtype=a.dtype, batch=a.batch, heads=a.heads, kv_heads=a.kv_heads or a.heads,
                length=a.length, head_dim=a.head_dim, mask=a.mask, layout=a.layout, impl=a.impl, backward=a.backward)
-    make_mask(a.mask, a.length)  # fail fast on a bad --mask
     print(f"ring attention: N={a.length} B={a.batch} Hq={a.heads} Hkv={cfg['kv_heads']} D={a.head_dim} "
           f"mask={a.mask} layout={a.layout} {a.dtype} impl={a.impl}; {a.world_size} gloo processes on 127.0.0.1 "
           f"({os.cpu_count()} CPU cores)")

@@ -47,6 +47,7 @@ from .. import mods as _mods
 from ..core import attention, check_inputs, merge
 from ..core.capture import captured_tensors
 from ..core.lse import lse_dtype
+from .agreement import check_same_problem
 from .plan import FULL, RingPlan, plan_ring
 from .sharding import LAYOUTS, RingError, check_layout, group_info, wait_all
 
@@ -301,7 +302,8 @@ def ring_attention(q: Tensor, k: Tensor, v: Tensor, *, group=None, mask=None, sc
         ``out``, or ``(out, lse)`` when ``return_lse``.
 
     Raises:
-        ValueError: bad inputs, ranks that disagree on shapes/dtype/layout, or torch.distributed not initialised.
+        ValueError: bad inputs, ranks that disagree on shapes/dtype/layout or on the mask, score mod or scale
+            (:mod:`qkv.distributed.agreement`), or torch.distributed not initialised.
         RingError: a peer process died, hung or timed out (within ``timeout``; never a hang).
 
     Example (spawns processes, so not a doctest)::
@@ -327,6 +329,9 @@ def ring_attention(q: Tensor, k: Tensor, v: Tensor, *, group=None, mask=None, sc
     mask = _masks.as_mask(mask)
     nq, nk = sum(q_lengths), sum(kv_lengths)
     score_mod = _mods.as_mod(score_mod)
+    # first: ranks given different problems would otherwise end in a timeout that blames a peer
+    check_same_problem({"mask": mask, "score_mod": score_mod, "scale": inp.scale}, group=group, rank=rank, world=W,
+                       device=q.device, timeout=timeout)
     try:
         if mask is not None:
             mask.check(q.shape[0], q.shape[1], nq, nk)

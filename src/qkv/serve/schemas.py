@@ -104,6 +104,7 @@ class TraceResponse(BaseModel):
     summary: str
     trace: dict[str, Any] | None = Field(description="with include_trace: Trace.to_dict(4), schema qkv.trace")
     masked: list[list[int]] | None = Field(description="with include_trace: per query, keys no head may attend to")
+    labels: list[str] | None = Field(description="with include_trace: each token's span of the text, as shown")
 
 
 class HeadChange(BaseModel):

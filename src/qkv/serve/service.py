@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ..lens.heads import choose_head as lens_choose_head
 from ..lens.trace import Trace
-from ..view.html import masked_keys
+from ..view.html import masked_keys, token_labels
 from ..view.terminal import attention_summary, head_flips, preference_summary
 
 __all__ = ["query_index", "choose_head", "trace_payload", "compare_payload", "QUERY_HINT"]
@@ -87,7 +87,8 @@ def trace_payload(t: Trace, *, query: str | int | None = None, layer: int | None
             "breakdown": {"layer": n, "head": h, "rows": [r._asdict() for r in t.breakdown(i, n, h)]},
             "summary": summary,
             "trace": t.to_dict(decimals) if include_trace else None,
-            "masked": masked_keys(t) if include_trace else None}
+            "masked": masked_keys(t) if include_trace else None,
+            "labels": token_labels(t) if include_trace else None}
 
 
 def compare_payload(a: Trace, b: Trace, *, query: str | int, prefer: str | int, over: str | int,

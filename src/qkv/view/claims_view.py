@@ -166,7 +166,7 @@ def save_figures(report: ClaimsReport, directory: str | Path) -> list[Path]:
     """Write :data:`FIGURES` for claims 1-3 into ``directory`` (created if missing); returns the paths."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
-        raise ValueError(f"--plots wants a directory, but {str(directory)!r} is a file; pick a directory name")
+        raise ValueError(f"save_figures wants a directory, but {str(directory)!r} is a file; pick a directory name")
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / name for name in FIGURES]
     for draw, path in zip((_variance_figure, _saturation_figure, _sharpening_figure), paths):

@@ -6,6 +6,9 @@ selects it and shows the breakdown table ``q.k -> scaled -> softmax weight -> ||
 multiplies the scaled scores by ``t`` in ``[1/4, sqrt(d)]`` and recomputes softmax in the page, with the row's
 max weight and entropy: at ``t = sqrt(d)`` (no scaling) the weights collapse onto one key.
 
+Token labels are sliced from the text in Python (:func:`token_labels`) and embedded beside the trace:
+the offsets count code points and JavaScript strings count UTF-16 units, so the page never slices text.
+
 Safety: the trace is embedded as JSON inside ``<script type="application/json">`` with ``<``, ``>``,
 ``&`` and U+2028/9 escaped, so user text such as ``</script>`` cannot end the block; the script
 writes user text only with ``textContent``; a Content-Security-Policy allows only the page's own
@@ -32,7 +35,7 @@ from ..lens.heads import choose_head
 from ..lens.trace import MEASURES, Trace
 from .html_assets import BODY, CSS, JS
 
-__all__ = ["render_html", "write_html", "embed_json", "extract_json", "masked_keys", "MAX_NUMBERS"]
+__all__ = ["render_html", "write_html", "embed_json", "extract_json", "masked_keys", "token_labels", "MAX_NUMBERS"]
 
 MAX_NUMBERS = 25_000_000  #: ~200 MB of page; MiniLM (6 x 12) reaches it near 290 tokens
 
@@ -83,6 +86,18 @@ def masked_keys(trace: Trace) -> list[list[int]]:
     return [torch.nonzero(r).flatten().tolist() for r in never]
 
 
+def token_labels(trace: Trace) -> list[str]:
+    """What the page shows for each token: its span of the text (``text[start:end]``, trimmed), else the token.
+
+    Sliced here in Python: the offsets count code points, while JavaScript strings index UTF-16 code units,
+    so slicing in the page would cut emoji and other astral characters in half.
+    """
+    labels = []
+    for tok, (start, end), special in zip(trace.tokens, trace.offsets, trace.special):
+        labels.append(tok if special or end <= start else (trace.text[start:end].strip() or tok))
+    return labels
+
+
 def render_html(trace: Trace, *, query: str | int | None = None, layer: int | None = None, head: int | None = None,
                 measure: str = "weights", summary: str = "", decimals: int = 4) -> str:
     """The page as a string.
@@ -100,12 +115,13 @@ def render_html(trace: Trace, *, query: str | int | None = None, layer: int | No
     numbers = trace.num_layers * len(trace) ** 2 * (4 * trace.num_heads + 1)  # scores, scaled, weights, values, rollout
     if numbers > MAX_NUMBERS:
         raise ValueError(f"the HTML view embeds {numbers:,} numbers for {len(trace)} tokens (at most {MAX_NUMBERS:,}: "
-                         f"layers x (4 x heads + 1) x tokens^2); shorten the text or use --json / --png instead")
+                         f"layers x (4 x heads + 1) x tokens^2); shorten the text, or save the trace as JSON "
+                         "(Trace.to_dict) or a heatmap (qkv.view.png.save_heatmap) instead")
     if query is None:
         query = next((j for j, s in enumerate(trace.special) if not s), 0)
     i = trace.index(query)
     layer, head = choose_head(trace, i, layer=layer, head=head)
-    data = {"trace": trace.to_dict(decimals), "summary": summary, "masked": masked_keys(trace),
+    data = {"trace": trace.to_dict(decimals), "labels": token_labels(trace), "summary": summary, "masked": masked_keys(trace),
             "initial": {"query": i, "layer": layer, "head": head, "measure": measure}}
     script_hash = base64.b64encode(hashlib.sha256(JS.encode("utf-8")).digest()).decode("ascii")
     csp = (f"default-src 'none'; script-src 'sha256-{script_hash}'; style-src 'unsafe-inline'; "

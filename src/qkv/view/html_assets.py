@@ -124,10 +124,8 @@ JS = r"""
     return e;
   }
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
-  function label(j) {
-    const t = T.tokens[j];
-    if (t.special || t.end <= t.start) return t.text;
-    return T.text.slice(t.start, t.end).trim() || t.text;
+  function label(j) {  // sliced in Python: offsets count code points, JS strings count UTF-16 units
+    return D.labels[j];
   }
   function colour(x) {
     const t = Math.sqrt(Math.max(0, Math.min(1, x)));

@@ -30,7 +30,7 @@ def save_heatmap(trace: Trace, path: str | Path, layer: int, head: int | None, m
 
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ValueError(f"--png wants a path ending in .png, got {str(path)!r}")
+        raise ValueError(f"save_heatmap wants a path ending in .png, got {str(path)!r}; add .png to the file name")
     m = trace.matrix(layer, None if measure == "rollout" else head, measure).numpy()  # (L, L)
     labels = [t.replace("$", r"\$") for t in trace.tokens]
     L = len(labels)

@@ -32,7 +32,7 @@
       const r = await post("/api/trace", body);
       setError("");
       current = { text: r.text, query: r.query.index, measure: r.measure };
-      view.show({ trace: r.trace, masked: r.masked, summary: r.summary,
+      view.show({ trace: r.trace, masked: r.masked, labels: r.labels, summary: r.summary,
                   initial: { query: r.query.index, layer: r.layer, head: r.head, measure: r.measure } });
       $("status").textContent = r.tokens.length + " tokens traced in " +
         Math.round(performance.now() - started) + " ms";
