@@ -56,7 +56,7 @@ class _Watch(TorchFunctionMode):
 
 
 def captured_tensors(mod, B: int, H: int, lq: int, lk: int, dtype: torch.dtype, device) -> list[Tensor]:
-    """Tensors requiring grad that ``mod`` computes with (in first-use order); empty for None.
+    """Tensors requiring grad that ``mod`` computes with (in first-use order); empty for None or an empty problem.
 
     The mod runs once on a ``(B, H, 1, 1)`` block at query 0, key 0 of an ``lq x lk`` problem.
 
@@ -64,7 +64,7 @@ def captured_tensors(mod, B: int, H: int, lq: int, lk: int, dtype: torch.dtype, 
         ValueError: the mod fails on the probe block (the message names the mod and the error).
     """
     mod = _mods.as_mod(mod)
-    if mod is None:
+    if mod is None or lq == 0 or lk == 0:  # an empty problem computes no score: no gradient to pass on
         return []
     score = torch.zeros(B, H, 1, 1, dtype=dtype, device=device)
     b = torch.arange(B, device=device).view(B, 1, 1, 1)
@@ -73,7 +73,7 @@ def captured_tensors(mod, B: int, H: int, lq: int, lk: int, dtype: torch.dtype, 
     watch = _Watch([score, b, h, zero])
     try:
         with torch.no_grad(), watch:
-            _mods.apply(mod, score, b, h, zero, zero, max(lq, 1), max(lk, 1))
+            _mods.apply(mod, score, b, h, zero, zero, lq, lk)
     except ValueError:
         raise
     except Exception as e:  # a user's function failed: say which, on what

@@ -194,7 +194,7 @@ def additive_mask(allowed: Tensor | None, mod, group: Group, sl: slice, B: int, 
     if allowed is None:
         return bias
     if bias is None:
-        return torch.where(allowed, 0.0, neg(dtype)).to(dtype)
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, neg(dtype))
     return bias.masked_fill(~allowed, neg(dtype))
 
 
