@@ -109,7 +109,17 @@ def apply(mod: ScoreMod | None, score: Tensor, b, h, q_idx, kv_idx, lq: int, lk:
     """Apply ``mod`` to ``score`` and check what it returns (a float tensor broadcastable to ``score``)."""
     if mod is None:
         return score
-    out = mod.apply(score, b, h, q_idx, kv_idx, lq, lk)
+    try:
+        out = mod.apply(score, b, h, q_idx, kv_idx, lq, lk)
+    except (ValueError, TypeError) as e:
+        if isinstance(e, ValueError) and "score_mod" in str(e):
+            raise
+        raise ValueError(f"score_mod {mod!r} failed on a {tuple(score.shape)} score block: {type(e).__name__}: {e}; "
+                         "a score mod gets (score, b, h, q_idx, kv_idx) broadcastable tensors") from e
+    except (IndexError, RuntimeError) as e:
+        raise ValueError(f"score_mod {mod!r} failed on a {tuple(score.shape)} score block: {type(e).__name__}: {e}; "
+                         "a score mod must work on any block of the score matrix (use the index tensors, not "
+                         "fixed shapes)") from e
     if not isinstance(out, Tensor):
         raise ValueError(f"score_mod {mod!r} must return a tensor, got {type(out).__name__}; return e.g. "
                          "`score + bias[h]`")
