@@ -5,12 +5,12 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench install browser clean
+.PHONY: demo test test-fast lint fuzz bench install browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e ".[test]"
+	$(PIP) install -q -c constraints.txt -e ".[test,lint]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,8 +31,18 @@ browser:
 demo: $(STAMP)
 	$(VENV)/bin/qkv explain --html explain.html
 
-test: $(STAMP) browser
+test: $(STAMP) browser lint
 	$(PY) -m pytest -q
+
+# ruff (lint + format check) and the layering contracts of DESIGN.md (import-linter, see pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/lint-imports
+
+# The randomized differential test with 10x the examples of a CI run.
+fuzz: $(STAMP)
+	QKV_FUZZ_EXAMPLES=20000 $(PY) -m pytest -q tests/attention/test_fuzz.py
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not browser"

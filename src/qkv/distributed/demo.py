@@ -183,7 +183,7 @@ MAX_WORLD = 64  #: local processes at most (each is a full Python + torch)
 
 def _check_args(p: argparse.ArgumentParser, a) -> None:
     """Reject bad arguments the way argparse does: ``prog: error: ...`` on stderr, status 2."""
-    from .. import implementations
+    from ..core import implementations
 
     for flag, value in (("--world-size", a.world_size), ("--length", a.length), ("--batch", a.batch),
                         ("--heads", a.heads), ("--head-dim", a.head_dim)):
