@@ -143,3 +143,25 @@ def bad_shapes(rank: int, world: int) -> str:
             return str(e)
         raise
     return ""
+
+
+def trainable_mod_is_declined(rank: int, world: int) -> str:
+    """A score mod whose tensor requires grad: every rank declines with the same clear ValueError; under
+    no_grad the same mod runs and matches one process."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 16, 8, dtype=torch.float64) for _ in range(3))
+    table = torch.randn(32, dtype=torch.float64, requires_grad=True)
+
+    def rel(s, b, h, qi, kv):
+        return s + table[(qi - kv).clamp(-15, 16) + 15]
+
+    loc = [shard(x, 2) for x in (q, k, v)]
+    try:
+        ring_attention(*loc, score_mod=rel)
+        msg = ""
+    except ValueError as e:
+        msg = str(e)
+    with torch.no_grad():
+        out = gather(ring_attention(*loc, score_mod=rel), 2)
+        ref = qkv.attention(q, k, v, score_mod=rel, impl="reference")
+    return f"{msg}|{float((out - ref).abs().max())}"

@@ -56,6 +56,14 @@ def test_ranks_that_disagree_on_shapes_get_a_value_error_and_spawn_reports_it():
     assert "ValueError: " + rank0 in str(info.value)  # ... the same one on rank 1, traceback reported
 
 
+def test_a_trainable_score_mod_is_declined_with_a_reason_and_runs_without_grad():
+    results = launch.spawn(ring_jobs.trainable_mod_is_declined, 2, timeout=120, pg_timeout=60)
+    for res in results:
+        msg, err = res.rsplit("|", 1)
+        assert "cannot pass gradients to tensors the score mod" in msg and "detach them" in msg
+        assert float(err) < 1e-12
+
+
 def test_a_rank_that_dies_gives_a_clear_error_on_the_others():
     start = time.monotonic()
     results = launch.spawn(ring_jobs.rank_dies_before_backward, 3, args=(2, 20.0), timeout=120, pg_timeout=60,
