@@ -67,9 +67,9 @@ def test_os_errors_while_writing(tmp_path, monkeypatch, capsys, code, hint, flag
 
 
 def test_claims_json_on_a_full_disk(monkeypatch, capsys):
-    import qkv.lens.claims
+    import qkv.claims
 
-    monkeypatch.setattr(qkv.lens.claims, "evaluate", lambda model, **kw: type("R", (), {"to_json": lambda s: "{}"})())
+    monkeypatch.setattr(qkv.claims, "evaluate", lambda model, **kw: type("R", (), {"to_json": lambda s: "{}"})())
     monkeypatch.setattr("qkv.view.claims_view.report_renderable", lambda report: "report")
     monkeypatch.setattr("pathlib.Path.write_text", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EIO, "EIO")))
     assert main(["claims", "--json", "c.json"]) == 2
@@ -77,12 +77,14 @@ def test_claims_json_on_a_full_disk(monkeypatch, capsys):
 
 
 def test_claims_plots_on_a_full_disk(tmp_path, monkeypatch, capsys):
-    import qkv.lens.claims
+    import qkv.claims
 
-    def evaluate(model, plots=None, **kw):
+    def save_figures(report, plots):
         raise OSError(errno.ENOSPC, "No space left on device", str(Path(plots) / "claim1_variance.png"))
 
-    monkeypatch.setattr(qkv.lens.claims, "evaluate", evaluate)
+    monkeypatch.setattr(qkv.claims, "evaluate", lambda model, **kw: type("R", (), {"to_json": lambda s: "{}"})())
+    monkeypatch.setattr("qkv.view.claims_view.save_figures", save_figures)
+    monkeypatch.setattr("qkv.view.claims_view.report_renderable", lambda report: "report")
     assert main(["claims", "--plots", str(tmp_path / "figs")]) == 2
     msg = error_line(capsys, "claims")
     assert msg.startswith(f"--plots: cannot write '{tmp_path / 'figs'}': [ENOSPC]") and "the disk is full" in msg

@@ -24,8 +24,8 @@ def results():
     ("alignment", "(rank 0: causal(align='bottom_right'); rank 1: causal(align='top_left'))"),
     ("document ids", "equal descriptions, different contents"),
     ("mask or none", "(rank 0: causal(align='bottom_right'); rank 1: None)"),
-    ("score mod", "disagree on the score_mod (rank 0: _Alibi(align='bottom_right', num_heads=2, slopes=tensor("),
-    ("softcap", "(rank 0: _Softcap(cap=30.0); rank 1: _Softcap(cap=50.0))"),
+    ("score mod", "disagree on the score_mod (rank 0: alibi(2 slopes, align='bottom_right')"),
+    ("softcap", "(rank 0: softcap(30.0); rank 1: softcap(50.0))"),
     ("scale", "disagree on the scale (rank 0: 0.5; rank 1: 0.35355339059327373)"),
 ])
 def test_ranks_that_disagree_get_the_same_clear_error(results, name, says):

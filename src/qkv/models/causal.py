@@ -38,7 +38,7 @@ class CausalLM(nn.Module):
     tied_parameters: tuple[str, ...] = ()
 
     def embed(self, input_ids: Tensor, positions: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement embed()")
 
     def new_cache(self) -> list[KVCache]:
         """One empty :class:`KVCache` per layer."""

@@ -13,7 +13,8 @@ Example:
     ...                 return "second got in"
     ...         except Busy as e:
     ...             return f"second refused: {e.in_flight} in flight"
-    >>> asyncio.run(two_at_once())
+    >>> from concurrent.futures import ThreadPoolExecutor  # a fresh event loop in its own thread
+    >>> ThreadPoolExecutor(1).submit(asyncio.run, two_at_once()).result()
     'second refused: 1 in flight'
 """
 from __future__ import annotations

@@ -116,7 +116,7 @@ class HeadChange(BaseModel):
 
 
 class CompareResponse(BaseModel):
-    """The answer of ``POST /api/compare`` (as ``qkv compare --json``)."""
+    """The answer of ``POST /api/compare`` (the same content as the compare command's JSON)."""
 
     schema_: str = Field(alias="schema", examples=["qkv.serve.compare"])
     version: int

@@ -113,7 +113,7 @@ JS = r"""
   const $ = (id) => document.getElementById(id);
   const SVG_NS = $("lines").namespaceURI;
   const S = { query: 0, layer: 0, head: 0, measure: "weights", t: 1 };
-  let T = null, L = 0, N = 0, H = 0, MASK = [];
+  let T = null, L = 0, N = 0, H = 0, MASK = [], LABELS = [];
   const view = { show: show, state: () => Object.assign({}, S), onchange: null };
   window.qkvView = view;
 
@@ -125,7 +125,7 @@ JS = r"""
   }
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
   function label(j) {  // sliced in Python: offsets count code points, JS strings count UTF-16 units
-    return D.labels[j];
+    return LABELS[j];
   }
   function colour(x) {
     const t = Math.sqrt(Math.max(0, Math.min(1, x)));
@@ -324,6 +324,7 @@ JS = r"""
   function show(D) {
     T = D.trace; L = T.tokens.length; N = T.layers.length; H = T.model.num_heads;
     MASK = T.tokens.map((_, i) => new Set((D.masked && D.masked[i]) || []));
+    LABELS = D.labels || T.tokens.map((t) => t.text);
     const init = D.initial || {};
     S.query = init.query || 0; S.layer = init.layer || 0; S.head = init.head || 0;
     if (init.measure) S.measure = init.measure;
