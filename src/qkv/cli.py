@@ -61,17 +61,28 @@ def _console(stderr: bool = False):
     return probe if probe.is_terminal else Console(stderr=stderr, width=120)
 
 
+def _cli_words(message: str) -> str:
+    """A library message in the command's words: its keyword arguments become the matching flags."""
+    return (message.replace("pass truncate=True", "pass --truncate")
+            .replace('pass model="DIR" with DIR a local checkpoint directory', "use --model DIR with DIR a local "
+                     "checkpoint directory"))
+
+
 def _trace(text: str, args):
-    """Trace ``text`` with a spinner on stderr while the model loads and runs."""
+    """Trace ``text`` with a spinner on stderr while the model loads and runs.
+
+    When most of the text is unknown to the model's vocabulary (Chinese text through the English MiniLM),
+    a note on stderr says so and how to pick another model.
+    """
     from .lens.trace import trace
 
     if not text.strip():
         raise ValueError(f"the text is empty; give a sentence, e.g. qkv explain \"{DEFAULT_TEXT}\"")
     with _console(stderr=True).status(f"Loading {args.model} and recording attention ..."):
-        try:
-            return trace(text, args.model, truncate=args.truncate)
-        except ValueError as e:
-            raise ValueError(str(e).replace("pass truncate=True", "pass --truncate")) from None
+        t = trace(text, args.model, truncate=args.truncate)
+    if t.mostly_unknown:
+        print(f"qkv: note: {_cli_words(t.vocabulary_note())}", file=sys.stderr)
+    return t
 
 
 def _write_json(path: str, doc: dict, console) -> None:
@@ -122,6 +133,11 @@ def _query_index(t, query: str) -> int:
     except ValueError as e:
         if query.strip().lstrip("-").isdigit():
             return t.index(int(query))
+        if t.mostly_unknown:
+            raise ValueError(f"token {query!r} is not among the tokens the model read ({' '.join(t.tokens)}); "
+                             f"see the note above") from None
+        if t.unknown:
+            raise
         raise ValueError(f"{e} (choose the query with --query)") from None
 
 
@@ -388,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args._run(args, _console())
     except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
-        msg = " ".join(str(e).split()) or type(e).__name__
+        msg = _cli_words(" ".join(str(e).split())) or type(e).__name__
         print(f"qkv {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
