@@ -12,7 +12,9 @@ Subcommands live in :data:`COMMANDS` (name -> :class:`Command`: help, ``add_argu
   (``--json`` writes :meth:`qkv.claims.ClaimsReport.to_dict`, ``"schema": "qkv.claims"``)
 
 Bad input (empty text, a token not in the text, an out-of-range layer or head, a text too long for
-the model) prints one line ``qkv: error: ...`` on stderr and exits with status 2.
+the model) prints one line ``qkv: error: ...`` on stderr and exits with status 2. A text mostly unknown to the
+model's vocabulary (Chinese through the English MiniLM: ``[UNK]``) gets a ``qkv: note: ...`` line on stderr that
+says so and points to ``--model``.
 
 JSON written by ``--json`` (``"schema": "qkv.cli"``, ``"version": 1``)::
 
