@@ -1,11 +1,12 @@
 # The two commands: `make demo` and `make test`. Both create/refresh .venv on a fresh machine.
+# `make docs` builds the documentation site into site/ (offline). VENV may be overridden: make docs VENV=path.
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint fuzz bench install browser clean
+.PHONY: demo test test-fast lint fuzz bench install browser docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,8 +48,13 @@ fuzz: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not browser"
 
+# The site: every tutorial block runs on the embedded model, warnings are errors, then an offline link check.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+	$(PY) tools/check_site.py site
+
 bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info explain.html
+	rm -rf $(VENV) build site *.egg-info explain.html

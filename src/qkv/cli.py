@@ -19,6 +19,8 @@ written -- disk full, no permission, I/O error; see :mod:`qkv.cli_errors`) print
 (argparse's format, e.g. ``qkv explain: error: layer 6 is out of range; ...``) and exits with status 2.
 Messages use the command's flags (``--truncate``, ``--png``); the library says the same in Python
 terms (``truncate=True``, ``save_heatmap``), mapped by :data:`FLAG_WORDS`.
+A text mostly unknown to the model's vocabulary (Chinese through the English MiniLM: ``[UNK]``) gets a
+``qkv: note: ...`` line on stderr that says so and points to ``--model``.
 
 JSON written by ``--json`` (``"schema": "qkv.cli"``, ``"version": 1``)::
 
@@ -87,13 +89,20 @@ def _load(args):
 
 
 def _trace(text: str, args):
-    """Trace ``text`` with a spinner on stderr while the model loads and runs."""
+    """Trace ``text`` with a spinner on stderr while the model loads and runs.
+
+    When most of the text is unknown to the model's vocabulary (Chinese text through the English MiniLM),
+    a note on stderr says so and how to pick another model.
+    """
     from .lens.trace import trace
 
     if not text.strip():
         raise ValueError(f"the text is empty; give a sentence, e.g. qkv explain \"{DEFAULT_TEXT}\"")
     with _console(stderr=True).status(f"Loading {show(args.model)} and recording attention ..."):
-        return trace(text, _load(args), truncate=args.truncate)
+        t = trace(text, _load(args), truncate=args.truncate)
+    if t.mostly_unknown:
+        print(f"qkv: note: {cli_words(t.vocabulary_note())}", file=sys.stderr)
+    return t
 
 
 def _write_json(path: str, doc: dict, console) -> None:
@@ -145,6 +154,11 @@ def _query_index(t, query: str) -> int:
     except ValueError as e:
         if query.strip().lstrip("-").isdigit():
             return t.index(int(query))
+        if t.mostly_unknown:
+            raise ValueError(f"token {query!r} is not among the tokens the model read ({' '.join(t.tokens)}); "
+                             f"see the note above") from None
+        if t.unknown:
+            raise
         raise ValueError(f"{e} (choose the query with --query)") from None
 
 

@@ -19,6 +19,7 @@ __all__ = ["FLAG_WORDS", "cli_words", "show", "os_reason", "writing", "check_tex
 #: The library's words for an option -> the command's flag (library messages never mention flags).
 FLAG_WORDS = (
     ("pass truncate=True", "pass --truncate"),
+    ('pass model="DIR" with DIR a local checkpoint directory', "use --model DIR with DIR a local checkpoint directory"),
     ("save_heatmap wants", "--png wants"),
     ("save_figures wants", "--plots wants"),
     ("save the trace as JSON (Trace.to_dict) or a heatmap (qkv.view.png.save_heatmap)", "use --json or --png"),

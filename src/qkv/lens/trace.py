@@ -34,9 +34,11 @@ from torch import Tensor
 from .attribution import normalise_rows, rollout, transformed_value_norms
 
 __all__ = ["trace", "Trace", "Attended", "HeadPreference", "BreakdownRow", "MEASURES", "SCHEMA_VERSION",
-           "load_model"]
+           "UNKNOWN_TOKENS", "load_model"]
 
 MEASURES = ("weights", "values", "rollout")
+#: How tokenizers spell "not in my vocabulary" (WordPiece, SentencePiece, some BPEs).
+UNKNOWN_TOKENS = frozenset({"[UNK]", "<unk>", "<|unk|>"})
 SCHEMA_VERSION = 1
 _MODELS: dict[str, Any] = {}
 
@@ -185,10 +187,51 @@ class Trace:
         if hits:
             raise ValueError(f"{query!r}: the text has only {len(hits)} occurrence(s) of {want!r}; "
                              f"use {want}@1..{want}@{len(hits)}")
+        note = self.vocabulary_note()
+        if note:
+            raise ValueError(f"token {query!r} is not in the text as the model reads it: {note}")
         pool = list(dict.fromkeys(n for n, s in zip(names, self.special) if not s))
         close = difflib.get_close_matches(want, pool, n=5, cutoff=0.5)
         hint = f"close matches: {', '.join(close)}" if close else f"tokens are: {' '.join(pool)}"
         raise ValueError(f"token {query!r} is not in the text; {hint}")
+
+    # ---------------------------------------------------------------- vocabulary
+    @property
+    def unknown(self) -> list[int]:
+        """Positions of tokens the model's vocabulary does not know (``[UNK]``, ``<unk>``)."""
+        return [j for j, tok in enumerate(self.tokens) if tok in UNKNOWN_TOKENS]
+
+    @property
+    def mostly_unknown(self) -> bool:
+        """True when most of the text's (non-special) tokens are unknown to the model's vocabulary."""
+        words = sum(1 for s in self.special if not s)
+        return words > 0 and 2 * len(self.unknown) > words
+
+    def vocabulary_note(self) -> str | None:
+        """Why a text's tokens became ``[UNK]`` and what to do about it; None when none did.
+
+        Example:
+            >>> import torch
+            >>> t = Trace.from_tensors("猫", ["[CLS]", "[UNK]", "[SEP]"], weights=torch.ones(1, 1, 3, 3) / 3,
+            ...                        special=[True, False, True], model={"name": "minilm"})
+            >>> print(t.vocabulary_note())  # doctest: +NORMALIZE_WHITESPACE
+            1 of the 1 tokens of the text became [UNK]: the vocabulary of minilm has no entry for them (the
+            embedded MiniLM's vocabulary is English; Chinese characters become [UNK]). To see attention on this
+            text, trace it with a model whose vocabulary covers it: pass model="DIR" with DIR a local checkpoint
+            directory, e.g. a copy of bert-base-chinese for Chinese.
+        """
+        unknown = self.unknown
+        if not unknown:
+            return None
+        words = sum(1 for s in self.special if not s)
+        spelled = "/".join(dict.fromkeys(self.tokens[j] for j in unknown))
+        name = self.model.get("name", "the model")
+        english = (" (the embedded MiniLM's vocabulary is English; Chinese characters become [UNK])"
+                   if name == "minilm" else "")
+        return (f"{len(unknown)} of the {words} tokens of the text became {spelled}: the vocabulary of {name} has "
+                f"no entry for them{english}. To see attention on this text, trace it with a model whose vocabulary "
+                f'covers it: pass model="DIR" with DIR a local checkpoint directory, e.g. a copy of '
+                f"bert-base-chinese for Chinese.")
 
     # ---------------------------------------------------------------- measures
     @cached_property
