@@ -128,7 +128,7 @@ def test_a_bad_mask_function_is_named_in_a_value_error(impl):
     with pytest.raises(ValueError, match=r"mask function .* returned shape \(3, 3\)"):
         attention(q, q, q, mask=masks.from_function(lambda b, h, qi, ki: torch.ones(3, 3, dtype=torch.bool)),
                   impl=impl)
-    with pytest.raises(ValueError, match="must return a bool tensor, got torch.float32"):
+    with pytest.raises(ValueError, match="must return a bool tensor, got torch.float32 from from_function"):
         attention(q, q, q, mask=masks.from_function(lambda b, h, qi, ki: (qi >= ki).float()), impl=impl)
 
 

@@ -341,7 +341,7 @@ class _Function(Mask):
         out = self.fn(b, h, q_idx, kv_idx)
         if not isinstance(out, Tensor) or out.dtype != torch.bool:
             got = out.dtype if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"mask function {self!r} must return a bool tensor, got {got}; "
+            raise ValueError(f"mask function must return a bool tensor, got {got} from {self!r}; "
                              "return a comparison such as `q_idx >= kv_idx`")
         want = torch.broadcast_shapes(b.shape, h.shape, q_idx.shape, kv_idx.shape)
         try:
