@@ -23,3 +23,7 @@ def __getattr__(name):
 
         return trace
     raise AttributeError(f"module 'qkv' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
