@@ -7,6 +7,10 @@ Subcommands live in :data:`COMMANDS` (name -> :class:`Command`: help, ``add_argu
   [--prefer X --over Y] [--html PATH] [--json PATH] [--png PATH]``
 * ``qkv heads TEXT --query it --prefer cat --over mat``
 * ``qkv compare TEXT_A TEXT_B --query it --prefer cat --over mat``
+* ``qkv probe [FILE] [--model M] [--measure weights|values|rollout] [--pieces sum|first] [--top K]
+  [--json PATH] [--png PATH]`` -- does a head track the referent, over a dataset (qkv's JSONL or the WSC XML;
+  no FILE: the shipped twin pairs); ``--json`` writes :meth:`qkv.lens.probe.ProbeResult.to_dict`
+  (``"schema": "qkv.probe"``)
 * ``qkv bench [--quick] [--n N ...] [--case C ...]`` -- the attention benchmark (``python -m bench``)
 * ``qkv claims [--model M] [--plots DIR] [--json PATH]`` -- the essay's claims measured, with verdicts
   (``--json`` writes :meth:`qkv.lens.claims.ClaimsReport.to_dict`, ``"schema": "qkv.claims"``)
@@ -336,6 +340,47 @@ def _run_claims(args, console) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------------- probe
+def _probe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", nargs="?", default="twins",
+                   help="items: a .jsonl in qkv's probe schema or WSCollection.xml (default: the shipped twin pairs)")
+    p.add_argument("--model", default="minilm", help="model name or checkpoint directory (default: minilm)")
+    p.add_argument("--measure", default="weights", choices=MEASURES,
+                   help="weights: softmax(q·k/√d); values: ‖α·f(v)‖ shares; rollout: through the layers (no heads)")
+    p.add_argument("--pieces", default="sum", choices=("sum", "first"),
+                   help="a candidate split into word pieces: sum them (default) or take the first")
+    p.add_argument("--top", type=int, default=10, metavar="K", help="best heads listed (default 10)")
+    p.add_argument("--rounds", type=int, default=1000, help="permutation-null draws (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split and the null (default 0)")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
+    p.add_argument("--json", metavar="PATH", help="also write the result as JSON (schema qkv.probe)")
+    p.add_argument("--png", metavar="PATH", help="write the layer x head accuracy grid as PNG")
+
+
+def _run_probe(args, console) -> int:
+    from .lens.probe import probe
+    from .view.probe_view import probe_renderable, save_grid
+
+    for flag in ("top", "rounds", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    _check_outputs(args, ("json", "png"))
+    if args.file != "twins" and not Path(args.file).is_file():
+        raise ValueError(f"no such file: {args.file!r}; give a .jsonl (qkv's probe schema) or WSCollection.xml, or "
+                         f"no FILE for the shipped twin pairs")
+    with _console(stderr=True).status(f"Probing {args.model} ...") as status:
+        result = probe(args.file, args.model, measure=args.measure, pieces=args.pieces, batch_size=args.batch_size,
+                       rounds=args.rounds, seed=args.seed,
+                       progress=lambda done, total: status.update(f"probe: traced {done}/{total} items"))
+    console.print(probe_renderable(result, top=args.top))
+    if args.png:
+        save_grid(result, args.png)
+        console.print(f"wrote {args.png}", style="dim", markup=False, highlight=False)
+    if args.json:
+        _write_json(args.json, result.to_dict(), console)
+    return 0
+
+
 # -------------------------------------------------------------------------------------------- bench
 def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("bench_args", nargs="*", metavar="ARG",
@@ -365,6 +410,8 @@ COMMANDS: dict[str, Command] = {
                        _compare_args, _run_compare),
     "claims": Command("the essay's claims measured on a real model, each graded holds / partly / does not hold",
                       _claims_args, _run_claims),
+    "probe": Command("does a head track the referent? per-head accuracy over a dataset, with honest statistics",
+                     _probe_args, _run_probe),
     "bench": Command("benchmark qkv's attention against its peers (python -m bench in the source checkout)",
                      _bench_args, _run_bench),
 }
