@@ -241,18 +241,17 @@ def parse_wsc_xml(text: str, source: str = "<xml>") -> Dataset:
         query = Span(pron, start, start + len(pron))
         spans, missing = [], None
         for a in answers:
-            at = find_word(sentence, a, before=query.start)
+            word, at = a, find_word(sentence, a, before=query.start)
             if at is None:
-                h = head_word(Span(a, 0, len(a)))
-                at = find_word(sentence, h.text, before=query.start)
-                a = h.text
+                word = head_word(Span(a, 0, len(a))).text
+                at = find_word(sentence, word, before=query.start)
             if at is None:
-                missing = missing or a
+                missing = missing or (a, word)
                 continue
-            spans.append(Span(sentence[at:at + len(a)], at, at + len(a)))
+            spans.append(Span(sentence[at:at + len(word)], at, at + len(word)))
         if missing is not None:
-            data.skipped.append(Skipped(ident, n, f"candidate {missing!r} (nor its head word) does not occur in "
-                                                  f"the text"))
+            data.skipped.append(Skipped(ident, n, f"candidate {missing[0]!r} (head word {missing[1]!r}) does not "
+                                                  f"occur in the text"))
             continue
         data.items.append(Item(ident, sentence, query, tuple(spans), ord(letter) - ord("A"), f"wsc-pair-{pair}", n))
     return data
