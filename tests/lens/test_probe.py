@@ -96,7 +96,7 @@ def test_batch_tracing_float32_and_weights_only(minilm):
         assert (s.weights - b.weights).abs().max() <= 1e-5
         assert b.scores is None and b.q is None and b.fv_norms is None
     with pytest.raises(ValueError, match="did not record 'v'"):
-        batch[0].values
+        _ = batch[0].values
     assert "rollout" in batch[0].to_dict()["layers"][0] and "scores" not in batch[0].to_dict()["layers"][0]
 
 
@@ -137,16 +137,16 @@ def test_probe_on_shipped_twins_reports_everything(minilm):
 
 def test_probe_skips_and_reports(minilm, tmp_path):
     rows = [
-        '{"id": "ok", "text": "The cat chased the dog because it was angry.", "query": "it", '
-        '"candidates": ["The cat", "the dog"], "answer": 0, "pair": 1}',
-        '{"id": "ok2", "text": "The cat chased the dog because it was scared.", "query": "it", '
-        '"candidates": ["The cat", "the dog"], "answer": 1, "pair": 1}',
-        '{"id": "gone", "text": "The cat chased the dog because it was angry.", "query": "it", '
-        '"candidates": ["The cat", "the fox"], "answer": 0}',
-        '{"id": "same", "text": "The big dog chased the small dog because it was angry.", "query": "it", '
-        '"candidates": ["The big dog", "the small dog"], "answer": 0}',
-        '{"id": "ok3", "text": "Ann thanked Eve because she was kind.", "query": "she", '
-        '"candidates": ["Ann", "Eve"], "answer": 1}',
+        ('{"id": "ok", "text": "The cat chased the dog because it was angry.", "query": "it", '
+        '"candidates": ["The cat", "the dog"], "answer": 0, "pair": 1}'),
+        ('{"id": "ok2", "text": "The cat chased the dog because it was scared.", "query": "it", '
+        '"candidates": ["The cat", "the dog"], "answer": 1, "pair": 1}'),
+        ('{"id": "gone", "text": "The cat chased the dog because it was angry.", "query": "it", '
+        '"candidates": ["The cat", "the fox"], "answer": 0}'),
+        ('{"id": "same", "text": "The big dog chased the small dog because it was angry.", "query": "it", '
+        '"candidates": ["The big dog", "the small dog"], "answer": 0}'),
+        ('{"id": "ok3", "text": "Ann thanked Eve because she was kind.", "query": "she", '
+        '"candidates": ["Ann", "Eve"], "answer": 1}'),
     ]
     p = tmp_path / "items.jsonl"
     p.write_text("\n".join(rows))

@@ -61,7 +61,7 @@ def head_word(span: Span) -> Span:
         Span(text='sack', start=8, end=12)
     """
     words = [(m.group(0), m.start()) for m in re.finditer(r"\w+(?:['’-]\w+)*", span.text)]
-    words = [(w[:-2], s) if re.search(r"['’]s$", w, re.I) and len(w) > 2 else (w, s) for w, s in words]
+    words = [(w[:-2], s) if re.search(r"['’]s$", w, re.IGNORECASE) and len(w) > 2 else (w, s) for w, s in words]
     cut = next((i for i, (w, _) in enumerate(words) if i > 0 and w.lower() in PREPOSITIONS), len(words))
     content = [ws for ws in words[:cut] if ws[0].lower() not in DETERMINERS] or words[:cut] or words
     if not content:
@@ -203,7 +203,8 @@ def _twins(items: Sequence[Item]) -> list[tuple[int, int]]:
     for idx in by.values():
         if len(idx) == 2:
             a, b = (items[i] for i in idx)
-            same = [head_word(x).text.lower() for x in a.candidates] == [head_word(x).text.lower() for x in b.candidates]
+            words = [[head_word(x).text.lower() for x in it.candidates] for it in (a, b)]
+            same = words[0] == words[1]
             if same and a.answer != b.answer:
                 out.append((idx[0], idx[1]))
     return out
@@ -250,7 +251,7 @@ def analyse(scores: np.ndarray, items: Sequence[Item], *, skipped: Sequence[Skip
     near = sum(min(range(len(it.candidates)), key=lambda c: (_distance(it.candidates[c], it.query), -c)) == it.answer
                for it in items)
     expected = float(sum(1.0 / len(it.candidates) for it in items))
-    rand = stats.accuracy(int(round(expected)), M)._replace(accuracy=expected / M)
+    rand = stats.accuracy(round(expected), M)._replace(accuracy=expected / M)
     base = {"first": stats.accuracy(int(first), M).to_dict(), "nearest": stats.accuracy(int(near), M).to_dict(),
             "random": rand.to_dict()}
     groups = [it.pair if it.pair is not None else f"item:{i}" for i, it in enumerate(items)]

@@ -144,7 +144,7 @@ def _item(obj, n: int, source: str) -> Item | Skipped:
         raise _Bad(f"{where('text')}: expected a non-empty string, got {text!r}")
     query = _span(obj["query"], text, where("query"), optional_missing=False)
     if obj["query"] and isinstance(obj["query"], str):
-        hits = [m.start() for m in re.finditer(r"(?<!\w)" + re.escape(obj["query"]) + r"(?!\w)", text, re.I)]
+        hits = [m.start() for m in re.finditer(r"(?<!\w)" + re.escape(obj["query"]) + r"(?!\w)", text, re.IGNORECASE)]
         if len(hits) > 1:
             raise _Bad(f"{where('query')}: {obj['query']!r} occurs {len(hits)} times (at {hits}); say which with "
                        f'{{"text": {json.dumps(obj["query"])}, "start": {hits[-1]}}}')

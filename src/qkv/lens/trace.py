@@ -465,7 +465,8 @@ def trace_batch(texts: Sequence[str], model: Any = "minilm", *, steps: Sequence[
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     m = load_model(model)
     if m.tokenizer is None:
-        raise ValueError("the model has no tokenizer (no tokenizer.json next to its config.json); add one to trace text")
+        raise ValueError("the model has no tokenizer (no tokenizer.json next to its config.json); add one to trace "
+                         "text")
     cfg, info = m.config, _model_info(m, model)
     encs = []
     for i, t in enumerate(texts):
