@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -28,22 +29,31 @@ __all__ = ["binom_cdf", "binom_sf", "clopper_pearson", "sign_test", "Accuracy", 
            "HeldOut", "heldout", "split_groups", "permutation_null", "TwinStats", "twin_flips"]
 
 
-def _log_pmf(k: int, n: int, p: float) -> float:
+@lru_cache(maxsize=64)
+def _log_comb(n: int) -> np.ndarray:
+    """``log C(n, i)`` for ``i = 0..n`` (float64, from ``math.lgamma``)."""
+    lg = np.array([math.lgamma(i + 1) for i in range(n + 1)])
+    return lg[n] - lg - lg[::-1]
+
+
+def _pmf_sum(lo: int, hi: int, n: int, p: float) -> float:
+    """``sum_{i=lo..hi} P(X = i)`` for ``X ~ Binomial(n, p)``, ``0 <= lo <= hi <= n``."""
     if p <= 0.0:
-        return 0.0 if k == 0 else -math.inf
+        return 1.0 if lo == 0 else 0.0
     if p >= 1.0:
-        return 0.0 if k == n else -math.inf
-    return (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-            + k * math.log(p) + (n - k) * math.log1p(-p))
+        return 1.0 if hi == n else 0.0
+    i = np.arange(lo, hi + 1)
+    terms = np.exp(_log_comb(n)[lo:hi + 1] + i * math.log(p) + (n - i) * math.log1p(-p))
+    return min(1.0, math.fsum(terms.tolist()))
 
 
 def binom_cdf(k: int, n: int, p: float) -> float:
-    """``P(X <= k)`` for ``X ~ Binomial(n, p)`` (exact sum of the pmf, in log space)."""
+    """``P(X <= k)`` for ``X ~ Binomial(n, p)`` (exact sum of the pmf, terms in log space)."""
     if k < 0:
         return 0.0
     if k >= n:
         return 1.0
-    return min(1.0, math.fsum(math.exp(_log_pmf(i, n, p)) for i in range(k + 1)))
+    return _pmf_sum(0, int(k), int(n), p)
 
 
 def binom_sf(k: int, n: int, p: float) -> float:
@@ -52,7 +62,7 @@ def binom_sf(k: int, n: int, p: float) -> float:
         return 1.0
     if k > n:
         return 0.0
-    return min(1.0, math.fsum(math.exp(_log_pmf(i, n, p)) for i in range(k, n + 1)))
+    return _pmf_sum(int(k), int(n), int(n), p)
 
 
 def _bisect(f, target: float, increasing: bool) -> float:
@@ -67,6 +77,7 @@ def _bisect(f, target: float, increasing: bool) -> float:
     return (lo + hi) / 2
 
 
+@lru_cache(maxsize=4096)
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Exact (Clopper-Pearson) two-sided interval for a binomial proportion ``k/n``.
 
