@@ -351,7 +351,8 @@ def _probe_args(p: argparse.ArgumentParser) -> None:
                    help="a candidate split into word pieces: sum them (default) or take the first")
     p.add_argument("--top", type=int, default=10, metavar="K", help="best heads listed (default 10)")
     p.add_argument("--rounds", type=int, default=1000, help="permutation-null draws (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split and the null (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out splits and the null (default 0)")
+    p.add_argument("--splits", type=int, default=21, help="held-out splits; the median one is reported (default 21)")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON (schema qkv.probe)")
     p.add_argument("--png", metavar="PATH", help="write the layer x head accuracy grid as PNG")
@@ -361,7 +362,7 @@ def _run_probe(args, console) -> int:
     from .lens.probe import probe
     from .view.probe_view import probe_renderable, save_grid
 
-    for flag in ("top", "rounds", "batch_size"):
+    for flag in ("top", "rounds", "batch_size", "splits"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     _check_outputs(args, ("json", "png"))
@@ -370,7 +371,7 @@ def _run_probe(args, console) -> int:
                          f"no FILE for the shipped twin pairs")
     with _console(stderr=True).status(f"Probing {args.model} ...") as status:
         result = probe(args.file, args.model, measure=args.measure, pieces=args.pieces, batch_size=args.batch_size,
-                       rounds=args.rounds, seed=args.seed,
+                       rounds=args.rounds, seed=args.seed, splits=args.splits,
                        progress=lambda done, total: status.update(f"probe: traced {done}/{total} items"))
     console.print(probe_renderable(result, top=args.top))
     if args.png:

@@ -107,6 +107,19 @@ def test_heldout_finds_a_planted_head_and_scores_it_out_of_sample():
     assert abs(int(half.sum()) - P) <= 1
 
 
+def test_heldout_median_reports_the_median_split():
+    P, K = 30, 20
+    answers, _ = twin_data(P)
+    correct = np.random.default_rng(7).integers(0, 2, size=(K, 2 * P)) == answers
+    groups = [i // 2 for i in range(2 * P)]
+    runs = [stats.heldout(correct, groups, s).score.accuracy for s in range(3, 3 + 9)]
+    ho = stats.heldout_median(correct, groups, seed=3, splits=9)
+    assert ho.splits == tuple(runs) and ho.score.accuracy == sorted(runs)[4]
+    assert ho.score == stats.heldout(correct, groups, ho.seed).score and 3 <= ho.seed < 12
+    with pytest.raises(ValueError, match="splits must be >= 1"):
+        stats.heldout_median(correct, groups, splits=0)
+
+
 def test_heldout_corrects_the_best_of_many_bias():
     # 72 coin-flipping heads: the best one looks good on all the data, held out it is back near 50 %
     P, K = 50, 72

@@ -164,7 +164,8 @@ class ProbeResult:
              "layers": N, "heads_per_layer": H,
              "heads": [{"layer", "head", "correct", "n", "accuracy", "ci_low", "ci_high"}],   # best first, N*H
              "baselines": {"first"|"nearest"|"random": {"accuracy", "ci_low", "ci_high", "correct", "n"}},
-             "heldout": {"accuracy", "ci_low", "ci_high", "correct", "n", "seed",
+             "heldout": {"accuracy", "ci_low", "ci_high", "correct", "n", "seed",    # the median split
+                         "splits": {"n", "min", "median", "max"},                # accuracy over all splits
                          "heads_chosen": [{"layer", "head", "train_accuracy"}]} | null,
              "mean_over_heads": float,                      # mean of the per-head accuracies
              "null": {"best_of_heads": float, "best_of_heads_p": float, "rounds": int},
@@ -176,7 +177,9 @@ class ProbeResult:
         """
         ho = None
         if self.heldout is not None:
+            sp = sorted(self.heldout.splits)
             ho = {**self.heldout.score.to_dict(), "seed": self.heldout.seed,
+                  "splits": {"n": len(sp), "min": sp[0], "median": sp[(len(sp) - 1) // 2], "max": sp[-1]},
                   "heads_chosen": [{"layer": self.head(k)[0], "head": self.head(k)[1], "train_accuracy": acc}
                                    for k, acc in self.heldout.chosen]}
         return {"schema": PROBE_SCHEMA, "version": 1, "model": self.model, "measure": self.measure,
@@ -215,7 +218,8 @@ def _verdict(ho: stats.HeldOut | None, base: dict[str, dict]) -> tuple[str, str]
     if ho is None:
         return NO_EVIDENCE, "too few pairs of items for held-out selection (need at least 2 groups)"
     s = ho.score
-    fig = f"held-out best head {s.accuracy:.0%} [{s.ci_low:.0%}, {s.ci_high:.0%}] ({s.correct}/{s.n})"
+    fig = (f"held-out best head {s.accuracy:.0%} [{s.ci_low:.0%}, {s.ci_high:.0%}] ({s.correct}/{s.n}, median of "
+           f"{len(ho.splits)} splits: {min(ho.splits):.0%}..{max(ho.splits):.0%})")
     uncleared = [k for k, v in base.items() if s.ci_low <= v["accuracy"]]
     if not uncleared:
         return TRACKS, f"{fig}: the interval clears every baseline ({named})"
@@ -226,7 +230,7 @@ def _verdict(ho: stats.HeldOut | None, base: dict[str, dict]) -> tuple[str, str]
 
 def analyse(scores: np.ndarray, items: Sequence[Item], *, skipped: Sequence[Skipped] = (), total: int | None = None,
             model: str = "model", measure: str = "weights", pieces: str = "sum", source: str = "",
-            rounds: int = 1000, seed: int = 0) -> ProbeResult:
+            rounds: int = 1000, seed: int = 0, splits: int = 21) -> ProbeResult:
     """Statistics from per-item scores.
 
     Args:
@@ -234,7 +238,8 @@ def analyse(scores: np.ndarray, items: Sequence[Item], *, skipped: Sequence[Skip
             candidate, per head; the head picks the largest.
         items: the ``M`` items (answers, spans for the baselines, pair ids for held-out and twins).
         skipped, total: items not used (reported) and the number read.
-        rounds, seed: permutation-null draws and the seed of the null and of the held-out split.
+        rounds, seed: permutation-null draws and the seed of the null and of the held-out splits.
+        splits: held-out splits tried (seeds ``seed..seed+splits-1``); the median split is reported.
     """
     items = list(items)
     if len(items) == 0:
@@ -255,7 +260,7 @@ def analyse(scores: np.ndarray, items: Sequence[Item], *, skipped: Sequence[Skip
     base = {"first": stats.accuracy(int(first), M).to_dict(), "nearest": stats.accuracy(int(near), M).to_dict(),
             "random": rand.to_dict()}
     groups = [it.pair if it.pair is not None else f"item:{i}" for i, it in enumerate(items)]
-    ho = stats.heldout(correct, groups, seed) if len(set(groups)) >= 2 else None
+    ho = stats.heldout_median(correct, groups, seed, splits) if len(set(groups)) >= 2 else None
     twins = _twins(items)
     best, p, _ = stats.permutation_null(preds, answers, [len(it.candidates) for it in items], twins, rounds, seed)
     verdict, reason = _verdict(ho, base)
@@ -266,7 +271,7 @@ def analyse(scores: np.ndarray, items: Sequence[Item], *, skipped: Sequence[Skip
 
 
 def probe(items: Dataset | Sequence[Item] | str, model: Any = "minilm", *, measure: str = "weights",
-          pieces: str = "sum", batch_size: int = 32, rounds: int = 1000, seed: int = 0,
+          pieces: str = "sum", batch_size: int = 32, rounds: int = 1000, seed: int = 0, splits: int = 21,
           progress=None) -> ProbeResult:
     """Run the probe: trace every item in padded batches, map spans to tokens, score each head, analyse.
 
@@ -277,7 +282,7 @@ def probe(items: Dataset | Sequence[Item] | str, model: Any = "minilm", *, measu
         measure: ``weights`` (softmax weights), ``values`` (value-norm shares) or ``rollout`` (per layer, no heads).
         pieces: ``sum`` a candidate's word pieces, or take the ``first`` piece.
         batch_size: texts per forward pass.
-        rounds, seed: see :func:`analyse`.
+        rounds, seed, splits: see :func:`analyse`.
         progress: called with ``(done, total)`` after each batch.
     """
     if measure not in MEASURES:
@@ -304,7 +309,7 @@ def probe(items: Dataset | Sequence[Item] | str, model: Any = "minilm", *, measu
             progress(min(lo + len(chunk), len(data.items)), len(data.items))
     name = m.config.name or (model if isinstance(model, str) else "model")
     return analyse(scores, used, skipped=skipped, total=data.total, model=name, measure=measure, pieces=pieces,
-                   source=data.source, rounds=rounds, seed=seed)
+                   source=data.source, rounds=rounds, seed=seed, splits=splits)
 
 
 class _CallableModule(types.ModuleType):

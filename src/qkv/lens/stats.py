@@ -5,7 +5,8 @@ Everything is exact or Monte-Carlo with a seed, in plain ``math``/``numpy`` (no 
 * :func:`clopper_pearson` -- the exact binomial interval, by bisection on the binomial CDF;
 * :func:`sign_test` -- the two-sided exact sign test (a binomial test at ``p = 1/2``);
 * :func:`heldout` -- choose the best head on one half of the groups (twin pairs), score it on the
-  other half, both ways, pooled: the figure best-of-K on the same data inflates;
+  other half, both ways, pooled: the figure best-of-K on the same data inflates; :func:`heldout_median`
+  repeats it over many random splits and reports the median split;
 * :func:`permutation_null` -- the best-of-heads accuracy against a null that swaps twin answers;
 * :func:`twin_flips` -- how many heads change their pick between twins, and whether towards the answer.
 
@@ -26,7 +27,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 __all__ = ["binom_cdf", "binom_sf", "clopper_pearson", "sign_test", "Accuracy", "accuracy", "best_head",
-           "HeldOut", "heldout", "split_groups", "permutation_null", "TwinStats", "twin_flips"]
+           "HeldOut", "heldout", "heldout_median", "split_groups", "permutation_null", "TwinStats", "twin_flips"]
 
 
 @lru_cache(maxsize=64)
@@ -148,11 +149,13 @@ class HeldOut(NamedTuple):
     """Held-out accuracy: the head chosen on one half, scored on the other, both ways, pooled.
 
     ``chosen``: ``[(k_chosen_on_A, train_accuracy_A), (k_chosen_on_B, train_accuracy_B)]`` (flat head indices).
+    ``splits``: the pooled accuracy of every split tried (:func:`heldout_median`; one entry for :func:`heldout`).
     """
 
     score: Accuracy
     chosen: list[tuple[int, float]]
     seed: int
+    splits: tuple[float, ...] = ()
 
 
 def heldout(correct: np.ndarray, groups: Sequence, seed: int = 0, level: float = 0.95) -> HeldOut:
@@ -174,7 +177,23 @@ def heldout(correct: np.ndarray, groups: Sequence, seed: int = 0, level: float =
         k = best_head(correct[:, train])
         chosen.append((k, float(correct[k, train].mean())))
         hits += int(correct[k, test].sum())
-    return HeldOut(accuracy(hits, correct.shape[1], level), chosen, seed)
+    score = accuracy(hits, correct.shape[1], level)
+    return HeldOut(score, chosen, seed, (score.accuracy,))
+
+
+def heldout_median(correct: np.ndarray, groups: Sequence, seed: int = 0, splits: int = 21,
+                   level: float = 0.95) -> HeldOut:
+    """:func:`heldout` over ``splits`` random splits (seeds ``seed .. seed + splits - 1``); the median split.
+
+    One split's figure depends on which pairs land in which half; the split whose accuracy is the (lower) median
+    is reported, with its interval, and ``splits`` lists every split's accuracy so the spread is visible.
+    """
+    if splits < 1:
+        raise ValueError(f"splits must be >= 1, got {splits}")
+    runs = [heldout(correct, groups, s, level) for s in range(seed, seed + splits)]
+    order = sorted(range(splits), key=lambda i: (runs[i].score.accuracy, i))
+    mid = runs[order[(splits - 1) // 2]]
+    return mid._replace(splits=tuple(r.score.accuracy for r in runs))
 
 
 def _null_answers(answers: np.ndarray, n_candidates: np.ndarray, twins: Sequence[tuple[int, int]],

@@ -57,7 +57,9 @@ def stats_table(r: ProbeResult) -> Table:
         s = r.heldout.score
         chosen = ", ".join(f"L{r.head(k)[0]}H{r.head(k)[1]}" for k, _ in r.heldout.chosen)
         t.add_row(Text("held-out best head", style="bold"), Text(_pct(s.accuracy), style="bold"),
-                  _ci(s.ci_low, s.ci_high), f"chosen on one half of the pairs, scored on the other ({chosen})")
+                  _ci(s.ci_low, s.ci_high), f"chosen on one half of the pairs, scored on the other ({chosen}); "
+                                            f"median of {len(r.heldout.splits)} random splits, which range "
+                                            f"{_pct(min(r.heldout.splits))}..{_pct(max(r.heldout.splits))}")
     notes = {"first": "the first-mentioned candidate", "nearest": "the candidate nearest the query",
              "random": "a uniform pick (expected)"}
     for name, b in r.baselines.items():

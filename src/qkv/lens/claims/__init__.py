@@ -34,7 +34,8 @@ from .verdicts import (FAILS, HOLDS, PARTLY, VERDICTS, Thresholds, Verdict, core
                        probe_verdict, saturation_verdict, sharpening_verdict, variance_verdict)
 
 __all__ = ["evaluate", "ClaimsReport", "ClaimResult", "Thresholds", "Verdict", "HOLDS", "PARTLY", "FAILS", "VERDICTS",
-           "variance_verdict", "saturation_verdict", "sharpening_verdict", "decoupling_verdict", "coreference_verdict", "probe_verdict",
+           "variance_verdict", "saturation_verdict", "sharpening_verdict", "decoupling_verdict", "coreference_verdict",
+           "probe_verdict",
            "synthetic_scores", "SyntheticResult", "SyntheticRow", "DIMS", "CORPUS", "ESSAY_SENTENCE",
            "CONTROL_SENTENCE", "real_variance", "real_saturation", "real_sharpness", "real_decoupling", "coreference",
            "VarianceLayer", "SaturationLayer", "SharpnessLayer", "DecouplingLayer", "PairExample", "Coreference",
