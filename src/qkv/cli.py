@@ -7,6 +7,10 @@ Subcommands live in :data:`COMMANDS` (name -> :class:`Command`: help, ``add_argu
   [--prefer X --over Y] [--html PATH] [--json PATH] [--png PATH]``
 * ``qkv heads TEXT --query it --prefer cat --over mat``
 * ``qkv compare TEXT_A TEXT_B --query it --prefer cat --over mat``
+* ``qkv probe [FILE] [--model M] [--measure weights|values|rollout] [--pieces sum|first] [--top K]
+  [--json PATH] [--png PATH]`` -- does a head track the referent, over a dataset (qkv's JSONL or the WSC XML;
+  no FILE: the shipped twin pairs); ``--json`` writes :meth:`qkv.lens.probing.ProbeResult.to_dict`
+  (``"schema": "qkv.probe"``)
 * ``qkv bench [--quick] [--n N ...] [--case C ...]`` -- the attention benchmark (``python -m bench``)
 * ``qkv claims [--model M] [--plots DIR] [--json PATH]`` -- the essay's claims measured, with verdicts
   (``--json`` writes :meth:`qkv.claims.ClaimsReport.to_dict`, ``"schema": "qkv.claims"``)
@@ -46,6 +50,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from .cli_apps import probe_args, run_probe, run_serve, serve_args
 from .cli_errors import FLAG_WORDS, check_text_args, cli_words, os_reason, show, writing
 
 __all__ = ["main", "build_parser", "COMMANDS", "Command", "DEFAULT_TEXT", "DEFAULT_QUERY", "CLI_SCHEMA_VERSION",
@@ -368,37 +373,6 @@ def _run_claims(args, console) -> int:
     return 0
 
 
-# -------------------------------------------------------------------------------------------- serve
-def _serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="minilm", help="model name or checkpoint directory (default: minilm)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    p.add_argument("--max-chars", type=int, default=500, metavar="N", help="longest text accepted (default 500)")
-    p.add_argument("--max-tokens", type=int, default=64, metavar="N",
-                   help="most tokens traced (default 64; the page receives layers x (4 heads + 1) x tokens² numbers)")
-    p.add_argument("--workers", type=int, default=2, metavar="N", help="traces computed at once (default 2)")
-    p.add_argument("--queue", type=int, default=8, metavar="N",
-                   help="traces that may wait; more get 503 + Retry-After (default 8)")
-
-
-def _run_serve(args, console) -> int:
-    from .serve import require_extra
-
-    require_extra()
-    from .serve.limits import Limits
-    from .serve.server import serve
-
-    try:
-        limits = Limits(max_chars=args.max_chars, max_tokens=args.max_tokens, running=args.workers,
-                        waiting=args.queue)
-    except ValueError as e:
-        flag = {"max_chars": "--max-chars", "max_tokens": "--max-tokens", "running": "--workers",
-                "waiting": "--queue"}
-        raise ValueError(next((f"{v} must be at least {0 if k == 'waiting' else 1}" for k, v in flag.items()
-                               if f"Limits.{k} " in str(e)), str(e))) from None
-    return serve(args.model, args.host, args.port, limits=limits, status=_console(stderr=True).status)
-
-
 # -------------------------------------------------------------------------------------------- bench
 def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("bench_args", nargs="*", metavar="ARG",
@@ -429,7 +403,11 @@ COMMANDS: dict[str, Command] = {
     "claims": Command("the essay's claims measured on a real model, each graded holds / partly / does not hold",
                       _claims_args, _run_claims),
     "serve": Command("a local web app: type a sentence, click a token and a head, drag the softmax scaling",
-                     _serve_args, _run_serve),
+                     serve_args, run_serve),
+
+
+    "probe": Command("does a head track the referent? per-head accuracy over a dataset, with honest statistics",
+                     probe_args, run_probe),
     "bench": Command("benchmark qkv's attention against its peers (python -m bench in the source checkout)",
                      _bench_args, _run_bench),
 }

@@ -12,39 +12,13 @@ import pytest
 import torch
 
 import qkv
-from qkv.claims import (
-    CONTROL_SENTENCE,
-    CORPUS,
-    DIMS,
-    ESSAY_SENTENCE,
-    FAILS,
-    HOLDS,
-    PARTLY,
-    VERDICTS,
-    Thresholds,
-    coreference,
-    coreference_verdict,
-    decoupling_verdict,
-    entropy,
-    evaluate,
-    loglog_slope,
-    max_weight,
-    rankdata,
-    real_decoupling,
-    real_saturation,
-    real_sharpness,
-    real_variance,
-    saturation_verdict,
-    sharpening_verdict,
-    softmax_jacobian,
-    softmax_jacobian_norm,
-    spearman,
-    synthetic_scores,
-    top_mass,
-    variance_verdict,
-)
+from qkv.claims import (CONTROL_SENTENCE, CORPUS, DIMS, ESSAY_SENTENCE, FAILS, HOLDS, PARTLY, VERDICTS,
+                             Thresholds, coreference, coreference_verdict, decoupling_verdict, entropy, evaluate,
+                             loglog_slope, max_weight, probe_verdict, rankdata, real_decoupling, real_saturation,
+                             real_sharpness, real_variance, saturation_verdict, sharpening_verdict, softmax_jacobian,
+                             softmax_jacobian_norm, spearman, synthetic_scores, top_mass, variance_verdict)
 from qkv.claims.real import independent_variance, linear_weights
-from qkv.claims.synthetic import sample_scores
+from qkv.claims.synthetic import sample_scores, softmax_summary
 from qkv.view.claims_view import FIGURES, markdown_table, save_figures
 
 ROWS, KEYS = 1024, 16
@@ -225,6 +199,15 @@ def test_decoupling_verdict_flips_at_each_threshold():
     assert decoupling_verdict([-0.75] * 4 + [0.1] * 2, 0.85, 0.1, TH).verdict == FAILS
 
 
+def test_probe_verdict_needs_the_interval_above_every_baseline():
+    base = {"first": 0.6, "nearest": 0.5, "random": 0.5}
+    assert probe_verdict(0.8, 0.61, 0.9, base).verdict == HOLDS
+    assert probe_verdict(0.7, 0.59, 0.8, base).verdict == PARTLY  # above chance, not above the first noun
+    assert "does not clear first" in probe_verdict(0.7, 0.59, 0.8, base).reason
+    assert probe_verdict(0.55, 0.45, 0.65, base).verdict == FAILS
+    assert probe_verdict(0.55, 0.50, 0.65, base).verdict == FAILS  # touching a baseline does not clear it
+
+
 def test_coreference_verdict_flips_at_the_margin():
     assert coreference_verdict(0.06, -0.06, TH).verdict == HOLDS
     assert coreference_verdict(0.06, -0.04, TH).verdict == PARTLY  # does not switch to the mat
@@ -356,8 +339,11 @@ def test_report_verdicts_follow_their_own_numbers(small_report):
     assert report.claim(4).verdict == decoupling_verdict([r["spearman"] for r in d["real"]], d["example"]["key_cos"],
                                                          d["example"]["value_cos"], th).verdict
     d = report.claim("coreference").data
-    assert report.claim(5).verdict == coreference_verdict(d["best"][0]["margin"], d["best"][0]["control_margin"],
-                                                          th).verdict
+    ho, base = d["probe"]["heldout"], {k: b["accuracy"] for k, b in d["probe"]["baselines"].items()}
+    assert report.claim(5).verdict == probe_verdict(ho["accuracy"], ho["ci_low"], ho["ci_high"], base).verdict
+    assert d["probe"]["items"]["used"] >= 80 and set(base) == {"first", "nearest", "random"}
+    assert d["sentence_verdict"] == coreference_verdict(d["sentence"]["best"][0]["margin"],
+                                                        d["sentence"]["best"][0]["control_margin"], th).verdict
     assert report.sentences == tuple(CORPUS[2:7]) and len(report.rows) == 5
     assert any("tracing" in m for m in messages) and any("claim 5" in m for m in messages)
 

@@ -8,7 +8,8 @@ thresholds of :class:`Thresholds`:
 2. ``saturation`` -- unscaled scores saturate softmax and shrink its gradient.
 3. ``sharpening`` -- softmax sharpens: the top keys take most of the mass.
 4. ``decoupling`` -- keys and values are decoupled (similar keys need not mean similar values).
-5. ``coreference`` -- in "The cat sat on the mat because it was tired." "it" attends to "cat".
+5. ``coreference`` -- a pronoun attends to its referent ("it" -> "cat" in "The cat sat on the mat because it was
+   tired."), judged by ``qkv.lens.probe`` on the shipped twin pairs (held-out best head against baselines).
 
 Modules: :mod:`.measures` (softmax Jacobian norm, entropy, correlations), :mod:`.synthetic`,
 :mod:`.real`, :mod:`.verdicts`, :mod:`.report`. The terminal table and figures are in
@@ -52,22 +53,12 @@ from .real import (
 )
 from .report import ClaimResult, ClaimsReport, evaluate
 from .synthetic import DIMS, SyntheticResult, SyntheticRow, synthetic_scores
-from .verdicts import (
-                       FAILS,
-                       HOLDS,
-                       PARTLY,
-                       VERDICTS,
-                       Thresholds,
-                       Verdict,
-                       coreference_verdict,
-                       decoupling_verdict,
-                       saturation_verdict,
-                       sharpening_verdict,
-                       variance_verdict,
-)
+from .verdicts import (FAILS, HOLDS, PARTLY, VERDICTS, Thresholds, Verdict, coreference_verdict, decoupling_verdict,
+                       probe_verdict, saturation_verdict, sharpening_verdict, variance_verdict)
 
 __all__ = ["evaluate", "ClaimsReport", "ClaimResult", "Thresholds", "Verdict", "HOLDS", "PARTLY", "FAILS", "VERDICTS",
            "variance_verdict", "saturation_verdict", "sharpening_verdict", "decoupling_verdict", "coreference_verdict",
+           "probe_verdict",
            "synthetic_scores", "SyntheticResult", "SyntheticRow", "DIMS", "CORPUS", "ESSAY_SENTENCE",
            "CONTROL_SENTENCE", "real_variance", "real_saturation", "real_sharpness", "real_decoupling", "coreference",
            "VarianceLayer", "SaturationLayer", "SharpnessLayer", "DecouplingLayer", "PairExample", "Coreference",

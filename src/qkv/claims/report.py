@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..lens.probing import probe
 from ..lens.trace import Trace, load_model, trace
 from .real import (
     CONTROL_SENTENCE,
@@ -26,16 +27,8 @@ from .real import (
     real_variance,
 )
 from .synthetic import DIMS, SyntheticResult, synthetic_scores
-from .verdicts import (
-    FAILS,
-    HOLDS,
-    Thresholds,
-    coreference_verdict,
-    decoupling_verdict,
-    saturation_verdict,
-    sharpening_verdict,
-    variance_verdict,
-)
+from .verdicts import (FAILS, HOLDS, Thresholds, coreference_verdict, decoupling_verdict, probe_verdict,
+                       saturation_verdict, sharpening_verdict, variance_verdict)
 
 __all__ = ["ClaimResult", "ClaimsReport", "evaluate", "SCHEMA_VERSION"]
 
@@ -205,11 +198,18 @@ def _claim_decoupling(real: list, example, th: Thresholds, name: str) -> ClaimRe
                        figure, v.verdict, v.reason, summary, data)
 
 
-def _claim_coreference(c, th: Thresholds, name: str) -> ClaimResult:
+def _claim_coreference(c, p, th: Thresholds, name: str) -> ClaimResult:
+    """Claim 5: the verdict from the probe ``p`` on the twin pairs; the essay's sentence ``c`` alongside."""
     layer, head, margin, control = c.best[0]
-    v = coreference_verdict(margin, control, th)
-    figure = (f"best head L{layer}H{head}: {c.referent} - {c.other} = {margin:+.2f}, on the control {control:+.2f}; "
-              f"mean over {c.heads} heads {c.mean_margin:+.3f}; heads following the referent: {c.referent_heads}")
+    one = coreference_verdict(margin, control, th)
+    s, base = p.heldout.score, {k: b["accuracy"] for k, b in p.baselines.items()}
+    v = probe_verdict(s.accuracy, s.ci_low, s.ci_high, base)
+    bl, bh, best = p.ranked()[0]
+    figure = (f"held-out best head {s.accuracy:.0%} [{s.ci_low:.0%}, {s.ci_high:.0%}] over {s.n} twin items; "
+              f"baselines first {base['first']:.0%}, nearest {base['nearest']:.0%}, random {base['random']:.0%}; "
+              f"best of {len(p.heads)} on the same items L{bl}H{bh} {best.accuracy:.0%} (permutation p "
+              f"{p.null_p:.3f}); essay sentence: L{layer}H{head} {c.referent} - {c.other} = {margin:+.2f}, "
+              f"control {control:+.2f} ({one.verdict})")
     q, ref, other = f"'{c.query}'", f"'{c.referent}'", f"'{c.other}'"
     if control <= -th.margin:
         follows = f"and on the control it switches to {other}: it follows the referent"
@@ -223,10 +223,16 @@ def _claim_coreference(c, th: Thresholds, name: str) -> ClaimResult:
                f"{c.mean_referent_weight:.3f} and {other} {c.mean_other_weight:.3f} (margin {c.mean_margin:+.3f}; "
                f"control {c.mean_control_margin:+.3f}). {c.referent_heads} heads prefer {ref} by >= {c.tau} and switch "
                f"to {other} on the control; {c.first_noun_heads} prefer {ref} in both.")
-    return ClaimResult(5, "coreference", f"'{c.query}' attends to '{c.referent}' in the essay's sentence",
-                       f"every head of {name}: weight({c.query}->{c.referent}) - weight({c.query}->{c.other}) on "
-                       f"{c.sentence!r}; the same heads on the control {c.control!r}",
-                       figure, v.verdict, v.reason, summary, c.to_dict())
+    summary = (f"Over {s.n} pronoun sentences in {p.twins.pairs} twin pairs (one word flips the referent), "
+               f"the head chosen on one half of the pairs picks the referent {s.accuracy:.0%} of the time on the "
+               f"other half ({s.ci_low:.0%}-{s.ci_high:.0%}), against {base['first']:.0%} for the first-mentioned "
+               f"noun: {p.verdict}. On the essay's sentence alone: {summary}")
+    return ClaimResult(5, "coreference", f"'{c.query}' attends to its referent ('{c.referent}' in the essay)",
+                       f"qkv probe on {p.source.rsplit('/', 1)[-1]} ({s.n} items, every head of {name}): held-out best "
+                       f"head vs first/nearest/random baselines; plus weight({c.query}->{c.referent}) - "
+                       f"weight({c.query}->{c.other}) on {c.sentence!r} and its control",
+                       figure, v.verdict, v.reason, summary, {"probe": p.to_dict(), "sentence": c.to_dict(),
+                                                              "sentence_verdict": one.verdict})
 
 
 def evaluate(model: Any = "minilm", *, progress: Progress | None = None,
@@ -238,7 +244,7 @@ def evaluate(model: Any = "minilm", *, progress: Progress | None = None,
         model: a name/path for :func:`qkv.models.load` (default the embedded MiniLM) or a loaded model.
         progress: called with a short message before each stage (e.g. a rich status's ``update``).
         sentences: the corpus for claims 1-4 (the essay's sentence and its control are traced for claim 5
-            either way).
+            either way; claim 5's verdict comes from ``qkv.lens.probe`` on the shipped twin pairs).
         thresholds: the verdict thresholds (:class:`Thresholds`).
         seed: seed of the synthetic draw.
         dims: the synthetic ``d_k`` values.
@@ -287,5 +293,6 @@ def _evaluate(model: Any, say: Progress, sentences: tuple[str, ...], thresholds:
     claims.append(_claim_decoupling(layers, example, thresholds, name))
     say("measuring claim 5: 'it' -> 'cat' and its control")
     coref = coreference(traces[ESSAY_SENTENCE], traces[CONTROL_SENTENCE], tau=thresholds.margin)
-    claims.append(_claim_coreference(coref, thresholds, name))
+    say("measuring claim 5: qkv probe on the shipped twin pairs")
+    claims.append(_claim_coreference(coref, probe("twins", m, seed=seed), thresholds, name))
     return ClaimsReport(name, tuple(claims), syn.slope, thresholds, sentences, time.perf_counter() - start)

@@ -20,9 +20,11 @@ Rules (``majority`` of layers = at least ``layer_majority`` of them):
    ``|rho| < decoupled_corr``, coupled if ``|rho| >= coupled_corr``; the example pair counts if its key
    cosine ``>= close_key_cos`` and value cosine ``<= different_value_cos``. A majority coupled -> does
    not hold; a majority decoupled and the example -> holds; otherwise partly.
-5. *coreference* -- the best head's margin ``weight(cat) - weight(mat) >= margin`` and, on the control
-   sentence, that head's margin ``<= -margin`` (it follows the referent) -> holds; the first only (it
-   follows the first noun or position) -> partly; no head with margin ``>= margin`` -> does not hold.
+5. *coreference* -- judged by ``qkv probe`` on the shipped twin pairs (:func:`probe_verdict`): the held-out
+   best head's exact 95 % interval lies above every baseline (first-mentioned, nearest, random) -> holds;
+   above chance but not above every baseline -> partly; otherwise -> does not hold.
+   (:func:`coreference_verdict` grades the single sentence and its control -- the best head's margin
+   ``weight(cat) - weight(mat) >= margin`` and ``<= -margin`` on the control -- reported alongside.)
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from dataclasses import asdict, dataclass
 from typing import NamedTuple, Sequence
 
 __all__ = ["HOLDS", "PARTLY", "FAILS", "VERDICTS", "Thresholds", "Verdict", "variance_verdict",
-           "saturation_verdict", "sharpening_verdict", "decoupling_verdict", "coreference_verdict"]
+           "saturation_verdict", "sharpening_verdict", "decoupling_verdict", "coreference_verdict", "probe_verdict"]
 
 HOLDS, PARTLY, FAILS = "holds", "partly", "does not hold"
 VERDICTS = (HOLDS, PARTLY, FAILS)
@@ -142,4 +144,15 @@ def coreference_verdict(best_margin: float, best_control_margin: float, th: Thre
     verdict = HOLDS if prefers and follows else (PARTLY if prefers else FAILS)
     reason = (f"best head margin {best_margin:+.3f} ({'>=' if prefers else '<'} {th.margin}); on the control it is "
               f"{best_control_margin:+.3f} ({'flips: follows the referent' if follows else 'does not flip'})")
+    return Verdict(verdict, reason)
+
+
+def probe_verdict(heldout: float, ci_low: float, ci_high: float, baselines: dict[str, float]) -> Verdict:
+    """Claim 5 from the probe: the held-out accuracy, its exact interval and the baselines' accuracies."""
+    uncleared = [k for k, v in baselines.items() if ci_low <= v]
+    named = ", ".join(f"{k} {v:.0%}" for k, v in baselines.items())
+    verdict = HOLDS if not uncleared else (PARTLY if ci_low > baselines.get("random", 0.0) else FAILS)
+    reason = (f"held-out best head {heldout:.1%} [{ci_low:.1%}, {ci_high:.1%}] vs baselines {named}: "
+              + ("the interval clears every baseline" if not uncleared else
+                 f"the interval does not clear {', '.join(uncleared)}"))
     return Verdict(verdict, reason)

@@ -9,7 +9,10 @@ Shape legend: ``N`` layers, ``H`` query heads, ``Hkv`` key/value heads, ``L`` to
 
 Queries (and ``prefer``/``over`` tokens) are named by a token string (first match,
 case-insensitive, WordPiece ``##`` and byte-level ``Ġ`` markers ignored), ``"it@2"`` for the 2nd
-occurrence, or an integer index.
+occurrence, or an integer index; :meth:`Trace.span` and :meth:`Trace.token_at` select by character offset.
+
+``qkv.trace([text, ...])`` (:func:`trace_batch`) runs padded batches and can record only some steps
+(``steps=("weights",)``); the steps not recorded are ``None`` in its traces.
 
 Example (a synthetic trace; ``qkv.trace(text)`` builds one from a model):
     >>> import torch
@@ -33,8 +36,8 @@ from torch import Tensor
 
 from .attribution import normalise_rows, rollout, transformed_value_norms
 
-__all__ = ["trace", "Trace", "Attended", "HeadPreference", "BreakdownRow", "MEASURES", "SCHEMA_VERSION",
-           "UNKNOWN_TOKENS", "load_model"]
+__all__ = ["trace", "trace_batch", "Trace", "Attended", "HeadPreference", "BreakdownRow", "MEASURES",
+           "SCHEMA_VERSION", "UNKNOWN_TOKENS", "load_model"]
 
 MEASURES = ("weights", "values", "rollout")
 #: How tokenizers spell "not in my vocabulary" (WordPiece, SentencePiece, some BPEs).
@@ -96,6 +99,9 @@ class Trace:
         q: ``(N, H, L, D)``; k, v: ``(N, Hkv, L, D)`` (may be None in synthetic traces).
         scores, scaled, weights: ``(N, H, L, L)``; output: ``(N, H, L, D)`` or None.
         fv_norms: ``(N, H, L)`` ``||f_h(v_j)||`` (ones when unknown, making ``values`` == ``weights``).
+
+    A batch trace recording only some steps (:func:`trace_batch`) holds ``None`` for the others
+    (``scores``, ``scaled``; ``fv_norms`` without ``v``).
     """
 
     text: str
@@ -104,9 +110,9 @@ class Trace:
     special: list[bool]
     model: dict
     weights: Tensor
-    scores: Tensor
-    scaled: Tensor
-    fv_norms: Tensor
+    scores: Tensor | None
+    scaled: Tensor | None
+    fv_norms: Tensor | None
     q: Tensor | None = None
     k: Tensor | None = None
     v: Tensor | None = None
@@ -233,16 +239,48 @@ class Trace:
                 f'covers it: pass model="DIR" with DIR a local checkpoint directory, e.g. a copy of '
                 f"bert-base-chinese for Chinese.")
 
+    def span(self, start: int, end: int) -> list[int]:
+        """Indices of the (non-special) tokens overlapping characters ``[start, end)`` of the text, in order.
+
+        Example: in ``"it is it"`` ``span(6, 8)`` is the second ``it`` whatever the first one is.
+        """
+        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(self.text)):
+            raise ValueError(f"character span {start}..{end} is not a non-empty range within the text "
+                             f"(0..{len(self.text)})")
+        return [j for j, ((a, b), sp) in enumerate(zip(self.offsets, self.special))
+                if not sp and a < end and b > start and b > a]
+
+    def token_at(self, offset: int) -> int:
+        """Index of the token covering character ``offset`` of the text.
+
+        Raises:
+            ValueError: the offset is out of range or falls between tokens (whitespace, or cut off by truncation).
+        """
+        if not isinstance(offset, int) or not 0 <= offset < len(self.text):
+            raise ValueError(f"character offset {offset!r} is out of range; the text has {len(self.text)} characters")
+        hits = self.span(offset, offset + 1)
+        if not hits:
+            raise ValueError(f"no token covers character {offset} ({self.text[offset]!r}); pick an offset inside a "
+                             f"word")
+        return hits[0]
+
     # ---------------------------------------------------------------- measures
+    def _need(self, what: str, steps: str):
+        value = getattr(self, what)
+        if value is None:
+            raise ValueError(f"this trace did not record {steps}; trace with steps including {steps} "
+                             f"(or qkv.trace(text) for every step)")
+        return value
+
     @cached_property
     def values(self) -> Tensor:
         """``(N, H, L, L)`` value-norm attribution ``||a_ij f_h(v_j)||``, normalised per row."""
-        return normalise_rows(self.weights * self.fv_norms.unsqueeze(-2))
+        return normalise_rows(self.weights * self._need("fv_norms", "'v'").unsqueeze(-2))
 
     @cached_property
     def value_norms(self) -> Tensor:
         """``(N, H, L, L)`` raw ``||a_ij f_h(v_j)||`` (not normalised)."""
-        return self.weights * self.fv_norms.unsqueeze(-2)
+        return self.weights * self._need("fv_norms", "'v'").unsqueeze(-2)
 
     @cached_property
     def rollout(self) -> Tensor:
@@ -335,10 +373,10 @@ class Trace:
         def num(t: Tensor) -> list:
             return t.double().round(decimals=decimals).tolist()
 
-        layers = [{"layer": n, "scores": num(self.scores[n]), "scaled": num(self.scaled[n]),
-                   "weights": num(self.weights[n]), "values": num(self.values[n]),
-                   "value_norms": num(self.fv_norms[n]), "rollout": num(self.rollout[n])}
-                  for n in range(self.num_layers)]
+        parts = {"scores": self.scores, "scaled": self.scaled, "weights": self.weights,  # a batch trace may lack some
+                 "values": None if self.fv_norms is None else self.values, "value_norms": self.fv_norms}
+        layers = [{"layer": n, **{k: num(v[n]) for k, v in parts.items() if v is not None},
+                   "rollout": num(self.rollout[n])} for n in range(self.num_layers)]
         tokens = [{"index": j, "text": t, "start": s, "end": e, "special": sp}
                   for j, (t, (s, e), sp) in enumerate(zip(self.tokens, self.offsets, self.special))]
         return {"schema": "qkv.trace", "version": SCHEMA_VERSION, "text": self.text, "model": dict(self.model),
@@ -366,22 +404,27 @@ def load_model(model: Any = "minilm"):
     return _MODELS[model]
 
 
-def trace(text: str, model: Any = "minilm", *, truncate: bool = False) -> Trace:
+def trace(text: str | Sequence[str], model: Any = "minilm", *, truncate: bool = False, **batch) -> Trace | list[Trace]:
     """Run ``model`` on ``text`` once and record every attention step of every layer and head.
 
     Args:
-        text: the input text (non-empty, within the model's maximum length).
+        text: the input text (non-empty, within the model's maximum length); a list of texts runs
+            :func:`trace_batch` (``batch`` takes its ``steps`` and ``batch_size``) and returns a list.
         model: a model name/path for :func:`qkv.models.load` (loaded once per process) or a loaded model.
         truncate: keep only the first tokens the model accepts instead of raising on a too-long text.
 
     Returns:
-        A :class:`Trace`.
+        A :class:`Trace` (a list of them for a list of texts).
 
     Raises:
         ValueError: empty text, text longer than the model accepts, or an unknown model.
     """
     from ..nn.record import Recorder, recording
 
+    if isinstance(text, (list, tuple)):
+        return trace_batch(text, model, truncate=truncate, **batch)
+    if batch:
+        raise ValueError(f"{', '.join(batch)} only apply to a list of texts; got one text")
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"text is empty; give a sentence such as 'The cat sat on the mat because it was tired.' "
                          f"(got {text!r})")
@@ -411,3 +454,7 @@ def trace(text: str, model: Any = "minilm", *, truncate: bool = False) -> Trace:
                  special=[bool(s) for s in enc.special], model=info, weights=stack("weights"),
                  scores=stack("scores"), scaled=stack("scaled"), fv_norms=fv, q=stack("q"), k=stack("k"),
                  v=v, output=stack("output"))
+
+
+
+from .batch import trace_batch  # noqa: E402  (batch.py builds on Trace and load_model above)
