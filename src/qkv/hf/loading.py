@@ -39,8 +39,8 @@ def check_family(model_or_class) -> None:
     cls = model_or_class if isinstance(model_or_class, type) else type(model_or_class)
     if getattr(cls, "_supports_attention_backend", False):
         return
-    config = getattr(model_or_class, "config", None)
-    family = getattr(config, "model_type", None) or getattr(cls, "__name__", "?")
+    config = getattr(model_or_class, "config", None) or getattr(cls, "config_class", None)
+    family = getattr(config, "model_type", None) or cls.__name__
     raise ValueError(f"{family} ({cls.__name__}) computes attention in its own modeling code, not through "
                      "transformers.AttentionInterface, so qkv cannot run or record it; families that route through "
                      "it include bert, roberta, gpt2, llama, mistral, qwen2, gemma2, phi3 and gpt_neox "

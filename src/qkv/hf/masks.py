@@ -178,7 +178,7 @@ def recover(t: Tensor, lq: int, lk: int) -> qmasks.Mask:
     if not bool(seen.any()):
         return qmasks.from_tensor(allowed)
     lo, hi = int(d[seen].min()), int(d[seen].max())
-    band = (None if lo <= -lq else lo, None if hi >= lk - 1 else hi)
+    band = (None if lo <= 1 - lq else lo, None if hi >= lk - 1 else hi)  # the extremes: unbounded
     candidate = _and(band_mask(band, lq, lk, 0) if band != _FULL else None, padding_mask(keys))
     if candidate is None:
         candidate = qmasks.full()
