@@ -82,7 +82,8 @@ def _mask_and_bias(attention_mask, module, lq: int, lk: int, is_causal, sliding_
         return qmasks.causal(align="top_left"), None
     if not isinstance(attention_mask, Tensor):
         raise ValueError(f"qkv backend: attention_mask must be a qkv mask, a tensor or None, got "
-                         f"{type(attention_mask).__name__} (a flex BlockMask needs attn_implementation='flex_attention')")
+                         f"{type(attention_mask).__name__} (a flex BlockMask needs "
+                         "attn_implementation='flex_attention')")
     t = attention_mask[..., :lk]
     if t.dtype.is_floating_point:
         blocked = t <= torch.finfo(t.dtype).min / 2
