@@ -75,16 +75,20 @@ def band_mask(band: Band, lq: int, lk: int, shift: int) -> qmasks.Mask | None:
     if lo is None and hi is None:
         return qmasks.full()
     big = lq + lk  # "unbounded" within the problem
-    for align, off in (("top_left", 0), ("bottom_right", lk - lq)):
+    fits = []
+    for align, off in (("bottom_right", lk - lq), ("top_left", 0)):
         # qkv's band around the aligned diagonal: -left <= local - off <= right
         right = None if hi is None else hi - shift - off
         left = None if lo is None else off + shift - lo
-        if (right is not None and right < 0) or (left is not None and left < 0):
-            continue
-        if left is None and right == 0:
+        if (right is None or right >= 0) and (left is None or left >= 0):
+            fits.append((align, left, right))
+    for align, left, right in fits:
+        if left is None and right == 0:  # plain causal (SDPA's is_causal when top-left)
             return qmasks.causal(align=align)
-        return qmasks.sliding_window(big if left is None else left, big if right is None else right, align=align)
-    return None
+    if not fits:
+        return None
+    align, left, right = fits[0]
+    return qmasks.sliding_window(big if left is None else left, big if right is None else right, align=align)
 
 
 def padding_mask(keys: Tensor | None) -> qmasks.Mask | None:

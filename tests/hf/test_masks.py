@@ -1,0 +1,46 @@
+"""The "qkv" mask interface against transformers' own dense masks (the oracle), structure kept."""
+import pytest
+import torch
+from transformers import masking_utils as mu
+
+from qkv.hf.masks import mask_interface
+
+FUNCTIONS = {
+    "causal": (mu.causal_mask_function, "causal"),
+    "sliding": (mu.sliding_window_causal_mask_function(4), "sliding_window"),
+    "bidirectional": (mu.bidirectional_mask_function, None),
+    "bidirectional_window": (mu.sliding_window_bidirectional_mask_function(2), "sliding_window"),
+}
+PADDING = {
+    "none": None,
+    "right": torch.tensor([[1] * 9, [1] * 6 + [0] * 3]),
+    "left": torch.tensor([[1] * 9, [0] * 4 + [1] * 5]),
+}
+# (q_length, kv_length, q_offset, kv_offset): prefill, decoding with a full cache, a sliding-window cache
+SIZES = [(9, 9, 0, 0), (2, 9, 7, 0), (1, 4, 8, 5)]
+
+
+@pytest.mark.parametrize("fn", list(FUNCTIONS))
+@pytest.mark.parametrize("pad", list(PADDING))
+@pytest.mark.parametrize("size", SIZES)
+def test_structure_equals_transformers_dense_mask(fn, pad, size):
+    lq, lk, qo, ko = size
+    function, kind = FUNCTIONS[fn]
+    kw = dict(batch_size=2, q_length=lq, kv_length=lk, q_offset=qo, kv_offset=ko, mask_function=function,
+              attention_mask=PADDING[pad])
+    want = mu.sdpa_mask(**kw, allow_is_causal_skip=False)
+    got = mask_interface(**kw)
+    assert "tensor_mask" not in repr(got), f"structure lost: {got!r}"
+    if kind:
+        assert kind in repr(got), repr(got)
+    if pad != "none" and not bool(PADDING[pad][:, ko:ko + lk].all()):  # padding among these keys
+        assert "padding" in repr(got), repr(got)
+    assert torch.equal(got.dense(2, 1, lq, lk).expand(2, 1, lq, lk), want.expand(2, 1, lq, lk)), f"{got!r}"
+
+
+def test_unknown_mask_functions_fall_back_to_transformers_dense_mask():
+    chunked = mu.chunked_causal_mask_function(3, torch.zeros(1, dtype=torch.long))
+    kw = dict(batch_size=1, q_length=7, kv_length=7, mask_function=chunked)
+    got = mask_interface(**kw)
+    assert torch.equal(got.dense(1, 1, 7, 7), mu.sdpa_mask(**kw, allow_is_causal_skip=False))
+    assert "sliding" not in repr(got) and "causal" not in repr(got)
