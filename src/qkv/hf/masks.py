@@ -72,6 +72,10 @@ def band_mask(band: Band, lq: int, lk: int, shift: int) -> qmasks.Mask | None:
     (``shift = kv_offset - q_offset``), as a structured qkv mask; None when the band needs a dense mask.
     """
     lo, hi = band
+    if lo is not None and lo - shift <= 1 - lq:  # excludes nothing here (a window longer than the problem)
+        lo = None
+    if hi is not None and hi - shift >= lk - 1:
+        hi = None
     if lo is None and hi is None:
         return qmasks.full()
     big = lq + lk  # "unbounded" within the problem
@@ -142,7 +146,8 @@ def mask_interface(batch_size: int, q_length: int, kv_length: int, q_offset: int
     if attention_mask is not None:
         pm = mu.prepare_padding_mask(attention_mask.bool(), kv_length, kv_offset)
         keys = pm[:, kv_offset:kv_offset + kv_length]
-    return _and(structured if band != _FULL else None, padding_mask(keys)) or qmasks.full()
+    every = isinstance(structured, type(qmasks.full()))  # e.g. one decoding step inside its window
+    return _and(None if every else structured, padding_mask(keys)) or qmasks.full()
 
 
 def _as_bool(t: Tensor) -> tuple[Tensor | None, Tensor | None]:
