@@ -29,3 +29,22 @@ def test_the_example_notebook_runs_and_displays_self_contained_traces():
     assert not re.search(r"https?://", shown), "a displayed output references the network"
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o["output_type"] == "error"]
     assert not errors, errors
+
+
+def test_repr_html_sandboxes_each_trace_and_reports_pages_too_large():
+    import torch
+
+    from qkv.lens.trace import Trace
+    from qkv.view import html as page_module
+
+    a = Trace.from_tensors("a </script> b", ["a", "</script>", "b"], weights=torch.full((1, 2, 3, 3), 1 / 3))
+    cell = a._repr_html_()
+    assert cell.startswith("<iframe srcdoc=") and cell.count("<script") == 0  # the page is escaped inside srcdoc
+    assert "&lt;/script&gt;" in cell
+    big = Trace.from_tensors("x " * 4, ["x"] * 4, weights=torch.full((1, 1, 4, 4), 0.25))
+    limit = page_module.MAX_NUMBERS
+    page_module.MAX_NUMBERS = 10
+    try:
+        assert big._repr_html_().startswith("<pre>") and "shorten the text" in big._repr_html_()
+    finally:
+        page_module.MAX_NUMBERS = limit

@@ -31,7 +31,10 @@ def notebook_html(trace: Trace, *, height: int | None = None, **kwargs) -> str:
         height: iframe height in pixels (default grows with layers and tokens, 480..900).
         kwargs: passed to :func:`render_html` (``query``, ``layer``, ``head``, ``measure``...).
     """
-    page = render_html(trace, **kwargs)
+    try:
+        page = render_html(trace, **kwargs)
+    except ValueError as e:  # e.g. a text too long for one page: say so in the cell instead of a traceback
+        return f"<pre>{html.escape(repr(trace))}: {html.escape(str(e))}</pre>"
     if height is None:
         height = max(480, min(900, 260 + 28 * trace.num_layers + 6 * len(trace)))
     title = html.escape(f"qkv trace: {trace.text[:60]}", quote=True)
