@@ -8,8 +8,9 @@ MLP 1024, sliding window 512 on every layer), batch 1, fp32, ``torch.no_grad()``
 same seeded model, warms up once, times ``--repeat`` forwards (median) and saves a slice of the output,
 which the parent checks against "eager" (max abs difference). The time spent inside the attention
 function alone (summed over layers) is measured too, by wrapping the contender's function in the child
-(benchmark only): the rest of the forward -- projections, MLP, norms, RoPE -- is the same for all three. Other processes share the CPUs: the load
-average before and after is reported beside the figures; ratios come from the same run.
+(benchmark only): the rest of the forward -- projections, MLP, norms, RoPE -- is the same for all three.
+Other processes share the CPUs: the load average before and after is reported beside the figures;
+ratios come from the same run.
 """
 from __future__ import annotations
 
