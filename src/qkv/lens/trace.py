@@ -386,31 +386,69 @@ class Trace:
         """:meth:`to_dict` as a JSON string (see its schema)."""
         return json.dumps(self.to_dict(decimals), indent=indent, ensure_ascii=False)
 
+    # ---------------------------------------------------------------- notebooks
+    def _repr_html_(self) -> str:
+        """Jupyter's inline display: the self-contained page (:mod:`qkv.view.html`) in a sandboxed iframe."""
+        from ..view.notebook import notebook_html
+
+        return notebook_html(self)
+
+    def to_bertviz(self) -> tuple[tuple[Tensor, ...], list[str]]:
+        """``(attention, tokens)`` as ``bertviz.head_view(attention, tokens)`` takes them: one
+        ``(1, H, L, L)`` weight tensor per layer, and the ``L`` token strings."""
+        return tuple(w.unsqueeze(0).clone() for w in self.weights), list(self.tokens)
+
 
 # -------------------------------------------------------------------- building a trace from a model
 def load_model(model: Any = "minilm"):
-    """A loaded model: ``model`` itself if it is one, else ``qkv.models.load(model)`` (cached per name)."""
+    """A loaded model: ``model`` itself if it is one, else ``qkv.models.load(model)`` (cached per name).
+
+    A transformers model, or a directory / cached hub id of a family qkv does not re-implement, loads
+    through :mod:`qkv.hf` (the "qkv" attention backend; transformers is imported only then).
+    """
     if not isinstance(model, str):
+        from .hf_trace import as_hf_model, is_transformers_model
+
+        if is_transformers_model(model) or type(model).__name__ == "HFModel":
+            return as_hf_model(model)
         if not (hasattr(model, "layers") and hasattr(model, "tokenizer") and hasattr(model, "config")):
-            raise ValueError(f"model must be a name/path or a qkv model with .layers, .tokenizer and .config, "
-                             f"got {type(model).__name__}")
+            raise ValueError(f"model must be a name/path, a qkv model with .layers, .tokenizer and .config, or a "
+                             f"transformers PreTrainedModel, got {type(model).__name__}")
         return model
     if not model.strip():
         raise ValueError("model name is empty; use e.g. 'minilm' or a checkpoint directory")
     if model not in _MODELS:
         from ..models import load
+        from ..models.loading import FAMILIES, resolve
 
-        _MODELS[model] = load(model)
+        directory = resolve(model)
+        if _model_type(directory) in FAMILIES or model == "minilm":
+            _MODELS[model] = load(model)
+        else:
+            from ..hf import load as hf_load
+
+            _MODELS[model] = hf_load(model)
     return _MODELS[model]
 
 
-def trace(text: str | Sequence[str], model: Any = "minilm", *, truncate: bool = False, **batch) -> Trace | list[Trace]:
+def _model_type(directory) -> str | None:
+    try:
+        return json.loads((directory / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError):
+        return None  # the native loader then says what is wrong with the directory
+
+
+def trace(text: str | Sequence[str], model: Any = "minilm", *, tokenizer: Any = None, truncate: bool = False,
+          **batch) -> Trace | list[Trace]:
     """Run ``model`` on ``text`` once and record every attention step of every layer and head.
 
     Args:
         text: the input text (non-empty, within the model's maximum length); a list of texts runs
             :func:`trace_batch` (``batch`` takes its ``steps`` and ``batch_size``) and returns a list.
-        model: a model name/path for :func:`qkv.models.load` (loaded once per process) or a loaded model.
+        model: a model name/path for :func:`qkv.models.load` (loaded once per process), a loaded qkv model,
+            a transformers ``PreTrainedModel``, or a directory / cached hub id of any family whose attention
+            goes through ``transformers.AttentionInterface`` (recorded through :mod:`qkv.hf`).
+        tokenizer: the transformers tokenizer of a transformers model (default: the one loaded with it).
         truncate: keep only the first tokens the model accepts instead of raising on a too-long text.
 
     Returns:
@@ -429,6 +467,12 @@ def trace(text: str | Sequence[str], model: Any = "minilm", *, truncate: bool = 
         raise ValueError(f"text is empty; give a sentence such as 'The cat sat on the mat because it was tired.' "
                          f"(got {text!r})")
     m = load_model(model)
+    if tokenizer is not None or type(m).__name__ == "HFModel":
+        from .hf_trace import trace_transformers
+
+        if tokenizer is not None and type(m).__name__ != "HFModel":
+            raise ValueError(f"tokenizer= goes with a transformers model; {type(m).__name__} brings its own tokenizer")
+        return trace_transformers(text, m, tokenizer, truncate=truncate)
     if m.tokenizer is None:
         raise ValueError(f"model {m.config.name or ''!s} has no tokenizer (no tokenizer.json next to its config.json); "
                          f"add one to trace text")
