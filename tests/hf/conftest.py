@@ -73,7 +73,7 @@ def run(model, impl: str, **inputs):
 @pytest.fixture
 def spy_impls(monkeypatch):
     """A list that collects ``.name`` of every implementation qkv's dispatcher selects."""
-    from qkv.attention import registry
+    from qkv.core import registry
 
     chosen = []
     original = registry.select

@@ -115,7 +115,7 @@ def test_cli_explain_and_heads_on_a_transformers_directory(neox_dir, capsys):
 
 
 def test_claims_on_a_transformers_model(neox_dir):
-    from qkv.lens.claims import evaluate
+    from qkv.claims import evaluate
 
     report = evaluate(str(neox_dir), sentences=["The cat sat on the mat.", "It was tired."], synthetic_rows=64,
                       dims=(8, 64))
