@@ -29,6 +29,7 @@ __all__ = ["attention", "steps", "Steps", "masks", "mods", "merge", "implementat
 def __getattr__(name):
     # The lens sits on top of the models; import it only when asked for (keeps `import qkv` light).
     if name == "trace":
+        from . import view  # noqa: F401 -- the composition root wires the view's notebook display into Trace
         from .lens.trace import trace
 
         return trace

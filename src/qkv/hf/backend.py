@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .. import masks as qmasks
+from ..core import attention as qkv_attention
 from .. import mods as qmods
 from ..nn.record import current
 from .masks import recover
@@ -109,8 +110,6 @@ def attention_forward(module: torch.nn.Module, query: Tensor, key: Tensor, value
     Returns:
         ``(out (B, Lq, Hq, Dv), weights (B, Hq, Lq, Lk) or None)``.
     """
-    import qkv
-
     lq, lk = query.shape[2], key.shape[2]
     mask, bias = _mask_and_bias(attention_mask, module, lq, lk, is_causal, sliding_window)
     mods = [m for m in (qmods.softcap(float(softcap)) if softcap else None, bias) if m is not None]
@@ -134,7 +133,7 @@ def attention_forward(module: torch.nn.Module, query: Tensor, key: Tensor, value
                             ("weights", s.weights), ("output", s.output)):
                 rec.record(f"{name}.{step}", t)
     else:
-        out = qkv.attention(query, key, value, mask=mask, score_mod=score_mod, scale=scale,
+        out = qkv_attention(query, key, value, mask=mask, score_mod=score_mod, scale=scale,
                             dropout_p=float(dropout) if module.training else 0.0, impl=IMPL)
     return out.transpose(1, 2).contiguous(), weights
 

@@ -40,6 +40,13 @@ __all__ = ["trace", "trace_batch", "Trace", "Attended", "HeadPreference", "Break
            "SCHEMA_VERSION", "UNKNOWN_TOKENS", "load_model"]
 
 MEASURES = ("weights", "values", "rollout")
+_html_display = None  # fn(trace) -> html for notebooks: the lens does not draw, the view layer installs one
+
+
+def set_html_display(fn) -> None:
+    """Install ``fn(trace) -> html`` as :meth:`Trace._repr_html_` (done by :mod:`qkv.view.notebook`)."""
+    global _html_display
+    _html_display = fn
 #: How tokenizers spell "not in my vocabulary" (WordPiece, SentencePiece, some BPEs).
 UNKNOWN_TOKENS = frozenset({"[UNK]", "<unk>", "<|unk|>"})
 SCHEMA_VERSION = 1
@@ -387,11 +394,11 @@ class Trace:
         return json.dumps(self.to_dict(decimals), indent=indent, ensure_ascii=False)
 
     # ---------------------------------------------------------------- notebooks
-    def _repr_html_(self) -> str:
-        """Jupyter's inline display: the self-contained page (:mod:`qkv.view.html`) in a sandboxed iframe."""
-        from ..view.notebook import notebook_html
-
-        return notebook_html(self)
+    def _repr_html_(self) -> str | None:
+        """Jupyter's inline display: the self-contained page in a sandboxed iframe, drawn by the view layer
+        (:func:`qkv.view.notebook.notebook_html`, installed by ``import qkv.view`` -- ``qkv.trace`` does it);
+        None (plain repr) when no view is installed."""
+        return None if _html_display is None else _html_display(self)
 
     def to_bertviz(self) -> tuple[tuple[Tensor, ...], list[str]]:
         """``(attention, tokens)`` as ``bertviz.head_view(attention, tokens)`` takes them: one

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import html
 
-from ..lens.trace import Trace
+from ..lens.trace import Trace, set_html_display
 from .html import render_html
 
 __all__ = ["notebook_html"]
@@ -40,3 +40,6 @@ def notebook_html(trace: Trace, *, height: int | None = None, **kwargs) -> str:
     title = html.escape(f"qkv trace: {trace.text[:60]}", quote=True)
     return (f'<iframe srcdoc="{html.escape(page, quote=True)}" sandbox="allow-scripts" title="{title}" '
             f'style="width: 100%; height: {int(height)}px; border: 1px solid #ddd; border-radius: 4px;"></iframe>')
+
+
+set_html_display(notebook_html)  # Trace._repr_html_ draws with this from now on
