@@ -6,7 +6,7 @@ from torch import Tensor
 from . import registry
 from .engines.reference import Steps, run_steps
 from .inputs import check_inputs
-from .nonfinite import has_nonfinite, run_with_nonfinite
+from .nonfinite import needs_rule, run_with_nonfinite
 
 __all__ = ["attention", "steps"]
 
@@ -67,7 +67,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask=None, score_mod=None, sca
     inp = check_inputs(q, k, v, mask=mask, score_mod=score_mod, scale=scale, dropout_p=dropout_p,
                        generator=generator, return_lse=return_lse)
     chosen = registry.select(impl, inp)
-    out, lse = run_with_nonfinite(chosen.forward, inp) if has_nonfinite(inp) else chosen.forward(inp)
+    out, lse = chosen.forward(inp)
+    if needs_rule(inp, out):  # NaN/inf somewhere: apply the one rule (qkv.core.nonfinite) in every engine
+        out, lse = run_with_nonfinite(chosen.forward, inp)
     return (out, lse) if return_lse else out
 
 

@@ -6,9 +6,10 @@
   empty row.
 
 Engines differ in how a ``0 * nan`` inside a tile or fused kernel spreads, so the rule is applied around
-them: when a mask is given and a cheap check finds non-finite keys/values/queries, the implementation runs on
-inputs with those positions set to 0, and the rows that touch them are set to NaN afterwards. Without a mask
-every query attends every key, and NaN spreads the same way in every engine.
+them: when a mask is given and the output holds NaN/inf (one pass over the output, :func:`needs_rule`; finite
+inputs never take the slow path), the implementation runs again on inputs with every non-finite position set
+to 0, and the rows that touch those positions are set to NaN afterwards. Without a mask every query attends
+every key, and NaN spreads the same way in every engine.
 
 Shapes: q ``(B, Hq, Lq, D)``, k ``(B, Hkv, Lk, D)``, v ``(B, Hkv, Lk, Dv)``.
 """
@@ -21,7 +22,7 @@ from torch import Tensor
 
 from .inputs import AttentionInputs
 
-__all__ = ["has_nonfinite", "run_with_nonfinite"]
+__all__ = ["needs_rule", "run_with_nonfinite"]
 
 _CHUNK = 1024  #: bad key columns evaluated against the mask at a time
 
@@ -31,11 +32,11 @@ def _all_finite(t: Tensor) -> bool:
     return bool(torch.isfinite(t.detach().sum()))
 
 
-def has_nonfinite(inp: AttentionInputs) -> bool:
-    """True when a mask is given and q, k or v holds NaN/inf (only then can engines disagree)."""
-    if inp.mask is None or inp.Lq == 0 or inp.Lk == 0:
-        return False
-    return not (_all_finite(inp.k) and _all_finite(inp.v) and _all_finite(inp.q))
+def needs_rule(inp: AttentionInputs, out: Tensor) -> bool:
+    """True when a mask is given and ``out`` is not all finite: only then can non-finite inputs have spread
+    differently in different engines (an excluded NaN that a tile multiplied by 0). Masked-out NaN that
+    no engine let through leaves the output finite, and that output is already right."""
+    return inp.mask is not None and inp.Lq > 0 and inp.Lk > 0 and not _all_finite(out)
 
 
 def _rows_touching(inp: AttentionInputs, bad_kv: Tensor) -> Tensor:
@@ -55,7 +56,7 @@ def _rows_touching(inp: AttentionInputs, bad_kv: Tensor) -> Tensor:
 
 
 def run_with_nonfinite(forward, inp: AttentionInputs) -> tuple[Tensor, Tensor | None]:
-    """``forward(inp)`` under the rule above (call when :func:`has_nonfinite`)."""
+    """``forward(inp)`` under the rule above (call when :func:`needs_rule`)."""
     bad_q = ~torch.isfinite(inp.q.detach()).all(-1)  # (B, Hq, Lq)
     bad_kv = ~(torch.isfinite(inp.k.detach()).all(-1) & torch.isfinite(inp.v.detach()).all(-1))  # (B, Hkv, Lk)
     clean = dataclasses.replace(inp, q=torch.where(bad_q.unsqueeze(-1), 0.0, inp.q).to(inp.dtype),
