@@ -65,7 +65,7 @@ def test_zwj_rtl_and_combining_keep_whole_graphemes(traces):
 def test_the_page_no_longer_slices_text():
     from qkv.view.html_assets import JS
 
-    assert "T.text.slice" not in JS and "D.labels[j]" in JS
+    assert "T.text.slice" not in JS and "LABELS[j]" in JS and "LABELS = D.labels" in JS
 
 
 # ---------------------------------------------------------------------------------------------- Chromium

@@ -37,15 +37,6 @@ def test_page_has_the_slider_and_the_claim():
 needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent")
 
 
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
 def _open(browser, path):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors = []

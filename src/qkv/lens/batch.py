@@ -9,14 +9,14 @@ from typing import Any, Sequence
 import torch
 
 from .attribution import transformed_value_norms
-from .trace import Trace, load_model
+from .trace import Trace, load_model, model_name
 
 __all__ = ["trace_batch"]
 
 
 def _model_info(m, model) -> dict:
     cfg = m.config
-    return {"name": cfg.name or (model if isinstance(model, str) else "model"), "model_type": cfg.model_type,
+    return {"name": model_name(m, model), "model_type": cfg.model_type,
             "num_layers": cfg.num_layers, "num_heads": cfg.num_heads, "num_kv_heads": cfg.num_kv_heads,
             "head_dim": cfg.head_dim}
 
@@ -53,6 +53,10 @@ def trace_batch(texts: Sequence[str], model: Any = "minilm", *, steps: Sequence[
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     m = load_model(model)
+    if type(m).__name__ == "HFModel":  # a transformers model: one text at a time through the qkv backend
+        from .trace import trace
+
+        return [trace(t, m, truncate=truncate) for t in texts]
     if m.tokenizer is None:
         raise ValueError("the model has no tokenizer (no tokenizer.json next to its config.json); add one to trace "
                          "text")

@@ -27,7 +27,7 @@ import torch
 
 from . import stats
 from .probe_io import Dataset, Item, Skipped, Span, load_twins, read_items
-from .trace import Trace, load_model, trace_batch
+from .trace import Trace, load_model, model_name, trace_batch
 
 __all__ = ["probe", "analyse", "head_word", "map_item", "item_scores", "ProbeResult", "PROBE_SCHEMA",
            "MEASURES", "PIECES", "TRACKS", "ABOVE_CHANCE", "NO_EVIDENCE", "Dataset", "Item", "Skipped", "Span",
@@ -118,7 +118,7 @@ def item_scores(t: Trace, m: Mapped, measure: str = "weights") -> np.ndarray:
 
 @dataclass
 class ProbeResult:
-    """Everything :func:`analyse` found; :meth:`to_dict` is the documented ``--json`` schema."""
+    """Everything :func:`analyse` found; :meth:`to_dict` is the documented JSON schema (``schema: qkv.probe``)."""
 
     model: str
     measure: str
@@ -305,6 +305,6 @@ def probe(items: Dataset | Sequence[Item] | str, model: Any = "minilm", *, measu
                 scores.append(item_scores(t, got, measure))
         if progress is not None:
             progress(min(lo + len(chunk), len(data.items)), len(data.items))
-    name = m.config.name or (model if isinstance(model, str) else "model")
+    name = model_name(m, model)
     return analyse(scores, used, skipped=skipped, total=data.total, model=name, measure=measure, pieces=pieces,
                    source=data.source, rounds=rounds, seed=seed, splits=splits)

@@ -428,21 +428,28 @@ def load_model(model: Any = "minilm"):
         from ..models import load
         from ..models.loading import FAMILIES, resolve
 
-        directory = resolve(model)
-        if _model_type(directory) in FAMILIES or model == "minilm":
+        kind = _model_type(resolve(model))
+        if kind is None or kind in FAMILIES or model == "minilm":  # a damaged config: the native loader says why
             _MODELS[model] = load(model)
-        else:
+        else:  # a well-formed config of a family qkv does not re-implement
             from ..hf import load as hf_load
 
             _MODELS[model] = hf_load(model)
     return _MODELS[model]
 
 
+def model_name(m, given: Any = None) -> str:
+    """The name a trace shows for loaded model ``m`` (``given``: what the caller passed to load it)."""
+    return (getattr(m, "name", None) or getattr(m.config, "name", None)
+            or (given if isinstance(given, str) else "model"))
+
+
 def _model_type(directory) -> str | None:
     try:
-        return json.loads((directory / "config.json").read_text(encoding="utf-8")).get("model_type")
+        raw = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None  # the native loader then says what is wrong with the directory
+    return raw.get("model_type") if isinstance(raw, dict) else None
 
 
 def trace(text: str | Sequence[str], model: Any = "minilm", *, tokenizer: Any = None, truncate: bool = False,
@@ -498,7 +505,7 @@ def trace(text: str | Sequence[str], model: Any = "minilm", *, tokenizer: Any = 
         fv = torch.stack([transformed_value_norms(v[n:n + 1], m.layers[n].attention.out_proj.weight.float(),
                                                   num_heads=cfg.num_heads)[0]
                           for n in range(cfg.num_layers)])  # (N, H, L)
-    info = {"name": cfg.name or (model if isinstance(model, str) else "model"), "model_type": cfg.model_type,
+    info = {"name": model_name(m, model), "model_type": cfg.model_type,
             "num_layers": cfg.num_layers, "num_heads": cfg.num_heads, "num_kv_heads": cfg.num_kv_heads,
             "head_dim": cfg.head_dim}
     return Trace(text=text, tokens=list(enc.tokens), offsets=[tuple(o) for o in enc.offsets],
