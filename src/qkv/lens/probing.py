@@ -241,7 +241,9 @@ def analyse(scores: np.ndarray, items: Sequence[Item], *, skipped: Sequence[Skip
     """
     items = list(items)
     if len(items) == 0:
-        raise ValueError("no usable items: every item was skipped (see the reasons) or the file is empty")
+        why = "; ".join(f"{s.id}: {s.reason}" for s in list(skipped)[:3])
+        raise ValueError("no usable items: every item was skipped or the file is empty"
+                         + (f" ({why}{'; ...' if len(skipped) > 3 else ''})" if why else ""))
     if len(scores) != len(items):
         raise ValueError(f"got scores for {len(scores)} items but {len(items)} items")
     N, H = np.asarray(scores[0]).shape[:2]
