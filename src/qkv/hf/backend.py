@@ -22,8 +22,9 @@ import torch
 from torch import Tensor
 
 from .. import masks as qmasks
-from ..core import attention as qkv_attention
 from .. import mods as qmods
+from ..core import attention as qkv_attention
+from ..core import steps as qkv_steps
 from ..nn.record import current
 from .masks import recover
 
@@ -123,7 +124,7 @@ def attention_forward(module: torch.nn.Module, query: Tensor, key: Tensor, value
             name = None
     weights = None
     if name is not None or _wants_attentions():
-        s = qkv.steps(query, key, value, mask=mask, score_mod=score_mod, scale=scale)
+        s = qkv_steps(query, key, value, mask=mask, score_mod=score_mod, scale=scale)
         out, weights = s.output, s.weights.to(query.dtype)
         if dropout and module.training:
             weights = torch.nn.functional.dropout(weights, p=float(dropout), training=True)

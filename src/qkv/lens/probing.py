@@ -1,4 +1,4 @@
-"""``qkv.lens.probing`` (the function ``qkv.lens.probe``): does a head track the referent? Head-level evidence over a dataset.
+"""``qkv.lens.probing`` (``qkv.lens.probe``): does a head track the referent? Head-level evidence over a dataset.
 
 For every item (a text, a query span -- the pronoun --, ``C >= 2`` candidate spans, the right one) and
 every layer x head, the probe reads how much the query takes from each candidate and lets each head
@@ -12,7 +12,7 @@ Token choice, by character span (never by first string match):
 * a candidate is its **head word** (:func:`head_word`), and its score is the sum over that word's
   pieces (``pieces="first"``: the first piece only).
 
-The module is callable: ``qkv.lens.probe(items, model)`` runs :func:`probe`.
+``qkv.lens.probe(items, model)`` is :func:`probe` (re-exported by :mod:`qkv.lens`).
 
 Shape legend: ``N`` layers, ``H`` heads (``1`` for rollout), ``M`` used items, ``C`` candidates.
 """
@@ -307,6 +307,6 @@ def probe(items: Dataset | Sequence[Item] | str, model: Any = "minilm", *, measu
                 scores.append(item_scores(t, got, measure))
         if progress is not None:
             progress(min(lo + len(chunk), len(data.items)), len(data.items))
-    name = m.config.name or (model if isinstance(model, str) else "model")
+    name = getattr(m, "name", None) or getattr(m.config, "name", None) or (model if isinstance(model, str) else "model")
     return analyse(scores, used, skipped=skipped, total=data.total, model=name, measure=measure, pieces=pieces,
                    source=data.source, rounds=rounds, seed=seed, splits=splits)
