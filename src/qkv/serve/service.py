@@ -2,9 +2,9 @@
 
 Shape legend: ``N`` layers, ``H`` heads, ``L`` tokens. Every function raises ``ValueError`` with the same
 wording as the ``qkv`` command for bad input (an unknown token, an out-of-range layer); the app turns those
-into ``422 {"error": ...}``.
+into ``422 {"error": ...}``. The example runs on a synthetic trace.
 
-Example (a synthetic trace):
+Example:
     >>> import torch
     >>> from qkv.lens.trace import Trace
     >>> w = torch.tensor([[[[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.6, 0.3, 0.1]]]])   # (N=1, H=1, L=3, L=3)
