@@ -22,6 +22,8 @@ def serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-chars", type=int, default=500, metavar="N", help="longest text accepted (default 500)")
     p.add_argument("--max-tokens", type=int, default=64, metavar="N",
                    help="most tokens traced (default 64; the page receives layers x (4 heads + 1) x tokens² numbers)")
+    p.add_argument("--max-items", type=int, default=64, metavar="N",
+                   help="most items per POST /api/probe (default 64)")
     p.add_argument("--workers", type=int, default=2, metavar="N", help="traces computed at once (default 2)")
     p.add_argument("--queue", type=int, default=8, metavar="N",
                    help="traces that may wait; more get 503 + Retry-After (default 8)")
@@ -36,11 +38,11 @@ def run_serve(args, console) -> int:
     from .serve.server import serve
 
     try:
-        limits = Limits(max_chars=args.max_chars, max_tokens=args.max_tokens, running=args.workers,
-                        waiting=args.queue)
+        limits = Limits(max_chars=args.max_chars, max_tokens=args.max_tokens, max_items=args.max_items,
+                        running=args.workers, waiting=args.queue)
     except ValueError as e:
-        flag = {"max_chars": "--max-chars", "max_tokens": "--max-tokens", "running": "--workers",
-                "waiting": "--queue"}
+        flag = {"max_chars": "--max-chars", "max_tokens": "--max-tokens", "max_items": "--max-items",
+                "running": "--workers", "waiting": "--queue"}
         raise ValueError(next((f"{v} must be at least {0 if k == 'waiting' else 1}" for k, v in flag.items()
                                if f"Limits.{k} " in str(e)), str(e))) from None
     return serve(args.model, args.host, args.port, limits=limits, status=_console(stderr=True).status)

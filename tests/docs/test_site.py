@@ -61,7 +61,12 @@ def test_the_tutorial_numbers_are_computed_not_typed(site):
 def test_api_pages_render_the_docstrings(site):
     for name, objects in {"attention": ["qkv.core.functional.attention", "qkv.core.merging.merge"],
                           "lens": ["qkv.lens.trace.Trace", "qkv.lens.heads.choose_head"],
-                          "masks": ["qkv.masks"], "claims": ["qkv.claims"], "steps": ["softmax_weights"]}.items():
+                          "masks": ["qkv.masks"], "claims": ["qkv.claims"], "steps": ["softmax_weights"],
+                          "hf": ["qkv.hf", "qkv.hf.wrap", "qkv.lens.hf_trace.trace_transformers"],
+                          "probe": ["qkv.lens.probing.probe", "qkv.lens.probing.ProbeResult.to_dict",
+                                    "qkv.lens.probe_io.parse_items", "qkv.lens.stats.clopper_pearson"],
+                          "serve": ["qkv.serve.app.create_app", "qkv.serve.schemas.ProbeRequest",
+                                    "qkv.serve.limits.Limits"]}.items():
         page = (site / "reference" / f"{name}.html").read_text(encoding="utf-8")
         assert 'class="doc doc-object' in page, name
         for obj in objects:
@@ -69,6 +74,31 @@ def test_api_pages_render_the_docstrings(site):
     attention = (site / "reference" / "attention.html").read_text(encoding="utf-8")
     assert "highlight" in attention and "&gt;&gt;&gt;" in attention  # doctests render as code, not prose
     assert ":func:" not in attention and ":class:" not in attention
+
+
+def test_the_tutorial_runs_the_probe_and_says_what_it_found(site):
+    page = (site / "tutorial.html").read_text(encoding="utf-8")
+    assert "no-exec" not in page and "To be switched to the probe" not in page
+    m = re.search(r"held-out best head: (\d+)% \[(\d+)%, (\d+)%\] \((\d+)/96 sentences\)", page)
+    assert m and int(m.group(2)) < 50 < int(m.group(3)), m  # the paragraph: the interval contains chance
+    assert "verdict: no better than chance" in page
+
+
+def test_the_guides_of_the_merged_features_ran(site):
+    probe = (site / "guides" / "probe.html").read_text(encoding="utf-8")
+    assert "added by the" not in probe.lower() and "96 items, 0 skipped while reading" in probe
+    assert re.search(r"held-out best head: +\d+\.\d% \[\d+\.\d%, \d+\.\d%\] \(\d+/96\)", probe)
+    assert "baseline    first:" in probe and "permutation p = " in probe and "no better than chance" in probe
+    assert "items[0]: field &#39;query&#39;: text[30:32]" in probe or "items[0]: field 'query': text[30:32]" in probe
+    web = (site / "guides" / "web-app.html").read_text(encoding="utf-8")
+    assert "added by the" not in web.lower() and 'src="../serve.png"' in web and (site / "serve.png").is_file()
+    assert "same as qkv.lens.probe: True" in web and "POST /api/probe" in web
+    assert "422 items[0]: missing field" in web and "at most 64 per request" in web
+    hf = (site / "guides" / "transformers.html").read_text(encoding="utf-8")
+    assert "added by the" not in hf.lower() and 'href="../notebooks/your_model.ipynb"' in hf
+    assert (site / "notebooks" / "your_model.ipynb").is_file()
+    m = re.search(r"max \|weights - native weights\| = ([0-9.e-]+)", hf)
+    assert m and float(m.group(1)) < 1e-5, m
 
 
 def test_the_tutorial_is_a_notebook_for_jupytext():

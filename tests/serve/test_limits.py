@@ -60,7 +60,8 @@ def test_full_queue_gets_503_with_retry_after_and_nothing_is_lost(minilm):
     assert health["in_flight"] == 0 and health["refused"] == 4
 
 
-@pytest.mark.parametrize("field, value", [("max_chars", 0), ("running", 0), ("waiting", -1), ("max_body", 0)])
+@pytest.mark.parametrize("field, value", [("max_chars", 0), ("running", 0), ("waiting", -1), ("max_body", 0),
+                                          ("max_items", 0)])
 def test_limits_refuse_nonsense(field, value):
     with pytest.raises(ValueError, match=f"Limits.{field} must be"):
         Limits(**{field: value})
@@ -91,6 +92,7 @@ def test_serve_refuses_a_taken_port_before_loading(capsys):
 @pytest.mark.parametrize("args, words", [(["--port", "70000"], "port must be 0..65535, got 70000"),
                                          (["--workers", "0"], "--workers must be at least 1"),
                                          (["--queue", "-1"], "--queue must be at least 0"),
+                                         (["--max-items", "0"], "--max-items must be at least 1"),
                                          (["--host", "no-such-host.invalid"], "cannot resolve host")])
 def test_serve_bad_options(capsys, args, words):
     assert main(["serve", *args]) == 2

@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from .. import masks as qmasks
+from .. import mods as qmods
 from ..core import attention as qkv_attention
 from ..core import steps as qkv_steps
-from .. import mods as qmods
 from ..nn.record import current
 from .masks import recover
 

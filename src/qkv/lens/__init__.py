@@ -7,8 +7,8 @@
 The function ``trace`` is deliberately not re-exported here: ``qkv.lens.trace`` stays the module
 (so ``import qkv.lens.trace as m`` and monkeypatching keep working); call ``qkv.trace``.
 """
-from .probing import probe
 from .attribution import normalise_rows, residual_attention, rollout, transformed_value_norms, value_norms
+from .probing import probe
 from .trace import MEASURES, Attended, BreakdownRow, HeadPreference, Trace
 
 __all__ = ["probe", "Trace", "Attended", "HeadPreference", "BreakdownRow", "MEASURES", "value_norms",

@@ -36,6 +36,8 @@ def trace_batch(texts: Sequence[str], model: Any = "minilm", *, steps: Sequence[
         batch_size: texts per forward pass.
         truncate: as for :func:`trace`.
 
+    A transformers model (:mod:`qkv.hf`) is traced one text at a time, every step recorded.
+
     Returns:
         ``len(texts)`` traces; tensors per trace ``(N, H, L_i, L_i)`` etc., steps not recorded are ``None``.
     """
@@ -54,9 +56,15 @@ def trace_batch(texts: Sequence[str], model: Any = "minilm", *, steps: Sequence[
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     m = load_model(model)
     if type(m).__name__ == "HFModel":  # a transformers model: one text at a time through the qkv backend
-        from .trace import trace
+        from .hf_trace import trace_transformers
 
-        return [trace(t, m, truncate=truncate) for t in texts]
+        out = []
+        for i, t in enumerate(texts):
+            try:
+                out.append(trace_transformers(t, m, truncate=truncate))
+            except ValueError as e:
+                raise ValueError(f"text {i}: {e}") from None
+        return out
     if m.tokenizer is None:
         raise ValueError("the model has no tokenizer (no tokenizer.json next to its config.json); add one to trace "
                          "text")

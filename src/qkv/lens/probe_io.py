@@ -30,7 +30,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Span", "Item", "Skipped", "Dataset", "read_items", "parse_jsonl", "parse_wsc_xml", "twins_path",
+__all__ = ["Span", "Item", "Skipped", "Dataset", "read_items", "parse_jsonl", "parse_items", "parse_wsc_xml",
+           "twins_path",
            "load_twins", "find_word"]
 
 
@@ -97,10 +98,6 @@ class _Bad(ValueError):
     pass
 
 
-def _where(source: str, line: int, field_: str) -> str:
-    return f"{source}:{line}: field {field_!r}"
-
-
 def _span(raw, text: str, where: str, *, optional_missing: bool) -> Span | None:
     """A span from ``"word"`` or ``{"text": "word", "start": int}``; None if a plain word is absent."""
     if isinstance(raw, str):
@@ -124,22 +121,27 @@ def _span(raw, text: str, where: str, *, optional_missing: bool) -> Span | None:
     if start < 0 or end > len(text):
         raise _Bad(f"{where}: span {word!r} at {start}..{end} is out of range; the text has {len(text)} characters")
     if text[start:end].lower() != word.lower():
+        at = find_word(text, word)
         raise _Bad(f"{where}: text[{start}:{end}] is {text[start:end]!r}, not {word!r}; fix 'start' "
-                   f"(the word occurs at {find_word(text, word)})")
+                   + (f"(the word occurs at {at})" if at is not None else "(the word does not occur in the text)"))
     return Span(text[start:end], start, end)
 
 
-def _item(obj, n: int, source: str) -> Item | Skipped:
+def _item(obj, n: int, source: str, *, loc: str | None = None, unit: str = "line") -> Item | Skipped:
+    """One item from a parsed JSON value; ``loc`` names it in errors (default ``source:n``), ``unit`` is what
+    holds one item ("line" in a file, "item" in a list) and names the default id (``line N``)."""
+    loc = loc or f"{source}:{n}"
+
     def where(f: str) -> str:
-        return _where(source, n, f)
+        return f"{loc}: field {f!r}"
 
     if not isinstance(obj, dict):
-        raise _Bad(f"{source}:{n}: expected a JSON object per line, got {type(obj).__name__}")
+        raise _Bad(f"{loc}: expected a JSON object per {unit}, got {type(obj).__name__}")
     for key in ("text", "query", "candidates", "answer"):
         if key not in obj:
-            raise _Bad(f"{source}:{n}: missing field {key!r}; each line needs text, query, candidates and answer "
+            raise _Bad(f"{loc}: missing field {key!r}; each {unit} needs text, query, candidates and answer "
                        f"(see qkv.lens.probe_io)")
-    text, ident = obj["text"], str(obj.get("id", f"line {n}"))
+    text, ident = obj["text"], str(obj.get("id", f"{unit} {n}"))
     if not isinstance(text, str) or not text.strip():
         raise _Bad(f"{where('text')}: expected a non-empty string, got {text!r}")
     query = _span(obj["query"], text, where("query"), optional_missing=False)
@@ -189,6 +191,36 @@ def parse_jsonl(text: str, source: str = "<jsonl>") -> Dataset:
         (data.skipped if isinstance(got, Skipped) else data.items).append(got)
     if not data.total:
         raise ValueError(f"{source}: no items; each line must be a JSON object with text, query, candidates, answer")
+    return data
+
+
+def parse_items(objs, source: str = "items") -> Dataset:
+    """Items from already-parsed JSON objects in qkv's schema (a list, as ``POST /api/probe`` receives them).
+
+    The same checks and wording as :func:`parse_jsonl`, with an item named ``items[i]`` instead of
+    ``file:line``; ``Item.line`` and ``Skipped.line`` are the index ``i``, the default id is ``item i``.
+
+    Example:
+        >>> d = parse_items([{"text": "The cat sat on the mat because it was tired.", "query": "it",
+        ...                   "candidates": ["cat", "mat"], "answer": "cat"}])
+        >>> d.items[0].id, d.items[0].query, d.items[0].answer
+        ('item 0', Span(text='it', start=31, end=33), 0)
+        >>> parse_items([{"text": "The cat sat.", "query": {"text": "it", "start": 40}, "candidates": ["cat", "sat"],
+        ...               "answer": 0}])
+        Traceback (most recent call last):
+        ValueError: items[0]: field 'query': span 'it' at 40..42 is out of range; the text has 12 characters
+    """
+    if not isinstance(objs, (list, tuple)):
+        raise ValueError(f"{source}: expected a list of item objects, got {type(objs).__name__}")
+    data = Dataset([], [], source)
+    for i, obj in enumerate(objs):
+        try:
+            got = _item(obj, i, source, loc=f"{source}[{i}]", unit="item")
+        except _Bad as e:
+            raise ValueError(str(e)) from None
+        (data.skipped if isinstance(got, Skipped) else data.items).append(got)
+    if not data.total:
+        raise ValueError(f"{source}: no items; give at least one object with text, query, candidates, answer")
     return data
 
 

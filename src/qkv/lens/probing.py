@@ -1,4 +1,4 @@
-"""``qkv.lens.probing`` (the function ``qkv.lens.probe``): does a head track the referent? Head-level evidence over a dataset.
+"""``qkv.lens.probing`` (``qkv.lens.probe``): does a head track the referent? Head-level evidence over a dataset.
 
 For every item (a text, a query span -- the pronoun --, ``C >= 2`` candidate spans, the right one) and
 every layer x head, the probe reads how much the query takes from each candidate and lets each head
@@ -12,7 +12,7 @@ Token choice, by character span (never by first string match):
 * a candidate is its **head word** (:func:`head_word`), and its score is the sum over that word's
   pieces (``pieces="first"``: the first piece only).
 
-The module is callable: ``qkv.lens.probe(items, model)`` runs :func:`probe`.
+``qkv.lens.probe(items, model)`` is :func:`probe` (re-exported by :mod:`qkv.lens`).
 
 Shape legend: ``N`` layers, ``H`` heads (``1`` for rollout), ``M`` used items, ``C`` candidates.
 """
@@ -241,7 +241,9 @@ def analyse(scores: np.ndarray, items: Sequence[Item], *, skipped: Sequence[Skip
     """
     items = list(items)
     if len(items) == 0:
-        raise ValueError("no usable items: every item was skipped (see the reasons) or the file is empty")
+        why = "; ".join(f"{s.id}: {s.reason}" for s in list(skipped)[:3])
+        raise ValueError("no usable items: every item was skipped or the file is empty"
+                         + (f" ({why}{'; ...' if len(skipped) > 3 else ''})" if why else ""))
     if len(scores) != len(items):
         raise ValueError(f"got scores for {len(scores)} items but {len(items)} items")
     N, H = np.asarray(scores[0]).shape[:2]

@@ -5,11 +5,13 @@
 * ``POST /api/trace`` ``{text, query?, layer?, head?, measure?, prefer?, over?, include_trace?}`` -> tokens,
   the query's weights/values ``(N, H, L)`` and rollout ``(N, L)``, one head's breakdown, the summary.
 * ``POST /api/compare`` ``{text_a, text_b, query, prefer, over, measure?}`` -> per head preference in A and B.
+* ``POST /api/probe`` ``{items, measure?, seed?}`` -> the probe over a small inline list of items (qkv's JSONL
+  item schema): per-head accuracy with intervals, baselines, held-out best head, verdict (``qkv probe --json``).
 * ``GET /api/health`` -> model, limits, traces in flight.
 
 Every error is JSON ``{"error": "..."}``: 400 malformed JSON or a bad Host, 404/405 unknown route or method,
-413 body too large, 422 a body of the wrong shape or a text the model cannot take (same wording as the
-``qkv`` command), 503 with ``Retry-After`` when every trace slot and queue place is taken.
+413 body too large, 422 a body of the wrong shape, a text the model cannot take or a bad probe item (same wording
+as the ``qkv`` command and the probe's reader), 503 with ``Retry-After`` when every trace slot and queue place is taken.
 """
 from __future__ import annotations
 
@@ -26,8 +28,17 @@ from ..lens.trace import Trace, load_model, trace
 from .errors import message
 from .limits import BodyLimit, Busy, Limits, TraceGate
 from .page import CSP, SECURITY_HEADERS, assets, index_html
-from .schemas import CompareRequest, CompareResponse, ErrorResponse, Health, TraceRequest, TraceResponse
-from .service import compare_payload, trace_payload
+from .schemas import (
+    CompareRequest,
+    CompareResponse,
+    ErrorResponse,
+    Health,
+    ProbeRequest,
+    ProbeResponse,
+    TraceRequest,
+    TraceResponse,
+)
+from .service import compare_payload, probe_items, probe_payload, trace_payload
 
 __all__ = ["create_app", "LOOPBACK_HOSTS"]
 
@@ -101,7 +112,8 @@ def create_app(model: Any = "minilm", *, limits: Limits | None = None, host: str
     async def _http(request: Request, exc: HTTPException):
         if exc.status_code == 404:
             return _error(404, f"no such page or endpoint: {request.method} {request.url.path}; the API is "
-                               "POST /api/trace, POST /api/compare, GET /api/health (schema at /openapi.json)")
+                               "POST /api/trace, POST /api/compare, POST /api/probe, GET /api/health "
+                               "(schema at /openapi.json)")
         if exc.status_code == 405:
             return _error(405, f"{request.method} is not allowed on {request.url.path}; "
                                f"use {exc.headers.get('Allow', 'another method') if exc.headers else 'POST'}",
@@ -175,6 +187,16 @@ def create_app(model: Any = "minilm", *, limits: Limits | None = None, host: str
         check_text(req.text_b, "text_b")
         return await run(lambda: compare_payload(tracer(req.text_a, m), tracer(req.text_b, m), query=req.query,
                                                  prefer=req.prefer, over=req.over, measure=req.measure))
+
+    @app.post("/api/probe", response_model=ProbeResponse, responses=_ERRORS)
+    async def api_probe(req: ProbeRequest) -> Response:
+        """Probe a small list of items: does any head attend to the right candidate more often than chance?
+
+        The items are read and checked (schema, spans, lengths, at most ``max_items``) before the model runs;
+        the probe then holds one trace slot, like a trace.
+        """
+        data = probe_items(req.items, max_items=limits.max_items, check_text=check_text)
+        return await run(lambda: probe_payload(data, m, measure=req.measure, seed=req.seed))
 
     allowed = None if host in ("0.0.0.0", "::", "") else {*LOOPBACK_HOSTS, host.strip("[]").lower()}
     app.add_middleware(BodyLimit, max_body=limits.max_body)

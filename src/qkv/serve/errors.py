@@ -16,10 +16,12 @@ EXAMPLES = {
     "POST /api/trace": '{"text": "The cat sat on the mat.", "query": "cat"}',
     "POST /api/compare": '{"text_a": "... because it was tired.", "text_b": "... because it was soft.", '
                          '"query": "it", "prefer": "cat", "over": "mat"}',
+    "POST /api/probe": '{"items": [{"text": "The cat sat on the mat because it was tired.", "query": "it", '
+                       '"candidates": ["cat", "mat"], "answer": "cat"}, ...]}',
 }
 
 _EXPECTED = {
-    "string_type": "a string", "int_type": "an integer", "bool_type": "true or false",
+    "string_type": "a string", "int_type": "an integer", "bool_type": "true or false", "list_type": "an array",
     "literal_error": None, "missing": None, "extra_forbidden": None,
     "model_attributes_type": "a JSON object", "dict_type": "a JSON object",
 }

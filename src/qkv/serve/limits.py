@@ -36,6 +36,8 @@ class Limits:
         max_chars: characters per text (a text longer than this is refused with 422).
         max_tokens: tokens per traced text (the page embeds ``layers x (4 heads + 1) x tokens^2`` numbers).
         max_body: bytes per request body (413 beyond it, before any JSON is parsed).
+        max_items: items per ``POST /api/probe`` (more are refused with 422; each text within ``max_chars`` and
+            ``max_tokens``). The whole probe holds one trace slot.
         running: traces computed at once (each one a forward pass on the CPU threads torch uses).
         waiting: traces allowed to wait for a slot; one more gets 503 with ``Retry-After``.
         retry_after: seconds suggested in ``Retry-After``.
@@ -44,12 +46,13 @@ class Limits:
     max_chars: int = 500
     max_tokens: int = 64
     max_body: int = 64 * 1024
+    max_items: int = 64
     running: int = 2
     waiting: int = 8
     retry_after: int = 1
 
     def __post_init__(self):
-        for name in ("max_chars", "max_tokens", "max_body", "running", "retry_after"):
+        for name in ("max_chars", "max_tokens", "max_body", "max_items", "running", "retry_after"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Limits.{name} must be >= 1, got {getattr(self, name)}")
         if self.waiting < 0:

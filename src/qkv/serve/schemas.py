@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-__all__ = ["TraceRequest", "CompareRequest", "TraceResponse", "CompareResponse", "Health", "ErrorResponse",
-           "DEFAULT_TEXT", "DEFAULT_QUERY"]
+__all__ = ["TraceRequest", "CompareRequest", "ProbeRequest", "TraceResponse", "CompareResponse", "ProbeResponse",
+           "Health", "ErrorResponse", "DEFAULT_TEXT", "DEFAULT_QUERY", "PROBE_ITEM_SCHEMA"]
 
 DEFAULT_TEXT = "The cat sat on the mat because it was tired."  #: the essay's sentence (as ``qkv explain``)
 DEFAULT_QUERY = "it"
@@ -52,6 +52,44 @@ class CompareRequest(_Strict):
     prefer: TokenRef = Field(description="a token in both texts", examples=["cat"])
     over: TokenRef = Field(description="another token in both texts", examples=["mat"])
     measure: Literal["weights", "values"] = "weights"
+
+
+_SPAN = {"oneOf": [{"type": "string", "description": "a word of the text (its first whole-word occurrence)"},
+                  {"type": "object", "required": ["text", "start"],
+                   "properties": {"text": {"type": "string"},
+                                  "start": {"type": "integer", "description": "character offset in text"}}}]}
+
+#: One probe item, qkv's JSONL schema (:mod:`qkv.lens.probe_io`); checked by the probe's reader, not by pydantic,
+#: so that a bad item is refused in the probe's own words.
+PROBE_ITEM_SCHEMA = {
+    "type": "object", "required": ["text", "query", "candidates", "answer"],
+    "properties": {
+        "id": {"type": "string", "description": "optional; default 'item i'"},
+        "text": {"type": "string", "description": "the sentence (at most the server's max_chars / max_tokens)"},
+        "query": {**_SPAN, "description": "the pronoun; a plain string must occur once (whole word)"},
+        "candidates": {"type": "array", "minItems": 2, "items": _SPAN, "description": "the possible referents"},
+        "answer": {"oneOf": [{"type": "integer"}, {"type": "string"}],
+                   "description": "index into candidates, or the text of one"},
+        "pair": {"oneOf": [{"type": "string"}, {"type": "integer"}],
+                 "description": "optional: two items sharing it are twins (held-out splits keep them together)"},
+    },
+}
+_CANDIDATES = [{"text": "The cat", "start": 0}, {"text": "the mat", "start": 15}]
+_TWINS = [{"id": "cat-a", "text": DEFAULT_TEXT, "query": {"text": "it", "start": 31}, "candidates": _CANDIDATES,
+           "answer": 0, "pair": "cat"},
+          {"id": "cat-b", "text": "The cat sat on the mat because it was soft.", "query": {"text": "it", "start": 31},
+           "candidates": _CANDIDATES, "answer": 1, "pair": "cat"}]
+
+
+class ProbeRequest(_Strict):
+    """``POST /api/probe``: a small inline list of items, probed at once (as ``qkv.lens.probe(items, model)``)."""
+
+    items: list[Any] = Field(description="probe items in qkv's JSONL schema, one object each (at most the server's "
+                                         "max_items, 64 by default: see /api/health)",
+                             json_schema_extra={"items": PROBE_ITEM_SCHEMA}, examples=[_TWINS])
+    measure: Literal["weights", "values"] = Field("weights", description="weights: softmax(q.k/sqrt(d)); values: "
+                                                                         "||a f(v)|| shares")
+    seed: StrictInt = Field(0, ge=0, le=2**63 - 1, description="seed of the held-out splits and the permutation null")
 
 
 class Token(BaseModel):
@@ -129,6 +167,90 @@ class CompareResponse(BaseModel):
     heads: list[HeadChange] = Field(description="N * H heads, those that flip first, then by change")
     summaries: list[str]
     summary: str
+
+
+class Score(BaseModel):
+    correct: int
+    n: int
+    accuracy: float
+    ci_low: float = Field(description="exact (Clopper-Pearson) 95% interval")
+    ci_high: float
+
+
+class HeadScore(Score):
+    layer: int
+    head: int
+
+
+class SkippedItem(BaseModel):
+    id: str
+    line: int | None = Field(description="the item's index in `items`")
+    reason: str
+
+
+class ProbeItems(BaseModel):
+    total: int
+    used: int
+    skipped: list[SkippedItem]
+
+
+class Splits(BaseModel):
+    n: int
+    min: float
+    median: float
+    max: float
+
+
+class HeadChosen(BaseModel):
+    layer: int
+    head: int
+    train_accuracy: float
+
+
+class HeldOutScore(Score):
+    seed: int = Field(description="the median split's seed")
+    splits: Splits = Field(description="accuracy over every split")
+    heads_chosen: list[HeadChosen] = Field(description="the best head of each half, scored on the other half")
+
+
+class NullScore(BaseModel):
+    best_of_heads: float
+    best_of_heads_p: float = Field(description="permutation p of the best head's accuracy (twin answers swapped)")
+    rounds: int
+
+
+class TwinScore(BaseModel):
+    pairs: int
+    heads: int
+    mean_flips: float = Field(description="heads whose pick differs between twins, mean per pair")
+    flips_right: int
+    flips_wrong: int
+    toward_right: int
+    toward_wrong: int
+    sign_test_p: float
+
+
+class ProbeResponse(BaseModel):
+    """The answer of ``POST /api/probe``: ``ProbeResult.to_dict()``, the same document as ``qkv probe --json``."""
+
+    schema_: str = Field(alias="schema", examples=["qkv.probe"])
+    version: int
+    model: str
+    measure: Literal["weights", "values"]
+    pieces: str
+    source: str = Field(examples=["request"])
+    items: ProbeItems
+    layers: int
+    heads_per_layer: int
+    heads: list[HeadScore] = Field(description="N * H heads, best first")
+    baselines: dict[str, Score] = Field(description="first-mentioned, nearest and random candidate on the same items")
+    heldout: HeldOutScore | None = Field(description="best head chosen on half the pairs, scored on the other half "
+                                                     "(median of 21 splits); null with fewer than 2 groups")
+    mean_over_heads: float
+    null: NullScore
+    twins: TwinScore
+    verdict: Literal["tracks the referent", "does not clear the baselines", "no better than chance"]
+    reason: str
 
 
 class Health(BaseModel):

@@ -2,9 +2,9 @@
 
 Shape legend: ``N`` layers, ``H`` heads, ``L`` tokens. Every function raises ``ValueError`` with the same
 wording as the ``qkv`` command for bad input (an unknown token, an out-of-range layer); the app turns those
-into ``422 {"error": ...}``.
+into ``422 {"error": ...}``. The example runs on a synthetic trace.
 
-Example (a synthetic trace):
+Example:
     >>> import torch
     >>> from qkv.lens.trace import Trace
     >>> w = torch.tensor([[[[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.6, 0.3, 0.1]]]])   # (N=1, H=1, L=3, L=3)
@@ -14,13 +14,19 @@ Example (a synthetic trace):
 """
 from __future__ import annotations
 
+from typing import Any, Callable, Sequence
+
 from ..lens.heads import choose_head as lens_choose_head
+from ..lens.probe_io import Dataset, parse_items
+from ..lens.probing import probe
 from ..lens.trace import Trace
 from ..view.html import masked_keys, token_labels
 from ..view.terminal import attention_summary, head_flips, preference_summary
 
-__all__ = ["query_index", "choose_head", "trace_payload", "compare_payload", "QUERY_HINT"]
+__all__ = ["query_index", "choose_head", "trace_payload", "compare_payload", "probe_items", "probe_payload",
+           "QUERY_HINT", "PROBE_SOURCE"]
 
+PROBE_SOURCE = "request"  #: the probe result's ``source`` for inline items
 QUERY_HINT = 'choose the query with the "query" field: a token ("it"), its n-th occurrence ("it@2") or an index'
 
 
@@ -118,3 +124,27 @@ def compare_payload(a: Trace, b: Trace, *, query: str | int, prefer: str | int, 
             "heads": [{"layer": f.layer, "head": f.head, "diff_a": f.diff_a, "diff_b": f.diff_b, "flipped": f.flipped}
                       for f in ordered],
             "summaries": summaries, "summary": summary}
+
+
+def probe_items(items: Sequence[Any], *, max_items: int = 64,
+                check_text: Callable[[str, str], None] | None = None) -> Dataset:
+    """The items of ``POST /api/probe``, read and checked before the model runs.
+
+    At most ``max_items``; each object in qkv's JSONL schema, read by :func:`qkv.lens.probe_io.parse_items`
+    (its wording, an item named ``items[i]``); then ``check_text(text, "items[i].text")`` (the server's length
+    limits) on every item's text. Raises ``ValueError`` for the first problem.
+    """
+    if len(items) > max_items:
+        raise ValueError(f'"items" has {len(items)} items; this server probes at most {max_items} per request '
+                         f"(send fewer, or run qkv probe FILE on the command line for a whole dataset)")
+    data = parse_items(list(items), "items")
+    if check_text is not None:
+        for i, obj in enumerate(items):
+            check_text(obj["text"], f"items[{i}].text")
+    data.source = PROBE_SOURCE
+    return data
+
+
+def probe_payload(data: Dataset, model: Any, *, measure: str = "weights", seed: int = 0) -> dict:
+    """The answer of ``POST /api/probe``: :func:`qkv.lens.probe` on ``data``, as ``ProbeResult.to_dict()``."""
+    return probe(data, model, measure=measure, seed=seed).to_dict()
