@@ -37,8 +37,8 @@ test: $(STAMP) browser lint
 
 # ruff (lint + format check) and the layering contracts of DESIGN.md (import-linter, see pyproject.toml).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench tools
+	$(VENV)/bin/ruff format --check src tests bench tools
 	$(VENV)/bin/lint-imports
 
 # The randomized differential test with 10x the examples of a CI run.
