@@ -231,7 +231,7 @@ class TwinScore(BaseModel):
 
 
 class ProbeResponse(BaseModel):
-    """The answer of ``POST /api/probe``: ``ProbeResult.to_dict()``, the same document as ``qkv probe --json``."""
+    """The answer of ``POST /api/probe``: ``ProbeResult.to_dict()``, the same document the probe command writes."""
 
     schema_: str = Field(alias="schema", examples=["qkv.probe"])
     version: int
