@@ -8,8 +8,9 @@ contender (and a GEMM that measures the machine's ceiling) is timed once per rou
 rounds (interleaved, so that background load hits all of them alike); the first round is a warm-up
 (its time, minus the median, is FlexAttention's compile time). Reported: median ms, effective
 GFLOP/s (``4 * B * H * D`` per attended pair forward; ``2.5x`` that more for the backward),
-fraction of the GEMM ceiling, peak RSS of the process while the contender ran (``VmHWM`` reset
-before it), and the largest difference of its output from qkv's tiled output.
+fraction of the GEMM ceiling, for block-sparse cases the rate per attended pair as a fraction of dense
+SDPA's (no mask, N <= ``DENSE_N``, timed in the same rounds), peak RSS of the process while the contender
+ran (``VmHWM`` reset before it), and the largest difference of its output from qkv's tiled output.
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ __all__ = ["main", "run_case"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = [1024, 4096, 16384]
+#: Dense SDPA (no mask) is timed at min(N, DENSE_N) beside block-sparse cases: its rate per pair is flat in N
+#: (148-155 GFLOP/s for N = 1024..16384 in bench/results/attention.md) and N = 16384 would cost 4-13 s a round.
+DENSE_N = 4096
 
 
 # ------------------------------------------------------------------------------ inside a case process
@@ -74,7 +78,21 @@ def run_case(case: str, n: int, mode: str, rounds: int, budget_s: float, mem_gb:
 
     a = torch.randn(2048, 2048)
     gemm = lambda: a @ a  # noqa: E731 - the machine's fp32 GEMM ceiling, timed in every round
-    times: dict[str, list[float]] = {name: [] for name in [*runnable, "gemm"]}
+    refs = {"gemm": gemm}
+    nd = min(n, DENSE_N)
+    if case not in ("full", "causal"):  # block-sparse: the rate SDPA's fused kernel reaches on dense pairs
+        dq, dk, dv = (torch.randn(B, H, nd, D, requires_grad=grad) for _ in range(3))
+        ddout = torch.randn(B, H, nd, D)
+
+        def dense_sdpa():
+            out = torch.nn.functional.scaled_dot_product_attention(dq, dk, dv)
+            if grad:
+                out.backward(ddout)
+                for t in (dq, dk, dv):
+                    t.grad = None
+            return out.detach()
+        refs["dense sdpa"] = dense_sdpa
+    times: dict[str, list[float]] = {name: [] for name in [*runnable, *refs]}
     first: dict[str, float] = {}
     peak: dict[str, float] = {}
     extra: dict[str, float] = {}
@@ -82,17 +100,17 @@ def run_case(case: str, n: int, mode: str, rounds: int, budget_s: float, mem_gb:
     check = None
     start = time.perf_counter()
     for r in range(rounds + 1):
-        for name, fn in [*runnable.items(), ("gemm", gemm)]:
+        for name, fn in [*runnable.items(), *refs.items()]:
             base = _rss_mb("VmRSS")
             _reset_peak()
             t0 = time.perf_counter()
-            out = call(fn) if name != "gemm" else fn()
+            out = call(fn) if name not in refs else fn()
             dt = time.perf_counter() - t0
             hwm = _rss_mb()
             peak[name], extra[name] = max(peak.get(name, 0), hwm), max(extra.get(name, 0), hwm - base)
             if r == 0:
                 first[name] = dt
-                if name != "gemm":
+                if name not in refs:
                     out = out.detach()
                     if check is None and name == "qkv tiled":
                         check = out
@@ -112,6 +130,10 @@ def run_case(case: str, n: int, mode: str, rounds: int, budget_s: float, mem_gb:
     flops = 4.0 * B * H * D * pairs * (3.5 if grad else 1.0)
     gemm_ms = statistics.median(times["gemm"] or [first["gemm"]]) * 1e3
     gemm_gflops = 2 * 2048**3 / gemm_ms / 1e6
+    dense_gflops = None
+    if "dense sdpa" in refs:
+        dense_ms = statistics.median(times["dense sdpa"] or [first["dense sdpa"]]) * 1e3
+        dense_gflops = 4.0 * B * H * D * nd * nd * (3.5 if grad else 1.0) / dense_ms / 1e6
     rows = {}
     for name, fn in table.items():
         if not callable(fn):
@@ -119,9 +141,11 @@ def run_case(case: str, n: int, mode: str, rounds: int, budget_s: float, mem_gb:
             continue
         ts = times[name] or [first[name]]
         ms = statistics.median(ts) * 1e3
-        rows[name] = {"ms": ms, "runs": len(ts), "gflops": flops / ms / 1e6, "gemm_fraction": flops / ms / 1e6 / gemm_gflops,
+        rows[name] = {"ms": ms, "runs": len(ts), "gflops": flops / ms / 1e6,
+                      "gemm_fraction": flops / ms / 1e6 / gemm_gflops,
                       "peak_rss_mb": peak[name], "extra_rss_mb": extra[name], "first_ms": first[name] * 1e3,
-                      "max_abs_diff": err.get(name)}
+                      "max_abs_diff": err.get(name),
+                      "dense_fraction": None if dense_gflops is None else flops / ms / 1e6 / dense_gflops}
         if name == "flex compiled":
             rows[name]["compile_s"] = max(first[name] - ms / 1e3, 0.0)
     from bench.attention_cases import make_case
@@ -130,7 +154,8 @@ def run_case(case: str, n: int, mode: str, rounds: int, budget_s: float, mem_gb:
     mask, mod = make_case(case, n)
     chosen = registry.select("auto", check_inputs(q, k, v, mask=mask, score_mod=mod)).name
     return {"case": case, "n": n, "mode": mode, "B": B, "H": H, "D": D, "pairs": pairs, "flops": flops,
-            "gemm_gflops": gemm_gflops, "auto_impl": chosen, "dense_mask": note, "contenders": rows}
+            "gemm_gflops": gemm_gflops, "dense_sdpa_gflops": dense_gflops, "dense_sdpa_n": nd if dense_gflops else None,
+            "load_avg": os.getloadavg()[0], "auto_impl": chosen, "dense_mask": note, "contenders": rows}
 
 
 # ------------------------------------------------------------------------------ the orchestrator

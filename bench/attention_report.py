@@ -39,7 +39,8 @@ def summary_rows(results: list[dict]) -> list[dict]:
             "peak_rss_mb": auto.get("peak_rss_mb"), "best_peer": best, "best_peer_ms": peers.get(best),
             "speedup_vs_best_peer": (peers[best] / auto["ms"]) if best and auto.get("ms") else None,
             "speedup_vs_dense_sdpa": (dense / auto["ms"]) if dense and auto.get("ms") else None,
-            "gemm_gflops": r["gemm_gflops"],
+            "gemm_gflops": r["gemm_gflops"], "dense_fraction": auto.get("dense_fraction"),
+            "tiled_dense_fraction": c.get("qkv tiled", {}).get("dense_fraction"), "load_avg": r.get("load_avg"),
         })
     return rows
 
@@ -62,21 +63,25 @@ def _markdown(results: list[dict], info: dict) -> str:
         "4·B·H·D per attended pair forward (×3.5 with the backward); *% GEMM* is that over a 2048³ fp32 matmul "
         "timed in the same rounds. *vs best peer* = fastest of torch SDPA / SDPA math / naive / FlexAttention "
         "(compiled) divided by qkv auto (>1: qkv faster). *vs dense SDPA* = torch SDPA given the equivalent dense "
-        "mask. Regenerate: `python -m bench` (subset: `--quick`, `--n`, `--case`, `--mode`).",
+        "mask. *per pair vs dense SDPA* (block-sparse cases) = qkv auto's GFLOP/s per attended pair over the GFLOP/s "
+        "of SDPA without a mask (N ≤ 4,096) timed in the same rounds: 1.0× = each kept pair costs what a dense pair "
+        "costs in the fused kernel. *load* = 1-minute load average at the end of the case. "
+        "Regenerate: `python -m bench` (subset: `--quick`, `--n`, `--case`, `--mode`).",
         "",
-        "| case | N | pass | qkv auto → | ms | GFLOP/s | % GEMM | peak RSS MB | best peer | peer ms "
-        "| vs best peer | vs dense SDPA |",
-        "|---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
+        "| case | N | pass | qkv auto → | ms | GFLOP/s | % GEMM | per pair vs dense SDPA | peak RSS MB | best peer "
+        "| peer ms | vs best peer | vs dense SDPA | load |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for s in summary_rows(results):
         if "error" in s:
-            lines.append(f"| {s['case']} | {s['n']} | {s['mode']} | error: {s['error']} |||||||||")
+            lines.append(f"| {s['case']} | {s['n']} | {s['mode']} | error: {s['error']} |||||||||||")
             continue
         lines.append(
             f"| {s['case']} | {s['n']} | {s['mode']} | {s['auto_impl']} | {_f(s['ms'])} | {_f(s['gflops'], '{:.0f}')} "
-            f"| {_f(s['gemm_fraction'] and 100 * s['gemm_fraction'], '{:.0f}%')} | {_f(s['peak_rss_mb'], '{:.0f}')} "
+            f"| {_f(s['gemm_fraction'] and 100 * s['gemm_fraction'], '{:.0f}%')} "
+            f"| {_f(s['dense_fraction'], '{:.2f}×')} | {_f(s['peak_rss_mb'], '{:.0f}')} "
             f"| {s['best_peer'] or '–'} | {_f(s['best_peer_ms'])} | {_f(s['speedup_vs_best_peer'], '{:.2f}×')} "
-            f"| {_f(s['speedup_vs_dense_sdpa'], '{:.1f}×')} |")
+            f"| {_f(s['speedup_vs_dense_sdpa'], '{:.1f}×')} | {_f(s['load_avg'])} |")
     lines += ["", "## Every contender (median ms; GFLOP/s; peak RSS MB; max |out − qkv tiled|)", ""]
     names = QKV + PEERS
     lines.append("| case | N | pass | " + " | ".join(names) + " |")

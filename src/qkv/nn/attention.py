@@ -65,7 +65,8 @@ class MultiHeadAttention(nn.Module):
                 raise ValueError(f"MultiHeadAttention: {nm} must be a positive int, got {val!r}")
         if head_dim is None:
             if embed_dim % num_heads:
-                raise ValueError(f"MultiHeadAttention: embed_dim {embed_dim} is not divisible by num_heads {num_heads}; "
+                raise ValueError(f"MultiHeadAttention: embed_dim {embed_dim} is not divisible by num_heads "
+                                 f"{num_heads}; "
                                  "choose num_heads that divides embed_dim or pass head_dim explicitly")
             head_dim = embed_dim // num_heads
         if num_heads % num_kv_heads:
@@ -109,7 +110,7 @@ class MultiHeadAttention(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.embed_dim:
             raise ValueError(f"{self.name}: expected x of shape (B, L, {self.embed_dim}), got {tuple(x.shape)}")
         B, Lq, _ = x.shape
-        q = self._heads(self.q_proj(x), self.num_heads)  # (B, Hq, Lq, D)
+        q = None if context is None else self._heads(self.q_proj(x), self.num_heads)  # (B, Hq, Lq, D)
         past = 0 if cache is None else len(cache)
         if context is not None:
             if rope is not None:
@@ -125,8 +126,7 @@ class MultiHeadAttention(nn.Module):
                 if cache is not None:
                     k, v = cache.append(k, v)
         else:
-            k = self._heads(self.k_proj(x), self.num_kv_heads)  # (B, Hkv, Lq, D)
-            v = self._heads(self.v_proj(x), self.num_kv_heads)
+            q, k, v = self._project_qkv(x)  # (B, Hq, Lq, D), (B, Hkv, Lq, D) x 2
             if rope is not None:
                 if positions is None:
                     positions = torch.arange(past, past + Lq, device=x.device)
@@ -136,6 +136,31 @@ class MultiHeadAttention(nn.Module):
         out = self.attend(q, k, v, mask=mask, score_mod=score_mod)  # (B, Hq, Lq, D)
         out = out.transpose(1, 2).reshape(B, Lq, self.num_heads * self.head_dim)  # (B, Lq, Hq*D)
         return self.out_proj(out)
+
+    def _project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Self-attention projections ``(q, k, v)``: one fused GEMM for the three; the concatenated
+        weight is cached while the three weights are unchanged and need no gradient (inference)."""
+        parts = (self.q_proj, self.k_proj, self.v_proj)
+        params = [t for m in parts for t in (m.weight, m.bias) if t is not None]
+        if torch.is_grad_enabled() and any(t.requires_grad for t in params):
+            w = torch.cat([m.weight for m in parts])
+            b = None if any(m.bias is None for m in parts) else torch.cat([m.bias for m in parts])
+        else:
+            key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in params)
+            cached = getattr(self, "_fused_qkv", None)
+            if cached is None or cached[0] != key:
+                with torch.no_grad():
+                    b = None if any(m.bias is None for m in parts) else torch.cat([m.bias for m in parts])
+                    cached = (key, torch.cat([m.weight for m in parts]), b)
+                object.__setattr__(self, "_fused_qkv", cached)  # not a parameter, buffer or state
+            w, b = cached[1], cached[2]
+        if b is None and any(m.bias is not None for m in parts):  # mixed biases: project separately
+            return (self._heads(self.q_proj(x), self.num_heads), self._heads(self.k_proj(x), self.num_kv_heads),
+                    self._heads(self.v_proj(x), self.num_kv_heads))
+        y = torch.nn.functional.linear(x, w, b)  # (B, L, (Hq + 2 Hkv) * D)
+        nq, nkv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        q, k, v = y.split([nq, nkv, nkv], dim=-1)
+        return self._heads(q, self.num_heads), self._heads(k, self.num_kv_heads), self._heads(v, self.num_kv_heads)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, *, mask=None, score_mod=None) -> Tensor:
         """Per-head attention ``(B, Hq, Lq, Dv)``: recorded through :func:`qkv.steps` when a recorder

@@ -2,7 +2,8 @@
 
 Only for the inputs PyTorch computes natively and fast -- no mask, a full mask, a causal mask
 that is SDPA's own ``is_causal`` (top-left aligned, or any causal mask that is equivalent to it or
-to no mask), or key padding (``masks.padding(kv_lengths)`` with every length >= 1). Everything else is declared unsupported with a reason (``auto`` then picks another
+to no mask), or key padding (``masks.padding(kv_lengths)`` with every length >= 1). Everything else is
+declared unsupported with a reason (``auto`` then picks another
 implementation): SDPA takes other masks only as a dense ``Lq x Lk`` tensor (slow, and NaN on
 fully-masked rows), has no score mods, does not return the log-sum-exp and draws dropout from the
 global RNG.

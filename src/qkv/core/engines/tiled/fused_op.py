@@ -6,7 +6,8 @@ signature. They are looked up lazily, probed once on a tiny problem against plai
 absent or different :func:`unavailable` says why -- the tiled engine then computes every segment with
 plain PyTorch tiles (never an import error).
 
-Shapes: q ``(B, H, Lq, D)``, k/v ``(B, Hkv, Lk, D)`` (``H`` a multiple of ``Hkv``), additive ``attn_mask`` broadcastable to ``(B, H, Lq, Lk)`` -> ``out (B, H, Lq, D)``, ``lse (B, H, Lq)``.
+Shapes: q ``(B, H, Lq, D)``, k/v ``(B, Hkv, Lk, D)`` (``H`` a multiple of ``Hkv``), additive ``attn_mask``
+broadcastable to ``(B, H, Lq, Lk)`` -> ``out (B, H, Lq, D)``, ``lse (B, H, Lq)``.
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from ...lse import stable_exp
 from . import fused_op
 from .plan import CAUSAL_SEG, FULL_SEG, Group
 
-__all__ = ["neg", "Rows", "Master", "segment_mask", "additive_mask", "fused_forward", "fused_backward",
+__all__ = ["neg", "Rows", "arithmetic", "Master", "segment_mask", "additive_mask", "fused_forward", "fused_backward",
            "torch_forward", "torch_backward", "sanitize"]
 
 def neg(dtype: torch.dtype) -> float:
@@ -30,6 +30,14 @@ def neg(dtype: torch.dtype) -> float:
     masked pair stays masked (``exp(NEG + s - lse) == 0``) for every scaled score ``|s| < finfo.max / 8``
     (fp32: 4e37) -- at any finite scale where the scores themselves do not overflow."""
     return -torch.finfo(dtype).max / 4
+
+def arithmetic(starts: np.ndarray) -> bool:
+    """True when ``starts`` is an arithmetic progression with a step >= 0 (segments are then strided views)."""
+    if len(starts) < 2:
+        return True
+    d = np.diff(starts)
+    return bool(d[0] >= 0 and (d == d[0]).all())
+
 
 class Rows:
     """Segments ``starts[s] + (0..t)`` along dim 2 of ``(B, H, L, ...)`` tensors, as ``(B * n, H, t, ...)``.
@@ -43,6 +51,29 @@ class Rows:
         steps = np.diff(starts)
         self.step = int(steps[0]) if self.n > 1 and (steps == steps[0]).all() and steps[0] > 0 else None
         self._idx = None
+
+    def view(self, x: Tensor, b: int) -> Tensor:
+        """``(n, H, t, D)`` strided view of ``x[b]`` ``(B, H, L, D)`` (no copy; needs arithmetic starts,
+        see :func:`arithmetic`; overlapping segments are fine for reading)."""
+        sB, sH, sL, sD = x.stride()
+        step = int(self.starts[1] - self.starts[0]) if self.n > 1 else 0
+        return x.as_strided((self.n, x.shape[1], self.t, x.shape[3]), (step * sL, sH, sL, sD),
+                            x.storage_offset() + b * sB + int(self.starts[0]) * sL)
+
+    def view_add_(self, dst: Tensor, b: int, src: Tensor) -> None:
+        """``dst[b][rows] += src`` for ``src`` ``(n, H, t, D)`` with arithmetic starts: one strided add when
+        segments do not overlap, ``t / step`` strided adds when the step divides ``t``, else an index add."""
+        step = int(self.starts[1] - self.starts[0]) if self.n > 1 else self.t
+        if step >= self.t:
+            self.view(dst, b).add_(src)
+        elif step == 0:
+            Rows(self.starts[:1], self.t).view(dst, b).add_(src.sum(0, keepdim=True))
+        elif self.t % step == 0:
+            for j in range(0, self.t, step):
+                Rows(self.starts + j, step).view(dst, b).add_(src[:, :, j:j + step])
+        else:
+            _, H, _, D = dst.shape
+            dst[b].index_add_(1, self.idx(dst.device), src.permute(1, 0, 2, 3).reshape(H, self.n * self.t, D))
 
     def idx(self, device) -> Tensor:
         if self._idx is None or self._idx.device != device:

@@ -1,8 +1,9 @@
 """The plan of the tiled engine: which rectangles of the ``Lq x Lk`` score matrix to compute.
 
 The plan reads the mask only through its public description (:meth:`~qkv.masks.Mask.band`,
-``translation_invariant``, ``closed_form``, :meth:`~qkv.masks.Mask.block_map`). The mask's block map says for every ``block_q x block_k`` tile
-whether it is EMPTY (skipped), FULL (no mask work) or PARTIAL (mask evaluated on the tile only).
+``translation_invariant``, ``closed_form``, :meth:`~qkv.masks.Mask.block_map`). The mask's block map says
+for every ``block_q x block_k`` tile whether it is EMPTY (skipped), FULL (no mask work) or PARTIAL (mask
+evaluated on the tile only).
 Each query-block row becomes a few *segments* -- a block of query rows against one contiguous key
 range, of kind
 
@@ -134,25 +135,42 @@ def _block_plan(mask, lq, lk, bq, bk, merge_keys, max_keys, shared_all=False) ->
     shared_ok = translation_invariant(mask)
     merge_blocks = max(1, merge_keys // bk)
     max_blocks = max(1, max_keys // bk)
-    groups: dict[tuple, tuple[list, list]] = {}
+    # Pack: consecutive query-block rows with the same segment (kind and key range) become one taller
+    # segment -- fewer, fatter kernel calls (a document's diagonal block is one call, not one per tile).
+    packed: list[list] = []  # [kind, q0, q1, k0, k1]
+    open_: dict[tuple, list] = {}  # (kind, k0, k1) -> the segment ending at the current row
     for i in range(kinds.shape[0]):
         q0 = i * bq
-        tq = min(bq, lq - q0)
-        seen: dict[tuple, int] = {}
+        q1 = min(q0 + bq, lq)
+        still: dict[tuple, list] = {}
         for kind, j0, j1 in _row_segments(kinds[i], merge_blocks, max_blocks):
-            k0 = j0 * bk
-            tk = min(j1 * bk, lk) - k0
-            shape = (kind, tq, tk)
-            ordinal = seen.get(shape, 0)  # a row appears at most once per group (rows never collide)
-            seen[shape] = ordinal + 1
-            diff = k0 - q0 if (shared_all or (shared_ok and kind == MASK_SEG)) else None
-            qs, ks = groups.setdefault((kind, tq, tk, ordinal, diff), ([], []))
-            qs.append(q0)
-            ks.append(k0)
+            key = (kind, j0 * bk, min(j1 * bk, lk))
+            seg = open_.get(key)
+            if seg is not None and seg[2] == q0:
+                seg[2] = q1
+            else:
+                seg = [kind, q0, q1, key[1], key[2]]
+                packed.append(seg)
+            still[key] = seg
+        open_ = still
+    # Group segments of one shape; the segments of a group never share a query row.
+    groups: dict[tuple, list[list]] = {}  # shape -> [[q_starts, k_starts, end of the last row], ...]
+    for kind, q0, q1, k0, k1 in packed:
+        tq, tk = q1 - q0, k1 - k0
+        diff = k0 - q0 if (shared_all or (shared_ok and kind == MASK_SEG)) else None
+        subs = groups.setdefault((kind, tq, tk, diff), [])
+        sub = next((s for s in subs if s[2] <= q0), None)
+        if sub is None:
+            sub = [[], [], 0]
+            subs.append(sub)
+        sub[0].append(q0)
+        sub[1].append(k0)
+        sub[2] = q1
     plan = Plan(block_q=bq, block_k=bk)
-    for (kind, tq, tk, _, diff), (qs, ks) in groups.items():
-        plan.groups.append(Group(kind, np.asarray(qs, dtype=np.int64), np.asarray(ks, dtype=np.int64), tq, tk,
-                                 shared=diff is not None))
+    for (kind, tq, tk, diff), subs in groups.items():
+        for qs, ks, _ in subs:
+            plan.groups.append(Group(kind, np.asarray(qs, dtype=np.int64), np.asarray(ks, dtype=np.int64), tq, tk,
+                                     shared=diff is not None))
     return plan
 
 
@@ -183,7 +201,7 @@ def _cost(plan: Plan, heads: int, kv_heads: int, d: int) -> float:
     for g in plan.groups:
         eff = 1.0 + 16.0 / g.tq + 16.0 / g.tk + (0.0 if g.kind != MASK_SEG else 0.1 if g.shared else 0.3)
         work += g.pairs * heads * eff
-        if g.n > 2 and len(set(np.diff(g.k_starts).tolist())) > 1:  # keys gathered by index (copies)
+        if g.n > 2 and len(set(np.diff(g.k_starts).tolist())) > 1:  # irregular starts: gathered or split
             work += 0.15 * g.n * g.tk * kv_heads * 2 * d
     return work + 250_000.0 * len(plan.groups)
 
