@@ -3,6 +3,7 @@
 ``python -m bench`` (also ``qkv bench``) runs the attention matrix of :mod:`bench.attention`;
 ``bench/models.py`` and ``bench/ring.py`` are separate scripts.
 """
+
 from __future__ import annotations
 
 __all__ = ["main"]

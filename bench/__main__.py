@@ -1,4 +1,5 @@
 """``python -m bench``: the attention benchmark matrix (see :mod:`bench.attention`)."""
+
 import sys
 
 from bench import main

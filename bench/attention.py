@@ -12,6 +12,7 @@ fraction of the GEMM ceiling, for block-sparse cases the rate per attended pair 
 SDPA's (no mask, N <= ``DENSE_N``, timed in the same rounds), peak RSS of the process while the contender
 ran (``VmHWM`` reset before it), and the largest difference of its output from qkv's tiled output.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,9 @@ def _reset_peak() -> None:
         pass
 
 
-def run_case(case: str, n: int, mode: str, rounds: int, budget_s: float, mem_gb: float, flex: bool,
-             only: list[str] | None = None) -> dict:
+def run_case(
+    case: str, n: int, mode: str, rounds: int, budget_s: float, mem_gb: float, flex: bool, only: list[str] | None = None
+) -> dict:
     """Time every contender of one case in this process; return the JSON-able result."""
     from bench.attention_cases import B, D, H, attended_pairs, contenders
 
@@ -91,6 +93,7 @@ def run_case(case: str, n: int, mode: str, rounds: int, budget_s: float, mem_gb:
                 for t in (dq, dk, dv):
                     t.grad = None
             return out.detach()
+
         refs["dense sdpa"] = dense_sdpa
     times: dict[str, list[float]] = {name: [] for name in [*runnable, *refs]}
     first: dict[str, float] = {}
@@ -141,11 +144,17 @@ def run_case(case: str, n: int, mode: str, rounds: int, budget_s: float, mem_gb:
             continue
         ts = times[name] or [first[name]]
         ms = statistics.median(ts) * 1e3
-        rows[name] = {"ms": ms, "runs": len(ts), "gflops": flops / ms / 1e6,
-                      "gemm_fraction": flops / ms / 1e6 / gemm_gflops,
-                      "peak_rss_mb": peak[name], "extra_rss_mb": extra[name], "first_ms": first[name] * 1e3,
-                      "max_abs_diff": err.get(name),
-                      "dense_fraction": None if dense_gflops is None else flops / ms / 1e6 / dense_gflops}
+        rows[name] = {
+            "ms": ms,
+            "runs": len(ts),
+            "gflops": flops / ms / 1e6,
+            "gemm_fraction": flops / ms / 1e6 / gemm_gflops,
+            "peak_rss_mb": peak[name],
+            "extra_rss_mb": extra[name],
+            "first_ms": first[name] * 1e3,
+            "max_abs_diff": err.get(name),
+            "dense_fraction": None if dense_gflops is None else flops / ms / 1e6 / dense_gflops,
+        }
         if name == "flex compiled":
             rows[name]["compile_s"] = max(first[name] - ms / 1e3, 0.0)
     from bench.attention_cases import make_case
@@ -153,9 +162,23 @@ def run_case(case: str, n: int, mode: str, rounds: int, budget_s: float, mem_gb:
 
     mask, mod = make_case(case, n)
     chosen = registry.select("auto", check_inputs(q, k, v, mask=mask, score_mod=mod)).name
-    return {"case": case, "n": n, "mode": mode, "B": B, "H": H, "D": D, "pairs": pairs, "flops": flops,
-            "gemm_gflops": gemm_gflops, "dense_sdpa_gflops": dense_gflops, "dense_sdpa_n": nd if dense_gflops else None,
-            "load_avg": os.getloadavg()[0], "auto_impl": chosen, "dense_mask": note, "contenders": rows}
+    return {
+        "case": case,
+        "n": n,
+        "mode": mode,
+        "B": B,
+        "H": H,
+        "D": D,
+        "pairs": pairs,
+        "flops": flops,
+        "gemm_gflops": gemm_gflops,
+        "dense_sdpa_gflops": dense_gflops,
+        "dense_sdpa_n": nd if dense_gflops else None,
+        "load_avg": os.getloadavg()[0],
+        "auto_impl": chosen,
+        "dense_mask": note,
+        "contenders": rows,
+    }
 
 
 # ------------------------------------------------------------------------------ the orchestrator
@@ -174,9 +197,15 @@ def _spawn(spec: dict, timeout: float) -> dict:
 
 
 def machine() -> dict:
-    return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "load_avg_start": os.getloadavg()}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "load_avg_start": os.getloadavg(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,16 +244,34 @@ def main(argv: list[str] | None = None) -> int:
     sizes = args.n or ([1024, 4096] if args.quick else SIZES)
     rounds = args.rounds or (3 if args.quick else 5)
     flex = not (args.no_flex or args.quick)
-    specs = [dict(case=c, n=n, mode=m, rounds=rounds, budget_s=args.budget, mem_gb=args.mem_gb, flex=flex)
-             for n in sizes for c in (args.case or CASES) for m in args.mode]
+    specs = [
+        dict(case=c, n=n, mode=m, rounds=rounds, budget_s=args.budget, mem_gb=args.mem_gb, flex=flex)
+        for n in sizes
+        for c in (args.case or CASES)
+        for m in args.mode
+    ]
     if args.only_long:
         specs = []
     if args.long or args.only_long:
-        specs.append(dict(case="causal", n=65536, mode="fwdbwd", rounds=0, budget_s=0, mem_gb=args.mem_gb,
-                          flex=False, only=["qkv auto", "qkv tiled"]))
+        specs.append(
+            dict(
+                case="causal",
+                n=65536,
+                mode="fwdbwd",
+                rounds=0,
+                budget_s=0,
+                mem_gb=args.mem_gb,
+                flex=False,
+                only=["qkv auto", "qkv tiled"],
+            )
+        )
     info = machine()
-    print(f"bench: {len(specs)} cases, torch {info['torch']}, {info['threads']} threads, "
-          f"load {info['load_avg_start'][0]:.1f}", file=sys.stderr, flush=True)
+    print(
+        f"bench: {len(specs)} cases, torch {info['torch']}, {info['threads']} threads, "
+        f"load {info['load_avg_start'][0]:.1f}",
+        file=sys.stderr,
+        flush=True,
+    )
     results = []
     for i, spec in enumerate(specs, 1):
         t0 = time.perf_counter()
@@ -232,8 +279,12 @@ def main(argv: list[str] | None = None) -> int:
         res = _spawn(spec, args.timeout)
         results.append(res)
         auto = res.get("contenders", {}).get("qkv auto", {})
-        print(f"  done in {time.perf_counter() - t0:.0f} s: qkv auto {auto.get('ms', float('nan')):.1f} ms "
-              f"{res.get('error', '')}", file=sys.stderr, flush=True)
+        print(
+            f"  done in {time.perf_counter() - t0:.0f} s: qkv auto {auto.get('ms', float('nan')):.1f} ms "
+            f"{res.get('error', '')}",
+            file=sys.stderr,
+            flush=True,
+        )
     info["load_avg_end"] = os.getloadavg()
     json_path, md_path = write_report(results, info, args.out, merge=bool(args.n or args.case or args.only_long))
     print(f"wrote {json_path} and {md_path}", file=sys.stderr)

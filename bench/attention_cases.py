@@ -7,6 +7,7 @@ FlexAttention under ``torch.compile`` (forward only: it has no CPU backward). A 
 cannot run a case (unsupported, or it would need more memory than allowed) is skipped with the
 reason.
 """
+
 from __future__ import annotations
 
 import math
@@ -136,14 +137,18 @@ def contenders(case: str, n: int, mode: str, mem_limit: float, flex: bool):
     if dense is not None and dense_bytes > mem_limit / 2:
         out["torch sdpa"] = f"skipped: the dense mask takes {dense_bytes / 2**30:.1f} GiB"
     else:
-        out["torch sdpa"] = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=dense, is_causal=is_causal)
+        out["torch sdpa"] = lambda q, k, v: F.scaled_dot_product_attention(
+            q, k, v, attn_mask=dense, is_causal=is_causal
+        )
     skip = too_big(8 if grad else 4, "the math backend's Lq x Lk tensors")
     if skip:
         out["torch sdpa math"] = skip
     else:
+
         def math_sdpa(q, k, v):
             with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
                 return F.scaled_dot_product_attention(q, k, v, attn_mask=dense, is_causal=is_causal)
+
         out["torch sdpa math"] = math_sdpa
     skip = too_big(8 if grad else 4, "softmax(q k^T) over Lq x Lk")
     out["naive"] = skip or (lambda q, k, v: _naive(q, k, v, dense, is_causal))

@@ -1,5 +1,6 @@
 """Writes the attention benchmark's results: ``attention.json`` (everything) and ``attention.md``
 (a summary table for the README and one table per contender)."""
+
 from __future__ import annotations
 
 import json
@@ -33,15 +34,26 @@ def summary_rows(results: list[dict]) -> list[dict]:
         peers = {p: c[p]["ms"] for p in PEERS if "ms" in c.get(p, {})}
         best = min(peers, key=peers.get) if peers else None
         dense = c.get("torch sdpa", {}).get("ms") if r["case"] in ("window", "document", "causal_alibi") else None
-        rows.append({
-            "case": r["case"], "n": r["n"], "mode": r["mode"], "auto_impl": r.get("auto_impl"),
-            "ms": auto.get("ms"), "gflops": auto.get("gflops"), "gemm_fraction": auto.get("gemm_fraction"),
-            "peak_rss_mb": auto.get("peak_rss_mb"), "best_peer": best, "best_peer_ms": peers.get(best),
-            "speedup_vs_best_peer": (peers[best] / auto["ms"]) if best and auto.get("ms") else None,
-            "speedup_vs_dense_sdpa": (dense / auto["ms"]) if dense and auto.get("ms") else None,
-            "gemm_gflops": r["gemm_gflops"], "dense_fraction": auto.get("dense_fraction"),
-            "tiled_dense_fraction": c.get("qkv tiled", {}).get("dense_fraction"), "load_avg": r.get("load_avg"),
-        })
+        rows.append(
+            {
+                "case": r["case"],
+                "n": r["n"],
+                "mode": r["mode"],
+                "auto_impl": r.get("auto_impl"),
+                "ms": auto.get("ms"),
+                "gflops": auto.get("gflops"),
+                "gemm_fraction": auto.get("gemm_fraction"),
+                "peak_rss_mb": auto.get("peak_rss_mb"),
+                "best_peer": best,
+                "best_peer_ms": peers.get(best),
+                "speedup_vs_best_peer": (peers[best] / auto["ms"]) if best and auto.get("ms") else None,
+                "speedup_vs_dense_sdpa": (dense / auto["ms"]) if dense and auto.get("ms") else None,
+                "gemm_gflops": r["gemm_gflops"],
+                "dense_fraction": auto.get("dense_fraction"),
+                "tiled_dense_fraction": c.get("qkv tiled", {}).get("dense_fraction"),
+                "load_avg": r.get("load_avg"),
+            }
+        )
     return rows
 
 
@@ -81,7 +93,8 @@ def _markdown(results: list[dict], info: dict) -> str:
             f"| {_f(s['gemm_fraction'] and 100 * s['gemm_fraction'], '{:.0f}%')} "
             f"| {_f(s['dense_fraction'], '{:.2f}×')} | {_f(s['peak_rss_mb'], '{:.0f}')} "
             f"| {s['best_peer'] or '–'} | {_f(s['best_peer_ms'])} | {_f(s['speedup_vs_best_peer'], '{:.2f}×')} "
-            f"| {_f(s['speedup_vs_dense_sdpa'], '{:.1f}×')} | {_f(s['load_avg'])} |")
+            f"| {_f(s['speedup_vs_dense_sdpa'], '{:.1f}×')} | {_f(s['load_avg'])} |"
+        )
     lines += ["", "## Every contender (median ms; GFLOP/s; peak RSS MB; max |out − qkv tiled|)", ""]
     names = QKV + PEERS
     lines.append("| case | N | pass | " + " | ".join(names) + " |")
@@ -101,8 +114,11 @@ def _markdown(results: list[dict], info: dict) -> str:
             else:
                 diff = c.get("max_abs_diff")
                 extra = f", compile {c['compile_s']:.0f} s" if "compile_s" in c else ""
-                cells.append(f"{c['ms']:.1f} ms, {c['gflops']:.0f} GF/s, {c['peak_rss_mb']:.0f} MB"
-                             + (f", Δ {diff:.0e}" if diff is not None else "") + extra)
+                cells.append(
+                    f"{c['ms']:.1f} ms, {c['gflops']:.0f} GF/s, {c['peak_rss_mb']:.0f} MB"
+                    + (f", Δ {diff:.0e}" if diff is not None else "")
+                    + extra
+                )
         lines.append(f"| {r['case']} | {r['n']} | {r['mode']} | " + " | ".join(cells) + " |")
     if notes:
         lines += ["", "Skipped:"] + [f"- **{tag}**: {reason}" for reason, tag in notes.items()]
@@ -110,16 +126,24 @@ def _markdown(results: list[dict], info: dict) -> str:
 
 
 def _small_markdown(small: list[dict]) -> str:
-    lines = ["", "## Small problems: reference vs tiled (padding mask, fwd; sets tiled's priority)", "",
-             "| B | H | L | D | B·H·L² | reference ms | tiled ms |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "",
+        "## Small problems: reference vs tiled (padding mask, fwd; sets tiled's priority)",
+        "",
+        "| B | H | L | D | B·H·L² | reference ms | tiled ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for s in small:
-        lines.append(f"| {s['B']} | {s['H']} | {s['L']} | {s['D']} | {s['scores']} | {s['reference_ms']:.2f} "
-                     f"| {s['tiled_ms']:.2f} |")
+        lines.append(
+            f"| {s['B']} | {s['H']} | {s['L']} | {s['D']} | {s['scores']} | {s['reference_ms']:.2f} "
+            f"| {s['tiled_ms']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def write_report(results: list[dict], info: dict, out: Path, merge: bool = False,
-                 small: list[dict] | None = None) -> tuple[Path, Path]:
+def write_report(
+    results: list[dict], info: dict, out: Path, merge: bool = False, small: list[dict] | None = None
+) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "attention.json", out / "attention.md"
     old = json.loads(json_path.read_text()) if merge and json_path.exists() else {}

@@ -4,6 +4,7 @@
 does) for small ``B * H * Lq * Lk``, in interleaved rounds in this process, and records the
 medians in ``attention.json`` / ``attention.md``.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -35,6 +36,9 @@ def run_small(rounds: int = 30) -> list[dict]:
                     times[impl].append(time.perf_counter() - t0)
         ms = {impl: statistics.median(ts) * 1e3 for impl, ts in times.items()}
         rows.append({"B": B, "H": H, "L": L, "D": D, "scores": B * H * L * L, **{f"{i}_ms": m for i, m in ms.items()}})
-        print(f"  small B={B} H={H} L={L}: reference {ms['reference']:.2f} ms, tiled {ms['tiled']:.2f} ms",
-              file=sys.stderr, flush=True)
+        print(
+            f"  small B={B} H={H} L={L}: reference {ms['reference']:.2f} ms, tiled {ms['tiled']:.2f} ms",
+            file=sys.stderr,
+            flush=True,
+        )
     return rows

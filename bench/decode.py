@@ -14,6 +14,7 @@ average is printed beside every row. Both must produce the same tokens (checked)
 Run: ``python -m bench.decode [--prompts 256 4096] [--new 32] [--rounds 3]``; writes
 ``bench/results/decode.md``. transformers is imported here only (qkv never imports it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,9 +40,16 @@ def _models(layers: int, hidden: int, heads: int, kv_heads: int, inter: int, voc
 
     import qkv.models
 
-    cfg = transformers.LlamaConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                                   num_key_value_heads=kv_heads, intermediate_size=inter, vocab_size=vocab,
-                                   max_position_embeddings=max_pos, tie_word_embeddings=False)
+    cfg = transformers.LlamaConfig(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=inter,
+        vocab_size=vocab,
+        max_position_embeddings=max_pos,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     hf = transformers.LlamaForCausalLM._from_config(cfg, attn_implementation="sdpa").eval()
     hf.save_pretrained(tmp)
@@ -49,8 +57,15 @@ def _models(layers: int, hidden: int, heads: int, kv_heads: int, inter: int, voc
 
 
 def _hf_generate(hf, ids, new):
-    return hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
-                       do_sample=False, pad_token_id=0, eos_token_id=None)
+    return hf.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=new,
+        min_new_tokens=new,
+        do_sample=False,
+        pad_token_id=0,
+        eos_token_id=None,
+    )
 
 
 def _qkv_decode(model, ids, new):
@@ -82,29 +97,45 @@ def _hf_decode(hf, ids, new):
     return time.perf_counter() - t, torch.cat(out, 1)
 
 
-def run(prompts=(256, 4096), new: int = 32, rounds: int = 3, layers: int = 12, hidden: int = 768, heads: int = 12,
-        kv_heads: int = 4, inter: int = 2048, vocab: int = 32000) -> str:
+def run(
+    prompts=(256, 4096),
+    new: int = 32,
+    rounds: int = 3,
+    layers: int = 12,
+    hidden: int = 768,
+    heads: int = 12,
+    kv_heads: int = 4,
+    inter: int = 2048,
+    vocab: int = 32000,
+) -> str:
     import transformers
 
-    lines = [f"# Greedy decoding with the KV cache: qkv vs transformers (Llama-like, {layers} layers, hidden {hidden}, "
-             f"GQA {heads}/{kv_heads}, fp32, batch 1)", "",
-             f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-             f"({torch.get_num_threads()} threads), transformers {transformers.__version__} "
-             "(attn_implementation='sdpa')",
-             f"- {new} new tokens; median of {rounds} interleaved rounds; tokens/s = new tokens / wall time; "
-             "*speed-up* = qkv tokens/s over transformers' (> 1: qkv faster); load = 1-minute load average",
-             "- command: `python -m bench.decode " + " ".join(["--prompts", *map(str, prompts), "--new", str(new),
-                                                             "--rounds", str(rounds)]) + "`", "",
-             "| prompt | what | qkv tok/s | transformers tok/s | speed-up | same tokens | load |",
-             "|---:|---|---:|---:|---:|---|---:|"]
+    lines = [
+        f"# Greedy decoding with the KV cache: qkv vs transformers (Llama-like, {layers} layers, hidden {hidden}, "
+        f"GQA {heads}/{kv_heads}, fp32, batch 1)",
+        "",
+        f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), transformers {transformers.__version__} "
+        "(attn_implementation='sdpa')",
+        f"- {new} new tokens; median of {rounds} interleaved rounds; tokens/s = new tokens / wall time; "
+        "*speed-up* = qkv tokens/s over transformers' (> 1: qkv faster); load = 1-minute load average",
+        "- command: `python -m bench.decode "
+        + " ".join(["--prompts", *map(str, prompts), "--new", str(new), "--rounds", str(rounds)])
+        + "`",
+        "",
+        "| prompt | what | qkv tok/s | transformers tok/s | speed-up | same tokens | load |",
+        "|---:|---|---:|---:|---:|---|---:|",
+    ]
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         ours, hf = _models(layers, hidden, heads, kv_heads, inter, vocab, max(prompts) + new + 8, tmp)
         g = torch.Generator().manual_seed(1)
         for P in prompts:
             ids = torch.randint(1, vocab, (1, P), generator=g)
             contenders = {
-                "generate": {"qkv": lambda: (None, ours.generate(ids, new)[:, P:]),
-                             "hf": lambda: (None, _hf_generate(hf, ids, new)[:, P:])},
+                "generate": {
+                    "qkv": lambda: (None, ours.generate(ids, new)[:, P:]),
+                    "hf": lambda: (None, _hf_generate(hf, ids, new)[:, P:]),
+                },
                 "decode": {"qkv": lambda: _qkv_decode(ours, ids, new), "hf": lambda: _hf_decode(hf, ids, new)},
             }
             for what, fns in contenders.items():
@@ -121,8 +152,10 @@ def run(prompts=(256, 4096), new: int = 32, rounds: int = 3, layers: int = 12, h
                 n_tok = new if what == "generate" else new
                 tps = {k: n_tok / statistics.median(v) for k, v in times.items()}
                 same = bool(torch.equal(toks["qkv"][:, :new], toks["hf"][:, :new]))
-                lines.append(f"| {P} | {what} | {tps['qkv']:.1f} | {tps['hf']:.1f} | {tps['qkv'] / tps['hf']:.2f}× "
-                             f"| {'yes' if same else 'no'} | {os.getloadavg()[0]:.1f} |")
+                lines.append(
+                    f"| {P} | {what} | {tps['qkv']:.1f} | {tps['hf']:.1f} | {tps['qkv'] / tps['hf']:.2f}× "
+                    f"| {'yes' if same else 'no'} | {os.getloadavg()[0]:.1f} |"
+                )
                 print(lines[-1], flush=True)
     return "\n".join(lines) + "\n"
 

@@ -12,6 +12,7 @@ function alone (summed over layers) is measured too, by wrapping the contender's
 Other processes share the CPUs: the load average before and after is reported beside the figures;
 ratios come from the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,17 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "hf.md"
 CONTENDERS = ("qkv", "sdpa", "eager")
-MODEL = dict(vocab_size=1000, hidden_size=512, intermediate_size=1024, num_hidden_layers=8, num_attention_heads=8,
-             num_key_value_heads=2, head_dim=64, sliding_window=512, max_position_embeddings=16384)
+MODEL = dict(
+    vocab_size=1000,
+    hidden_size=512,
+    intermediate_size=1024,
+    num_hidden_layers=8,
+    num_attention_heads=8,
+    num_key_value_heads=2,
+    head_dim=64,
+    sliding_window=512,
+    max_position_embeddings=16384,
+)
 
 
 def _peak_rss_mb() -> float:
@@ -54,6 +64,7 @@ def child(impl: str, length: int, repeat: int, out: str) -> None:
             out = fn(*args, **kwargs)
             spent[0] += time.perf_counter() - t0
             return out
+
         return wrapper
 
     from transformers import AttentionInterface
@@ -81,10 +92,19 @@ def child(impl: str, length: int, repeat: int, out: str) -> None:
             if i:  # the first call warms up
                 times.append(time.perf_counter() - t)
                 attention.append(spent[0])
-    torch.save(h[0, ::max(1, length // 256)].clone(), out)
-    print(json.dumps({"impl": impl, "length": length, "times": times, "attention": attention,
-                      "peak_rss_mb": _peak_rss_mb(),
-                      "threads": torch.get_num_threads()}))
+    torch.save(h[0, :: max(1, length // 256)].clone(), out)
+    print(
+        json.dumps(
+            {
+                "impl": impl,
+                "length": length,
+                "times": times,
+                "attention": attention,
+                "peak_rss_mb": _peak_rss_mb(),
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 def _spawn(impl: str, length: int, repeat: int, out: str) -> dict:
@@ -110,26 +130,39 @@ def run(lengths=(2048, 8192), repeat: int = 3) -> str:
                 r["attn_ms"] = statistics.median(r["attention"]) * 1e3
                 r["out"] = torch.load(out)
                 res[impl] = r
-                print(f"  {impl:5s} L={length}: {r['ms']:.0f} ms (attention {r['attn_ms']:.0f}), "
-                      f"peak RSS {r['peak_rss_mb']:.0f} MB", file=sys.stderr)
+                print(
+                    f"  {impl:5s} L={length}: {r['ms']:.0f} ms (attention {r['attn_ms']:.0f}), "
+                    f"peak RSS {r['peak_rss_mb']:.0f} MB",
+                    file=sys.stderr,
+                )
             err = max((res[i]["out"] - res["eager"]["out"]).abs().max().item() for i in CONTENDERS)
             rows.append((length, res, err))
     load_end = os.getloadavg()
-    lines = ["# transformers Mistral-like forward: attn_implementation qkv vs sdpa vs eager", "",
-             f"Command: `python bench/hf.py --lengths {' '.join(map(str, lengths))} --repeat {repeat}`. "
-             f"Model: MistralModel {MODEL['num_hidden_layers']} layers, hidden {MODEL['hidden_size']}, "
-             f"{MODEL['num_attention_heads']}/{MODEL['num_key_value_heads']} heads of {MODEL['head_dim']}, "
-             f"sliding window {MODEL['sliding_window']}; batch 1, fp32, no grad, no cache; median of {repeat} "
-             "forwards after one warm-up, one subprocess per contender (peak RSS = VmHWM).", "",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-             f"torch {torch.__version__}, "
-             f"transformers {_tf_version()}; load average {load_start[0]:.2f} at start, {load_end[0]:.2f} at end "
-             "(other engineers share the CPUs).", "",
-             "| tokens | qkv ms | sdpa ms | eager ms | sdpa / qkv | eager / qkv | peak RSS MB qkv / sdpa / eager "
-             "| max abs diff vs eager |",
-             "|---:|---:|---:|---:|---:|---:|---|---:|"]
-    attn = ["", "Time inside the attention function alone (all layers; the rest of the forward is shared):", "",
-            "| tokens | qkv ms | sdpa ms | eager ms | sdpa / qkv | eager / qkv |", "|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "# transformers Mistral-like forward: attn_implementation qkv vs sdpa vs eager",
+        "",
+        f"Command: `python bench/hf.py --lengths {' '.join(map(str, lengths))} --repeat {repeat}`. "
+        f"Model: MistralModel {MODEL['num_hidden_layers']} layers, hidden {MODEL['hidden_size']}, "
+        f"{MODEL['num_attention_heads']}/{MODEL['num_key_value_heads']} heads of {MODEL['head_dim']}, "
+        f"sliding window {MODEL['sliding_window']}; batch 1, fp32, no grad, no cache; median of {repeat} "
+        "forwards after one warm-up, one subprocess per contender (peak RSS = VmHWM).",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, "
+        f"transformers {_tf_version()}; load average {load_start[0]:.2f} at start, {load_end[0]:.2f} at end "
+        "(other engineers share the CPUs).",
+        "",
+        "| tokens | qkv ms | sdpa ms | eager ms | sdpa / qkv | eager / qkv | peak RSS MB qkv / sdpa / eager "
+        "| max abs diff vs eager |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    attn = [
+        "",
+        "Time inside the attention function alone (all layers; the rest of the forward is shared):",
+        "",
+        "| tokens | qkv ms | sdpa ms | eager ms | sdpa / qkv | eager / qkv |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for length, res, err in rows:
         q, s, e = (res[i]["ms"] for i in CONTENDERS)
         rss = " / ".join(f"{res[i]['peak_rss_mb']:.0f}" for i in CONTENDERS)

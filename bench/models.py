@@ -5,6 +5,7 @@ Run: ``python bench/models.py [--batch 8] [--length 128] [--repeat 30]``; writes
 contender once, so background load hits all of them alike); ratio = qkv / transformers.
 transformers is imported here only (qkv never imports it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,13 +28,15 @@ RESULTS = Path(__file__).resolve().parent / "results" / "models.md"
 def _inputs(tokenizer, batch: int, length: int, padded: bool):
     """``batch`` rows of ``length`` real tokens (English text, repeated); with ``padded`` every
     other row is half as long (right padding)."""
-    text = ("The cat sat on the mat because it was tired. Attention lets every token look at every other "
-            "token and take what it needs. ") * 20
+    text = (
+        "The cat sat on the mat because it was tired. Attention lets every token look at every other "
+        "token and take what it needs. "
+    ) * 20
     ids = torch.tensor(tokenizer.encode(text, truncate=True).ids[: length - 1] + [102])  # [CLS] ... [SEP]
     input_ids = ids.repeat(batch, 1)
     mask = torch.ones_like(input_ids)
     if padded:
-        mask[1::2, length // 2:] = 0
+        mask[1::2, length // 2 :] = 0
         input_ids = input_ids.masked_fill(mask == 0, 0)
     return input_ids, mask
 
@@ -59,23 +62,32 @@ def run(batch: int = 8, length: int = 128, repeat: int = 30) -> str:
     torch.manual_seed(0)
     ours = qkv.models.load("minilm")
     path = str(qkv.models.resolve("minilm"))
-    hf = {impl: transformers.BertModel.from_pretrained(path, attn_implementation=impl).eval()
-          for impl in ("eager", "sdpa")}
-    lines = [f"# MiniLM forward: qkv vs transformers ({batch} x {length} tokens)", "",
-             f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-             f"({torch.get_num_threads()} threads), transformers {transformers.__version__}",
-             f"- load average at start: {os.getloadavg()[0]:.1f} (other jobs share these cores: absolute ms are "
-             "noisy, the interleaved ratios less so)",
-             f"- qkv attention implementations: {', '.join(qkv.implementations())} (impl='auto')",
-             f"- median of {repeat} interleaved runs after 3 warm-up runs each; ratio = qkv time / transformers time "
-             "(< 1 means qkv is faster)", "- command: `python bench/models.py`", "",
-             "| inputs | qkv ms | transformers eager ms | transformers sdpa ms | qkv / eager | qkv / sdpa | max abs diff |",
-             "|---|---|---|---|---|---|---|"]
+    hf = {
+        impl: transformers.BertModel.from_pretrained(path, attn_implementation=impl).eval()
+        for impl in ("eager", "sdpa")
+    }
+    lines = [
+        f"# MiniLM forward: qkv vs transformers ({batch} x {length} tokens)",
+        "",
+        f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), transformers {transformers.__version__}",
+        f"- load average at start: {os.getloadavg()[0]:.1f} (other jobs share these cores: absolute ms are "
+        "noisy, the interleaved ratios less so)",
+        f"- qkv attention implementations: {', '.join(qkv.implementations())} (impl='auto')",
+        f"- median of {repeat} interleaved runs after 3 warm-up runs each; ratio = qkv time / transformers time "
+        "(< 1 means qkv is faster)",
+        "- command: `python bench/models.py`",
+        "",
+        "| inputs | qkv ms | transformers eager ms | transformers sdpa ms | qkv / eager | qkv / sdpa | max abs diff |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for padded in (False, True):
         ids, mask = _inputs(ours.tokenizer, batch, length, padded)
-        contenders = {"qkv": lambda: ours(ids, mask).last_hidden_state,
-                      "eager": lambda: hf["eager"](input_ids=ids, attention_mask=mask).last_hidden_state,
-                      "sdpa": lambda: hf["sdpa"](input_ids=ids, attention_mask=mask).last_hidden_state}
+        contenders = {
+            "qkv": lambda: ours(ids, mask).last_hidden_state,
+            "eager": lambda: hf["eager"](input_ids=ids, attention_mask=mask).last_hidden_state,
+            "sdpa": lambda: hf["sdpa"](input_ids=ids, attention_mask=mask).last_hidden_state,
+        }
         times = {k: [] for k in contenders}
         with torch.no_grad():
             valid = mask.bool()
@@ -87,8 +99,10 @@ def run(batch: int = 8, length: int = 128, repeat: int = 30) -> str:
                     times[k].append(_once(fn))
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         label = f"every other row padded from token {length // 2}" if padded else "no padding"
-        lines.append(f"| {label} | {med['qkv']:.1f} | {med['eager']:.1f} | {med['sdpa']:.1f} | "
-                     f"{med['qkv'] / med['eager']:.2f}x | {med['qkv'] / med['sdpa']:.2f}x | {diff:.1e} |")
+        lines.append(
+            f"| {label} | {med['qkv']:.1f} | {med['eager']:.1f} | {med['sdpa']:.1f} | "
+            f"{med['qkv'] / med['eager']:.2f}x | {med['qkv'] / med['sdpa']:.2f}x | {diff:.1e} |"
+        )
     lines.append(f"\nload average at end: {os.getloadavg()[0]:.1f}")
     return "\n".join(lines) + "\n"
 

@@ -11,6 +11,7 @@ The model is loaded before timing; each figure is the median of ``--repeat`` run
 load hits every variant alike. The items are the shipped twins with short prefixes ("Yesterday, " ...) to make
 300 distinct sentences.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,11 +37,20 @@ def items(n: int):
     base, out = load_twins().items, []
     for p in PREFIXES:
         for it in base:
+
             def shift(s: Span, n: int = len(p)) -> Span:
                 return Span(s.text, s.start + n, s.end + n)
-            out.append(replace(it, id=f"{p[:4]}{it.id}", text=p + it.text, query=shift(it.query),
-                               candidates=tuple(shift(c) for c in it.candidates),
-                               pair=None if it.pair is None else f"{p}{it.pair}"))
+
+            out.append(
+                replace(
+                    it,
+                    id=f"{p[:4]}{it.id}",
+                    text=p + it.text,
+                    query=shift(it.query),
+                    candidates=tuple(shift(c) for c in it.candidates),
+                    pair=None if it.pair is None else f"{p}{it.pair}",
+                )
+            )
             if len(out) == n:
                 return Dataset(out, [], "bench")
     raise ValueError(f"at most {len(PREFIXES) * len(base)} bench items, asked for {n}")
@@ -67,9 +77,11 @@ def run(n: int = 300, repeat: int = 3) -> str:
     model = load_model("minilm")
     data = items(n)
     load0 = os.getloadavg()[0]
-    variants = {"batch (32 per pass, weights only)": lambda: probe(data, model, batch_size=32),
-                "batch_size=1 (weights only)": lambda: probe(data, model, batch_size=1),
-                "one at a time (qkv.trace, every step)": lambda: one_at_a_time(data, model)}
+    variants = {
+        "batch (32 per pass, weights only)": lambda: probe(data, model, batch_size=32),
+        "batch_size=1 (weights only)": lambda: probe(data, model, batch_size=1),
+        "one at a time (qkv.trace, every step)": lambda: one_at_a_time(data, model),
+    }
     times: dict[str, list[float]] = {k: [] for k in variants}
     results = {}
     for _ in range(repeat):
@@ -79,18 +91,32 @@ def run(n: int = 300, repeat: int = 3) -> str:
             times[name].append(time.perf_counter() - start)
     load1 = os.getloadavg()[0]
     base = statistics.median(times["one at a time (qkv.trace, every step)"])
-    rows = [f"| {k} | {statistics.median(v):.2f} | {min(v):.2f} | {base / statistics.median(v):.1f}x | "
-            f"{results[k].heldout.score.accuracy:.3f} |" for k, v in times.items()]
-    return "\n".join([
-        f"# qkv probe: {n} sentences on MiniLM", "",
-        (f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-         f"({torch.get_num_threads()} threads)"),
-        f"- load average at start {load0:.1f}, at end {load1:.1f} (other jobs share these cores)",
-        (f"- median (and best) of {repeat} interleaved runs, model loaded beforehand; includes the statistics "
-         f"(1000-draw permutation null)"),
-        "- command: `python bench/probe.py`", "",
-        "| variant | median s | best s | speed-up vs one at a time | held-out accuracy (same in all) |",
-        "|---|---|---|---|---|", *rows, ""])
+    rows = [
+        f"| {k} | {statistics.median(v):.2f} | {min(v):.2f} | {base / statistics.median(v):.1f}x | "
+        f"{results[k].heldout.score.accuracy:.3f} |"
+        for k, v in times.items()
+    ]
+    return "\n".join(
+        [
+            f"# qkv probe: {n} sentences on MiniLM",
+            "",
+            (
+                f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+                f"({torch.get_num_threads()} threads)"
+            ),
+            f"- load average at start {load0:.1f}, at end {load1:.1f} (other jobs share these cores)",
+            (
+                f"- median (and best) of {repeat} interleaved runs, model loaded beforehand; includes the statistics "
+                f"(1000-draw permutation null)"
+            ),
+            "- command: `python bench/probe.py`",
+            "",
+            "| variant | median s | best s | speed-up vs one at a time | held-out accuracy (same in all) |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
 
 
 def main(argv=None) -> int:

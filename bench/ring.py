@@ -10,6 +10,7 @@ Times are one run each (the first call, no warm-up): the point is per-rank memor
 overhead of the ring, not a speed-up -- on a 2-core machine the ranks share the cores (4 ranks on
 2 cores are oversubscribed twice). Every result is checked against the single-process one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,22 +45,33 @@ def run(cfg: dict, worlds=(2, 4), layouts=("contiguous", "zigzag"), timeout: flo
     t0 = time.perf_counter()
     single = launch.spawn(single_job, 1, args=(cfg,), threads=cores, timeout=timeout)[0]
     print(f"single process: {time.perf_counter() - t0:.1f} s", flush=True)
-    rows.append(dict(name="single process", world=1, layout="-", threads=cores, ranks=[single], diff=0.0,
-                     messages=0, work=None))
+    rows.append(
+        dict(name="single process", world=1, layout="-", threads=cores, ranks=[single], diff=0.0, messages=0, work=None)
+    )
     ref = single["tensors"]
     for world in worlds:
         for layout in layouts:
             c = {**cfg, "layout": layout}
             t0 = time.perf_counter()
-            ranks = launch.spawn(ring_job, world, args=(c,), threads=max(1, cores // world), timeout=timeout,
-                                 pg_timeout=timeout)
+            ranks = launch.spawn(
+                ring_job, world, args=(c,), threads=max(1, cores // world), timeout=timeout, pg_timeout=timeout
+            )
             print(f"ring W={world} {layout}: {time.perf_counter() - t0:.1f} s", flush=True)
             lengths = [local_length(cfg["length"], world, r, layout) for r in range(world)]
             plan = plan_ring(make_mask(cfg["mask"], cfg["length"]), lengths, lengths, layout)
             diff = max(_max_diff(x, y) for x, y in zip(ranks[0]["tensors"], ref))
-            rows.append(dict(name=f"ring, {world} processes", world=world, layout=layout,
-                             threads=max(1, cores // world), ranks=ranks, diff=diff, messages=plan.messages(),
-                             work=[plan.work(r) for r in range(world)]))
+            rows.append(
+                dict(
+                    name=f"ring, {world} processes",
+                    world=world,
+                    layout=layout,
+                    threads=max(1, cores // world),
+                    ranks=ranks,
+                    diff=diff,
+                    messages=plan.messages(),
+                    work=[plan.work(r) for r in range(world)],
+                )
+            )
     return rows
 
 
@@ -86,9 +98,11 @@ def report(rows: list[dict], cfg: dict, impl_name: str) -> str:
         peak = max(r["peak_rss_mib"] for r in ranks)
         grow_f = " / ".join(_mib(r["peak_forward_mib"] - r["rss_before_mib"]) for r in ranks)
         grow_b = " / ".join(_mib(r["peak_rss_mib"] - r["rss_before_mib"]) for r in ranks) if backward else "-"
-        work = "-" if row["work"] is None else " / ".join(f"{100 * w / n ** 2:.0f}" for w in row["work"])
-        lines.append(f"| {row['name']} | {row['layout']} | {row['threads']} | {fwd:.2f} | {bwd} | {grow_f} | "
-                     f"{grow_b} | {_mib(peak)} | {row['messages']} | {work} | {row['diff']:.1e} |")
+        work = "-" if row["work"] is None else " / ".join(f"{100 * w / n**2:.0f}" for w in row["work"])
+        lines.append(
+            f"| {row['name']} | {row['layout']} | {row['threads']} | {fwd:.2f} | {bwd} | {grow_f} | "
+            f"{grow_b} | {_mib(peak)} | {row['messages']} | {work} | {row['diff']:.1e} |"
+        )
     return "\n".join(lines + [""])
 
 
@@ -124,20 +138,33 @@ def main(argv=None) -> int:
     p.add_argument("--heads", type=int, default=None, help="heads (default 4 for auto, 1 for reference)")
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--mask", default="causal")
-    p.add_argument("--impl", default=None, help="one implementation (default: 'auto' with backward, then "
-                                                "'reference' forward only)")
+    p.add_argument(
+        "--impl", default=None, help="one implementation (default: 'auto' with backward, then 'reference' forward only)"
+    )
     p.add_argument("--no-backward", action="store_true", help="forward only")
     p.add_argument("--worlds", default="2,4", help="comma-separated process counts (default 2,4)")
     p.add_argument("--output", type=Path, default=RESULTS)
     a = p.parse_args(argv)
     sections = [(a.impl, not a.no_backward)] if a.impl else [("auto", not a.no_backward), ("reference", False)]
     command = " ".join(["python bench/ring.py", *(sys.argv[1:] if argv is None else argv)])
-    text = HEADER.format(n=a.length, machine=platform.machine(), cores=os.cpu_count(), torch=torch.__version__,
-                         command=command)
+    text = HEADER.format(
+        n=a.length, machine=platform.machine(), cores=os.cpu_count(), torch=torch.__version__, command=command
+    )
     for impl, backward in sections:
         heads = a.heads or (1 if impl == "reference" else 4)
-        cfg = dict(seed=0, dtype="float32", batch=1, heads=heads, kv_heads=heads, length=a.length,
-                   head_dim=a.head_dim, mask=a.mask, layout="contiguous", impl=impl, backward=backward)
+        cfg = dict(
+            seed=0,
+            dtype="float32",
+            batch=1,
+            heads=heads,
+            kv_heads=heads,
+            length=a.length,
+            head_dim=a.head_dim,
+            mask=a.mask,
+            layout="contiguous",
+            impl=impl,
+            backward=backward,
+        )
         q, k, v, _ = make_inputs({**cfg, "length": 2})
         impl_name = registry.select(impl, check_inputs(q, k, v, mask=make_mask(a.mask, 2), return_lse=True)).name
         rows = run(cfg, worlds=tuple(int(w) for w in a.worlds.split(",")))

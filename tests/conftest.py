@@ -1,4 +1,5 @@
 """Shared test configuration: deterministic seeds, hypothesis profile."""
+
 import os
 
 import pytest

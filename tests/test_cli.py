@@ -1,4 +1,5 @@
 """The ``qkv`` command end to end on MiniLM: subprocesses for the real entry point, in-process for error cases."""
+
 import json
 import os
 import re
@@ -46,7 +47,9 @@ def test_explain_default_end_to_end(tmp_path):
     w = torch.tensor(doc["trace"]["layers"][lay]["weights"])[head, 8]  # (L,) the breakdown head's row for 'it'
     assert [r["weight"] for r in rows] == pytest.approx(w.tolist(), abs=1e-4)
     # with cat/mat given, the breakdown head is the one that most prefers cat over mat
-    diffs = [(torch.tensor(L["weights"])[:, 8, 2] - torch.tensor(L["weights"])[:, 8, 6]) for L in doc["trace"]["layers"]]
+    diffs = [
+        (torch.tensor(L["weights"])[:, 8, 2] - torch.tensor(L["weights"])[:, 8, 6]) for L in doc["trace"]["layers"]
+    ]
     best = max(((n, h) for n in range(6) for h in range(12)), key=lambda nh: float(diffs[nh[0]][nh[1]]))
     assert (lay, head) == best
     assert doc["summary"] in text.replace("\n", " ").replace("  ", " ") or doc["summary"][:40] in text
@@ -73,8 +76,9 @@ def test_heads_end_to_end(tmp_path):
 
 
 def test_compare_end_to_end(tmp_path):
-    out = run("compare", TIRED, SOFT, "--query", "it", "--prefer", "cat", "--over", "mat", "--json", "c.json",
-              cwd=tmp_path)
+    out = run(
+        "compare", TIRED, SOFT, "--query", "it", "--prefer", "cat", "--over", "mat", "--json", "c.json", cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr
     doc = json.loads((tmp_path / "c.json").read_text())
     assert doc["command"] == "compare" and doc["texts"] == [TIRED, SOFT] and len(doc["heads"]) == 72
@@ -85,10 +89,13 @@ def test_compare_end_to_end(tmp_path):
     assert "A: " + TIRED in out.stdout and "B: " + SOFT in out.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["explain", ""], "the text is empty"),
-    (["explain", "--query", "dgo", "The dog barked."], "close matches: dog"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["explain", ""], "the text is empty"),
+        (["explain", "--query", "dgo", "The dog barked."], "close matches: dog"),
+    ],
+)
 def test_bad_input_subprocess_exits_2_without_traceback(args, message):
     out = run(*args)
     assert out.returncode == 2
@@ -96,23 +103,29 @@ def test_bad_input_subprocess_exits_2_without_traceback(args, message):
     assert "Traceback" not in out.stderr + out.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["explain", "--layer", "6"], "layer 6 is out of range; minilm has 6 layers (0..5)"),
-    (["explain", "--head", "12"], "head 12 is out of range; minilm has 12 heads (0..11)"),
-    (["explain", "word " * 600, "--query", "word"], "at most 512 positions; pass --truncate"),
-    (["explain", "The cat sat."], "token 'it' is not in the text"),
-    (["explain", "--prefer", "cat"], "give both --prefer and --over"),
-    (["explain", "--prefer", "cow", "--over", "mat"], "--prefer: token 'cow' is not in the text"),
-    (["explain", "--measure", "rollout", "--head", "1"], "rollout combines all heads"),
-    (["explain", "--top", "0"], "--top must be at least 1"),
-    (["heads", "a cat on a mat", "--query", "cat", "--prefer", "mat", "--over", "mat"], "same token"),
-    (["compare", TIRED, "The dog sat.", "--prefer", "cat", "--over", "mat"], "text B: token 'it' is not in the text"),
-    (["compare", TIRED, " ", "--prefer", "cat", "--over", "mat"], "text B is empty"),
-    (["explain", "--model", "no-such-model"], "no model called 'no-such-model'"),
-    (["explain", "--json", "/no/such/dir/x.json"], "--json: the directory of '/no/such/dir/x.json' does not exist"),
-    (["explain", "--png", "x.jpg"], "--png wants a path ending in .png"),
-    (["heads", TIRED, "--prefer", "cat", "--over", "mat", "--json", "/"], "--json wants a file path"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["explain", "--layer", "6"], "layer 6 is out of range; minilm has 6 layers (0..5)"),
+        (["explain", "--head", "12"], "head 12 is out of range; minilm has 12 heads (0..11)"),
+        (["explain", "word " * 600, "--query", "word"], "at most 512 positions; pass --truncate"),
+        (["explain", "The cat sat."], "token 'it' is not in the text"),
+        (["explain", "--prefer", "cat"], "give both --prefer and --over"),
+        (["explain", "--prefer", "cow", "--over", "mat"], "--prefer: token 'cow' is not in the text"),
+        (["explain", "--measure", "rollout", "--head", "1"], "rollout combines all heads"),
+        (["explain", "--top", "0"], "--top must be at least 1"),
+        (["heads", "a cat on a mat", "--query", "cat", "--prefer", "mat", "--over", "mat"], "same token"),
+        (
+            ["compare", TIRED, "The dog sat.", "--prefer", "cat", "--over", "mat"],
+            "text B: token 'it' is not in the text",
+        ),
+        (["compare", TIRED, " ", "--prefer", "cat", "--over", "mat"], "text B is empty"),
+        (["explain", "--model", "no-such-model"], "no model called 'no-such-model'"),
+        (["explain", "--json", "/no/such/dir/x.json"], "--json: the directory of '/no/such/dir/x.json' does not exist"),
+        (["explain", "--png", "x.jpg"], "--png wants a path ending in .png"),
+        (["heads", TIRED, "--prefer", "cat", "--over", "mat", "--json", "/"], "--json wants a file path"),
+    ],
+)
 def test_bad_input_in_process_exits_2(args, message, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
@@ -130,7 +143,9 @@ def test_argparse_errors_exit_2(capsys):
 
 
 def test_explain_options_in_process(tmp_path, capsys):
-    assert main(["explain", "--measure", "values", "--layer", "3", "--head", "1", "--json", str(tmp_path / "v.json")]) == 0
+    assert (
+        main(["explain", "--measure", "values", "--layer", "3", "--head", "1", "--json", str(tmp_path / "v.json")]) == 0
+    )
     out = capsys.readouterr().out
     assert "by values" in out and "Step by step: 'it' in layer 3 head 1" in out
     doc = json.loads((tmp_path / "v.json").read_text())

@@ -1,6 +1,7 @@
 """The ``qkv`` command fails cleanly: one line ``qkv <command>: error: ...`` and status 2, never a traceback --
 for outputs that cannot be written (disk full, EIO), damaged ``--model`` directories, argv bytes that are not
 UTF-8; library messages name no flags, the command maps them to its own (issue 11)."""
+
 import errno
 import json
 import os
@@ -21,7 +22,7 @@ def error_line(capsys, command: str) -> str:
     err = capsys.readouterr().err
     assert err.startswith(f"qkv {command}: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err
-    return err[len(f"qkv {command}: error: "):].strip()
+    return err[len(f"qkv {command}: error: ") :].strip()
 
 
 def test_docstring_documents_the_prefix_the_code_prints(capsys):
@@ -41,16 +42,31 @@ def test_disk_full_on_an_output(capsys, flag):
     path = "/dev/full"  # every write fails with ENOSPC
     assert main(["explain", flag, path]) == 2
     msg = error_line(capsys, "explain")
-    assert msg == (f"{flag}: cannot write '/dev/full': [ENOSPC] No space left on device: the disk is full: "
-                   "free some space or write elsewhere")
+    assert msg == (
+        f"{flag}: cannot write '/dev/full': [ENOSPC] No space left on device: the disk is full: "
+        "free some space or write elsewhere"
+    )
 
 
-@pytest.mark.parametrize("code, hint", [(errno.ENOSPC, "the disk is full"), (errno.EIO, "input/output error"),
-                                        (errno.EACCES, "permission denied"), (errno.EROFS, "read-only"),
-                                        (errno.ENAMETOOLONG, "too long"), (errno.ESTALE, "check the path")])
-@pytest.mark.parametrize("flag, target", [("--json", "pathlib.Path.write_text"),
-                                          ("--html", "qkv.view.html.write_html"),
-                                          ("--png", "qkv.view.png.save_heatmap")])
+@pytest.mark.parametrize(
+    "code, hint",
+    [
+        (errno.ENOSPC, "the disk is full"),
+        (errno.EIO, "input/output error"),
+        (errno.EACCES, "permission denied"),
+        (errno.EROFS, "read-only"),
+        (errno.ENAMETOOLONG, "too long"),
+        (errno.ESTALE, "check the path"),
+    ],
+)
+@pytest.mark.parametrize(
+    "flag, target",
+    [
+        ("--json", "pathlib.Path.write_text"),
+        ("--html", "qkv.view.html.write_html"),
+        ("--png", "qkv.view.png.save_heatmap"),
+    ],
+)
 def test_os_errors_while_writing(tmp_path, monkeypatch, capsys, code, hint, flag, target):
     out = tmp_path / ("out.png" if flag == "--png" else "out")
 
@@ -95,8 +111,15 @@ def test_stdout_on_a_full_disk(tmp_path):
     """The real entry point, stdout redirected to /dev/full: one error line on stderr, status 2."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     with open("/dev/full", "w") as full:
-        r = subprocess.run([sys.executable, "-m", "qkv.cli", "explain", "--top", "1"], stdout=full,
-                           stderr=subprocess.PIPE, text=True, timeout=300, cwd=tmp_path, env=env)
+        r = subprocess.run(
+            [sys.executable, "-m", "qkv.cli", "explain", "--top", "1"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+            env=env,
+        )
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("qkv explain: error: cannot write the output (stdout): [ENOSPC]"), r.stderr
     assert "Traceback" not in r.stderr
@@ -117,20 +140,31 @@ def minilm_dir():
     return qkv.models.resolve("minilm")
 
 
-@pytest.mark.parametrize("damage, says", [
-    (lambda d: (d / "config.json").write_text("[1, 2]"), "config.json: expected a JSON object"),
-    (lambda d: (d / "config.json").write_text("{"), "config.json is not valid JSON"),
-    (lambda d: (d / "config.json").unlink(), "config.json is missing"),
-    (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 10), "is not a readable safetensors file"),
-    (lambda d: (d / "model.safetensors").unlink(), "no weights in"),
-    (lambda d: (d / "tokenizer.json").write_text('"x"'), "cannot read tokenizer"),
-    (lambda d: (d / "modules.json").write_text("{"), "modules.json is not valid JSON"),
-    (lambda d: (d / "1_Pooling" / "config.json").write_text("[]"), "expected an object such as"),
-    (lambda d: json.dump({**json.load(open(d / "config.json")), "num_attention_heads": 0},
-                         open(d / "config.json", "w")), "'num_attention_heads' must be an integer >= 1"),
-    (lambda d: json.dump({**json.load(open(d / "config.json")), "hidden_size": "384"},
-                         open(d / "config.json", "w")), "'hidden_size' must be an integer >= 1, got the string"),
-])
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        (lambda d: (d / "config.json").write_text("[1, 2]"), "config.json: expected a JSON object"),
+        (lambda d: (d / "config.json").write_text("{"), "config.json is not valid JSON"),
+        (lambda d: (d / "config.json").unlink(), "config.json is missing"),
+        (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 10), "is not a readable safetensors file"),
+        (lambda d: (d / "model.safetensors").unlink(), "no weights in"),
+        (lambda d: (d / "tokenizer.json").write_text('"x"'), "cannot read tokenizer"),
+        (lambda d: (d / "modules.json").write_text("{"), "modules.json is not valid JSON"),
+        (lambda d: (d / "1_Pooling" / "config.json").write_text("[]"), "expected an object such as"),
+        (
+            lambda d: json.dump(
+                {**json.load(open(d / "config.json")), "num_attention_heads": 0}, open(d / "config.json", "w")
+            ),
+            "'num_attention_heads' must be an integer >= 1",
+        ),
+        (
+            lambda d: json.dump(
+                {**json.load(open(d / "config.json")), "hidden_size": "384"}, open(d / "config.json", "w")
+            ),
+            "'hidden_size' must be an integer >= 1, got the string",
+        ),
+    ],
+)
 def test_damaged_model_directory(damaged, capsys, damage, says):
     damage(damaged)
     assert main(["explain", "--model", str(damaged)]) == 2
@@ -140,6 +174,7 @@ def test_damaged_model_directory(damaged, capsys, damage, says):
 
 def test_unexpected_library_error_while_loading(damaged, monkeypatch, capsys):
     """Whatever torch/safetensors/tokenizers raise on a damaged checkpoint becomes the command's error line."""
+
     def boom(name, **kw):
         raise RuntimeError("Error(s) in loading state_dict: size mismatch")
 
@@ -157,13 +192,16 @@ def test_damaged_model_for_claims(damaged, capsys):
 
 
 # ---------------------------------------------------------------------------------------------- argv bytes
-@pytest.mark.parametrize("args, name", [
-    (["explain", CAFE], "TEXT"),
-    (["explain", "--query", CAFE], "--query"),
-    (["explain", "--prefer", CAFE, "--over", "mat"], "--prefer"),
-    (["heads", "a cat", "--query", "a", "--prefer", "cat", "--over", CAFE], "--over"),
-    (["compare", "a cat", CAFE, "--prefer", "cat", "--over", "a"], "TEXT_B"),
-])
+@pytest.mark.parametrize(
+    "args, name",
+    [
+        (["explain", CAFE], "TEXT"),
+        (["explain", "--query", CAFE], "--query"),
+        (["explain", "--prefer", CAFE, "--over", "mat"], "--prefer"),
+        (["heads", "a cat", "--query", "a", "--prefer", "cat", "--over", CAFE], "--over"),
+        (["compare", "a cat", CAFE, "--prefer", "cat", "--over", "a"], "TEXT_B"),
+    ],
+)
 def test_undecodable_argv_bytes_are_an_error_not_replaced(args, name, capsys):
     assert main(args) == 2
     msg = error_line(capsys, args[0])
@@ -173,8 +211,13 @@ def test_undecodable_argv_bytes_are_an_error_not_replaced(args, name, capsys):
 
 def test_undecodable_argv_bytes_through_the_real_entry_point(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "LC_ALL": "C.UTF-8"}
-    r = subprocess.run([sys.executable, "-m", "qkv.cli", "explain", b"caf\xe9 au lait"], capture_output=True,
-                       timeout=300, cwd=tmp_path, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "qkv.cli", "explain", b"caf\xe9 au lait"],
+        capture_output=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
     assert r.returncode == 2
     assert r.stderr.startswith(b"qkv explain: error: TEXT contains bytes that are not valid UTF-8 (b'\\xe9'")
     assert b"Traceback" not in r.stderr
@@ -230,5 +273,6 @@ def tiny_png_trace():
 
     from qkv.lens.trace import Trace
 
-    return Trace.from_tensors("a b", ["a", "b"], weights=torch.tensor([[[[1.0, 0.0], [0.5, 0.5]]]]),
-                              offsets=[(0, 1), (2, 3)])
+    return Trace.from_tensors(
+        "a b", ["a", "b"], weights=torch.tensor([[[[1.0, 0.0], [0.5, 0.5]]]]), offsets=[(0, 1), (2, 3)]
+    )

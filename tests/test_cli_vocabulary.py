@@ -1,4 +1,5 @@
 """The CLI on Chinese text: a note in the command's words (``--model``), never a bare token list."""
+
 import pytest
 
 from qkv.cli import main
@@ -23,10 +24,13 @@ def test_a_found_token_still_runs_with_the_note(capsys):
     assert "attends to" in out
 
 
-@pytest.mark.parametrize("argv", [
-    ["heads", "The cat 猫 sat on the mat.", "--query", "cat", "--prefer", "猫", "--over", "mat"],
-    ["explain", "The cat 猫 sat on the mat.", "--query", "它"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["heads", "The cat 猫 sat on the mat.", "--query", "cat", "--prefer", "猫", "--over", "mat"],
+        ["explain", "The cat 猫 sat on the mat.", "--query", "它"],
+    ],
+)
 def test_a_token_lost_to_unk_in_mostly_english_text(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -7,6 +7,7 @@ the embedded MiniLM...) through a ``.pth`` line -- appended after its own site-p
 that directory's ``.pth`` files, so a development (editable) install of qkv there is not picked up. The test
 checks that the imported qkv is the installed one, run from an empty directory.
 """
+
 import os
 import shutil
 import subprocess
@@ -32,7 +33,7 @@ def _run(cmd, **kw) -> subprocess.CompletedProcess:
 def _package_files() -> set[str]:
     """Every file of the package in the source tree that is tracked or would be (not ignored), as wheel paths."""
     out = _run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "src/qkv"], cwd=ROOT).stdout
-    return {line[len("src/"):] for line in out.splitlines() if line and (ROOT / line).is_file()}
+    return {line[len("src/") :] for line in out.splitlines() if line and (ROOT / line).is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,10 @@ def wheel(tmp_path_factory) -> Path:
         (src / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / "src" / rel, src / "src" / rel)
     out = tmp_path_factory.mktemp("dist")
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", out, src],
-         cwd=src)
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", out, src],
+        cwd=src,
+    )
     (whl,) = out.glob("qkv-*.whl")
     return whl
 

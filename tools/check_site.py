@@ -13,6 +13,7 @@ site never links):
 Every ``.css`` file is checked for ``url(...)``/``@import`` pointing outside, and every page for inline
 ``style`` attributes doing the same.
 """
+
 from __future__ import annotations
 
 import re
@@ -72,8 +73,11 @@ def check_site(site: str | Path) -> tuple[list[str], int, int]:
         for style in page.styles:
             problems += [f"{rel}: style loads {u} from outside" for u in CSS_URL.findall(style) if _outside(u)]
     for css in sorted(site.rglob("*.css")):
-        problems += [f"{css.relative_to(site)}: loads {u} from outside"
-                     for u in CSS_URL.findall(css.read_text(encoding="utf-8")) if _outside(u)]
+        problems += [
+            f"{css.relative_to(site)}: loads {u} from outside"
+            for u in CSS_URL.findall(css.read_text(encoding="utf-8"))
+            if _outside(u)
+        ]
     return problems, len(pages), count
 
 

@@ -7,6 +7,7 @@ qkv's docstrings are Google style with a few reST habits that the doctests and `
 * ``text::`` before an indented block (reST's literal block): the block is already a markdown code block;
   the doubled colon is reduced to one.
 """
+
 from __future__ import annotations
 
 import re

@@ -13,6 +13,7 @@ so files they write never land in the source tree.
 Also (for every page): Sphinx-style roles left in docstrings (``:func:`x```) lose their role prefix, so the
 API pages read ``x`` rather than ``:func:x``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -31,8 +32,9 @@ from mkdocs.structure.files import File
 
 log = logging.getLogger("mkdocs.hooks.exec")
 
-FENCE = re.compile(r"^(?P<indent>[ ]*)```python(?P<noexec>[ \t]+no-exec)?[ \t]*\n(?P<code>.*?)^(?P=indent)```[ \t]*$",
-                   re.M | re.S)
+FENCE = re.compile(
+    r"^(?P<indent>[ ]*)```python(?P<noexec>[ \t]+no-exec)?[ \t]*\n(?P<code>.*?)^(?P=indent)```[ \t]*$", re.M | re.S
+)
 ROLE = re.compile(r":(?:py:)?(?:func|mod|class|meth|attr|data|exc|obj|const):(?=<code)")
 
 
@@ -84,7 +86,7 @@ class _PageRunner:
             return shown
         self.count += 1
         line = m.string.count("\n", 0, m.start()) + 1
-        code = "\n".join(s[len(indent):] for s in code.splitlines())
+        code = "\n".join(s[len(indent) :] for s in code.splitlines())
         text = self.run(code, line)
         parts = [shown]
         if text.strip():

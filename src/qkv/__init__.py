@@ -19,6 +19,7 @@ Example:
     >>> qkv.attention(q, k, v, mask=qkv.masks.causal()).shape
     torch.Size([1, 2, 4, 8])
 """
+
 from . import masks, mods
 from .core import Steps, attention, implementations, merge, steps
 

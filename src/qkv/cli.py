@@ -19,8 +19,9 @@ Subcommands live in :data:`COMMANDS` (name -> :class:`Command`: help, ``add_argu
 
 Bad input (empty text, a token not in the text, an out-of-range layer or head, a text too long for
 the model, text whose bytes are not UTF-8, a model that cannot be loaded, an output that cannot be
-written -- disk full, no permission, I/O error; see :mod:`qkv.cli_errors`) prints one line ``qkv <command>: error: ...`` on stderr
-(argparse's format, e.g. ``qkv explain: error: layer 6 is out of range; ...``) and exits with status 2.
+written -- disk full, no permission, I/O error; see :mod:`qkv.cli_errors`) prints one line
+``qkv <command>: error: ...`` on stderr (argparse's format, e.g.
+``qkv explain: error: layer 6 is out of range; ...``) and exits with status 2.
 Messages use the command's flags (``--truncate``, ``--png``); the library says the same in Python
 terms (``truncate=True``, ``save_heatmap``), mapped by :data:`FLAG_WORDS`.
 A text mostly unknown to the model's vocabulary (Chinese through the English MiniLM: ``[UNK]``) gets a
@@ -41,20 +42,28 @@ JSON written by ``--json`` (``"schema": "qkv.cli"``, ``"version": 1``)::
               "prefer", "over", "heads": [{"layer", "head", "diff_a", "diff_b", "flipped"}],
               "summaries": [str, str], "summary": str}
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 from .cli_apps import probe_args, run_probe, run_serve, serve_args
 from .cli_errors import FLAG_WORDS, check_text_args, cli_words, os_reason, show, writing
 
-__all__ = ["main", "build_parser", "COMMANDS", "Command", "DEFAULT_TEXT", "DEFAULT_QUERY", "CLI_SCHEMA_VERSION",
-           "FLAG_WORDS"]
+__all__ = [
+    "main",
+    "build_parser",
+    "COMMANDS",
+    "Command",
+    "DEFAULT_TEXT",
+    "DEFAULT_QUERY",
+    "CLI_SCHEMA_VERSION",
+    "FLAG_WORDS",
+]
 
 DEFAULT_TEXT = "The cat sat on the mat because it was tired."
 DEFAULT_QUERY = "it"
@@ -89,8 +98,10 @@ def _load(args):
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as e:  # torch / safetensors / tokenizers errors from a damaged checkpoint
-        raise ValueError(f"--model: cannot load '{show(args.model)}' ({type(e).__name__}: {e}); the checkpoint is "
-                         "damaged or of an unsupported kind: restore its files or pass another --model") from None
+        raise ValueError(
+            f"--model: cannot load '{show(args.model)}' ({type(e).__name__}: {e}); the checkpoint is "
+            "damaged or of an unsupported kind: restore its files or pass another --model"
+        ) from None
 
 
 def _trace(text: str, args):
@@ -102,7 +113,7 @@ def _trace(text: str, args):
     from .lens.trace import trace
 
     if not text.strip():
-        raise ValueError(f"the text is empty; give a sentence, e.g. qkv explain \"{DEFAULT_TEXT}\"")
+        raise ValueError(f'the text is empty; give a sentence, e.g. qkv explain "{DEFAULT_TEXT}"')
     with _console(stderr=True).status(f"Loading {show(args.model)} and recording attention ..."):
         t = trace(text, _load(args), truncate=args.truncate)
     if t.mostly_unknown:
@@ -117,8 +128,7 @@ def _write_json(path: str, doc: dict, console) -> None:
 
 
 def _doc(command: str, t, **fields) -> dict:
-    return {"schema": "qkv.cli", "version": CLI_SCHEMA_VERSION, "command": command, "model": t.model["name"],
-            **fields}
+    return {"schema": "qkv.cli", "version": CLI_SCHEMA_VERSION, "command": command, "model": t.model["name"], **fields}
 
 
 def _check_outputs(args, flags=("json", "html", "png")) -> None:
@@ -144,10 +154,17 @@ def _pair(args) -> tuple[str | None, str | None]:
 
 def _common(p: argparse.ArgumentParser, measures=MEASURES) -> None:
     p.add_argument("--model", default="minilm", help="model name or checkpoint directory (default: minilm)")
-    p.add_argument("--query", default=DEFAULT_QUERY,
-                   help="the token whose attention is shown: a token ('it'), the n-th one ('it@2') or an index")
-    p.add_argument("--measure", default="weights", choices=measures,
-                   help="weights: softmax(q·k/√d); values: ‖α·f(v)‖ (what arrives); rollout: through the layers")
+    p.add_argument(
+        "--query",
+        default=DEFAULT_QUERY,
+        help="the token whose attention is shown: a token ('it'), the n-th one ('it@2') or an index",
+    )
+    p.add_argument(
+        "--measure",
+        default="weights",
+        choices=measures,
+        help="weights: softmax(q·k/√d); values: ‖α·f(v)‖ (what arrives); rollout: through the layers",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     p.add_argument("--truncate", action="store_true", help="keep the first tokens of a text too long for the model")
 
@@ -160,8 +177,9 @@ def _query_index(t, query: str) -> int:
         if query.strip().lstrip("-").isdigit():
             return t.index(int(query))
         if t.mostly_unknown:
-            raise ValueError(f"token {query!r} is not among the tokens the model read ({' '.join(t.tokens)}); "
-                             f"see the note above") from None
+            raise ValueError(
+                f"token {query!r} is not among the tokens the model read ({' '.join(t.tokens)}); see the note above"
+            ) from None
         if t.unknown:
             raise
         raise ValueError(f"{e} (choose the query with --query)") from None
@@ -174,8 +192,7 @@ def _explain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", type=int, help="layer of the breakdown (default: the best head's layer)")
     p.add_argument("--head", type=int, help="head shown per layer and in the breakdown (default: the best)")
     p.add_argument("--top", type=int, default=5, metavar="K", help="tokens shown per layer (default 5)")
-    p.add_argument("--prefer", help="a token the query may prefer (with --over); default for the default "
-                                    "sentence: cat")
+    p.add_argument("--prefer", help="a token the query may prefer (with --over); default for the default sentence: cat")
     p.add_argument("--over", help="the token it is compared with (default for the default sentence: mat)")
     p.add_argument("--html", metavar="PATH", help="write one self-contained HTML page")
     p.add_argument("--png", metavar="PATH", help="write a heatmap of the breakdown head")
@@ -218,8 +235,11 @@ def _run_explain(args, console) -> int:
     console.print(top_table(t, i, measure=args.measure, k=args.top, head=args.head, prefer=prefer, over=over))
     console.print()
     console.print(breakdown_table(t, i, layer, head))
-    summary = (preference_summary(t, i, prefer, over, args.measure) if prefer is not None
-               else attention_summary(t, i, args.measure))
+    summary = (
+        preference_summary(t, i, prefer, over, args.measure)
+        if prefer is not None
+        else attention_summary(t, i, args.measure)
+    )
     console.print()
     console.print(summary, style="bold", markup=False, highlight=False)
     caveat = head_caveat(t, i, prefer, layer, head) if prefer is not None else None
@@ -231,8 +251,12 @@ def _run_explain(args, console) -> int:
 
         with writing("html", args.html):
             write_html(t, args.html, query=i, layer=layer, head=head, measure=args.measure, summary=summary)
-        console.print(f"wrote {show(args.html)} (open it in a browser; it needs no network)", style="dim",
-                      markup=False, highlight=False)
+        console.print(
+            f"wrote {show(args.html)} (open it in a browser; it needs no network)",
+            style="dim",
+            markup=False,
+            highlight=False,
+        )
     if args.png:
         from .view.png import save_heatmap
 
@@ -242,16 +266,39 @@ def _run_explain(args, console) -> int:
     if args.json:
         layers = []
         for n in range(t.num_layers):
-            h = None if args.measure == "rollout" else (
-                args.head if args.head is not None else _choose_head(
-                    t, i, argparse.Namespace(layer=n, head=None, measure=args.measure), prefer, over)[1])
-            layers.append({"layer": n, "mean_top": [a._asdict() for a in t.top(i, args.top, n, None, args.measure)],
-                           "head": h, "head_top": [] if h is None else
-                           [a._asdict() for a in t.top(i, args.top, n, h, args.measure)]})
-        doc = _doc("explain", t, text=t.text, measure=args.measure, query={"index": i, "token": t.tokens[i]},
-                   prefer=prefer, over=over, layers=layers,
-                   breakdown={"layer": layer, "head": head, "rows": [r._asdict() for r in t.breakdown(i, layer, head)]},
-                   summary=summary, caveat=caveat, trace=t.to_dict())
+            h = (
+                None
+                if args.measure == "rollout"
+                else (
+                    args.head
+                    if args.head is not None
+                    else _choose_head(t, i, argparse.Namespace(layer=n, head=None, measure=args.measure), prefer, over)[
+                        1
+                    ]
+                )
+            )
+            layers.append(
+                {
+                    "layer": n,
+                    "mean_top": [a._asdict() for a in t.top(i, args.top, n, None, args.measure)],
+                    "head": h,
+                    "head_top": [] if h is None else [a._asdict() for a in t.top(i, args.top, n, h, args.measure)],
+                }
+            )
+        doc = _doc(
+            "explain",
+            t,
+            text=t.text,
+            measure=args.measure,
+            query={"index": i, "token": t.tokens[i]},
+            prefer=prefer,
+            over=over,
+            layers=layers,
+            breakdown={"layer": layer, "head": head, "rows": [r._asdict() for r in t.breakdown(i, layer, head)]},
+            summary=summary,
+            caveat=caveat,
+            trace=t.to_dict(),
+        )
         _write_json(args.json, doc, console)
     return 0
 
@@ -279,8 +326,21 @@ def _run_heads(args, console) -> int:
     summary = preference_summary(t, i, args.prefer, args.over, args.measure)
     console.print(summary, style="bold", markup=False, highlight=False)
     if args.json:
-        _write_json(args.json, _doc("heads", t, text=t.text, measure=args.measure, query=t.tokens[i], prefer=a,
-                                    over=b, heads=[p._asdict() for p in prefs], summary=summary), console)
+        _write_json(
+            args.json,
+            _doc(
+                "heads",
+                t,
+                text=t.text,
+                measure=args.measure,
+                query=t.tokens[i],
+                prefer=a,
+                over=b,
+                heads=[p._asdict() for p in prefs],
+                summary=summary,
+            ),
+            console,
+        )
     return 0
 
 
@@ -328,15 +388,31 @@ def _run_compare(args, console) -> int:
     def names(fs):
         return ", ".join(f"L{f.layer}H{f.head}" for f in fs[:6]) + (" ..." if len(fs) > 6 else "")
 
-    summary = (f"{len(to_b)} of {n} heads switch from '{a}' to '{b}'" + (f" ({names(to_b)})" if to_b else "")
-               + f" and {len(to_a)} from '{b}' to '{a}'" + (f" ({names(to_a)})" if to_a else "")
-               + f"; the other {n - len(to_a) - len(to_b)} keep their preference.")
+    summary = (
+        f"{len(to_b)} of {n} heads switch from '{a}' to '{b}'"
+        + (f" ({names(to_b)})" if to_b else "")
+        + f" and {len(to_a)} from '{b}' to '{a}'"
+        + (f" ({names(to_a)})" if to_a else "")
+        + f"; the other {n - len(to_a) - len(to_b)} keep their preference."
+    )
     console.print(summary, style="bold", markup=False, highlight=False)
     if args.json:
-        _write_json(args.json, _doc("compare", traces[0], texts=[args.text_a, args.text_b], measure=args.measure,
-                                    query=args.query, prefer=a, over=b,
-                                    heads=[{**f._asdict(), "flipped": f.flipped} for f in flips],
-                                    summaries=summaries, summary=summary), console)
+        _write_json(
+            args.json,
+            _doc(
+                "compare",
+                traces[0],
+                texts=[args.text_a, args.text_b],
+                measure=args.measure,
+                query=args.query,
+                prefer=a,
+                over=b,
+                heads=[{**f._asdict(), "flipped": f.flipped} for f in flips],
+                summaries=summaries,
+                summary=summary,
+            ),
+            console,
+        )
     return 0
 
 
@@ -364,8 +440,7 @@ def _run_claims(args, console) -> int:
                 save_figures(report, args.plots)
     console.print(report_renderable(report))
     if args.plots:
-        console.print(f"wrote {', '.join(FIGURES)} into {show(args.plots)}", style="dim", markup=False,
-                      highlight=False)
+        console.print(f"wrote {', '.join(FIGURES)} into {show(args.plots)}", style="dim", markup=False, highlight=False)
     if args.json:
         with writing("json", args.json):
             Path(args.json).write_text(report.to_json(), encoding="utf-8")
@@ -375,8 +450,12 @@ def _run_claims(args, console) -> int:
 
 # -------------------------------------------------------------------------------------------- bench
 def _bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bench_args", nargs="*", metavar="ARG",
-                   help="arguments of the attention benchmark, passed through (`qkv bench --help` lists them)")
+    p.add_argument(
+        "bench_args",
+        nargs="*",
+        metavar="ARG",
+        help="arguments of the attention benchmark, passed through (`qkv bench --help` lists them)",
+    )
 
 
 def _bench_root() -> Path:
@@ -384,8 +463,10 @@ def _bench_root() -> Path:
     for root in (Path(__file__).resolve().parents[2], Path.cwd()):
         if (root / "bench" / "attention.py").is_file():
             return root
-    raise ValueError("qkv bench runs the benchmarks of a source checkout (bench/ is not installed); "
-                            "run it from the qkv repository or install qkv there with `pip install -e .`")
+    raise ValueError(
+        "qkv bench runs the benchmarks of a source checkout (bench/ is not installed); "
+        "run it from the qkv repository or install qkv there with `pip install -e .`"
+    )
 
 
 def _run_bench(args, console) -> int:
@@ -395,21 +476,31 @@ def _run_bench(args, console) -> int:
 
 
 COMMANDS: dict[str, Command] = {
-    "explain": Command("show what a token attends to, layer by layer, and the step-by-step chain of one head",
-                       _explain_args, _run_explain),
+    "explain": Command(
+        "show what a token attends to, layer by layer, and the step-by-step chain of one head",
+        _explain_args,
+        _run_explain,
+    ),
     "heads": Command("rank heads by how much a token prefers one token over another", _heads_args, _run_heads),
-    "compare": Command("minimal pairs: which heads change preference when one word changes",
-                       _compare_args, _run_compare),
-    "claims": Command("the essay's claims measured on a real model, each graded holds / partly / does not hold",
-                      _claims_args, _run_claims),
-    "serve": Command("a local web app: type a sentence, click a token and a head, drag the softmax scaling",
-                     serve_args, run_serve),
-
-
-    "probe": Command("does a head track the referent? per-head accuracy over a dataset, with honest statistics",
-                     probe_args, run_probe),
-    "bench": Command("benchmark qkv's attention against its peers (python -m bench in the source checkout)",
-                     _bench_args, _run_bench),
+    "compare": Command(
+        "minimal pairs: which heads change preference when one word changes", _compare_args, _run_compare
+    ),
+    "claims": Command(
+        "the essay's claims measured on a real model, each graded holds / partly / does not hold",
+        _claims_args,
+        _run_claims,
+    ),
+    "serve": Command(
+        "a local web app: type a sentence, click a token and a head, drag the softmax scaling", serve_args, run_serve
+    ),
+    "probe": Command(
+        "does a head track the referent? per-head accuracy over a dataset, with honest statistics",
+        probe_args,
+        run_probe,
+    ),
+    "bench": Command(
+        "benchmark qkv's attention against its peers (python -m bench in the source checkout)", _bench_args, _run_bench
+    ),
 }
 
 
@@ -417,8 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-parser per entry of :data:`COMMANDS`."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="qkv", description="Attention - queries, keys, values - visible in "
-                                                             "real models.")
+    parser = argparse.ArgumentParser(
+        prog="qkv", description="Attention - queries, keys, values - visible in real models."
+    )
     parser.add_argument("--version", action="version", version=f"qkv {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, cmd in COMMANDS.items():

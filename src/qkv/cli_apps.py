@@ -2,6 +2,7 @@
 
 Each pair is one entry of :data:`qkv.cli.COMMANDS`; the shared CLI helpers are imported when a command runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,20 +14,24 @@ from .lens.trace import MEASURES
 __all__ = ["serve_args", "run_serve", "probe_args", "run_probe"]
 
 
-
 # -------------------------------------------------------------------------------------------- serve
 def serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="minilm", help="model name or checkpoint directory (default: minilm)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--max-chars", type=int, default=500, metavar="N", help="longest text accepted (default 500)")
-    p.add_argument("--max-tokens", type=int, default=64, metavar="N",
-                   help="most tokens traced (default 64; the page receives layers x (4 heads + 1) x tokens² numbers)")
-    p.add_argument("--max-items", type=int, default=64, metavar="N",
-                   help="most items per POST /api/probe (default 64)")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=64,
+        metavar="N",
+        help="most tokens traced (default 64; the page receives layers x (4 heads + 1) x tokens² numbers)",
+    )
+    p.add_argument("--max-items", type=int, default=64, metavar="N", help="most items per POST /api/probe (default 64)")
     p.add_argument("--workers", type=int, default=2, metavar="N", help="traces computed at once (default 2)")
-    p.add_argument("--queue", type=int, default=8, metavar="N",
-                   help="traces that may wait; more get 503 + Retry-After (default 8)")
+    p.add_argument(
+        "--queue", type=int, default=8, metavar="N", help="traces that may wait; more get 503 + Retry-After (default 8)"
+    )
 
 
 def run_serve(args, console) -> int:
@@ -38,25 +43,55 @@ def run_serve(args, console) -> int:
     from .serve.server import serve
 
     try:
-        limits = Limits(max_chars=args.max_chars, max_tokens=args.max_tokens, max_items=args.max_items,
-                        running=args.workers, waiting=args.queue)
+        limits = Limits(
+            max_chars=args.max_chars,
+            max_tokens=args.max_tokens,
+            max_items=args.max_items,
+            running=args.workers,
+            waiting=args.queue,
+        )
     except ValueError as e:
-        flag = {"max_chars": "--max-chars", "max_tokens": "--max-tokens", "max_items": "--max-items",
-                "running": "--workers", "waiting": "--queue"}
-        raise ValueError(next((f"{v} must be at least {0 if k == 'waiting' else 1}" for k, v in flag.items()
-                               if f"Limits.{k} " in str(e)), str(e))) from None
+        flag = {
+            "max_chars": "--max-chars",
+            "max_tokens": "--max-tokens",
+            "max_items": "--max-items",
+            "running": "--workers",
+            "waiting": "--queue",
+        }
+        raise ValueError(
+            next(
+                (
+                    f"{v} must be at least {0 if k == 'waiting' else 1}"
+                    for k, v in flag.items()
+                    if f"Limits.{k} " in str(e)
+                ),
+                str(e),
+            )
+        ) from None
     return serve(args.model, args.host, args.port, limits=limits, status=_console(stderr=True).status)
 
 
 # -------------------------------------------------------------------------------------------- probe
 def probe_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", nargs="?", default="twins",
-                   help="items: a .jsonl in qkv's probe schema or WSCollection.xml (default: the shipped twin pairs)")
+    p.add_argument(
+        "file",
+        nargs="?",
+        default="twins",
+        help="items: a .jsonl in qkv's probe schema or WSCollection.xml (default: the shipped twin pairs)",
+    )
     p.add_argument("--model", default="minilm", help="model name or checkpoint directory (default: minilm)")
-    p.add_argument("--measure", default="weights", choices=MEASURES,
-                   help="weights: softmax(q·k/√d); values: ‖α·f(v)‖ shares; rollout: through the layers (no heads)")
-    p.add_argument("--pieces", default="sum", choices=("sum", "first"),
-                   help="a candidate split into word pieces: sum them (default) or take the first")
+    p.add_argument(
+        "--measure",
+        default="weights",
+        choices=MEASURES,
+        help="weights: softmax(q·k/√d); values: ‖α·f(v)‖ shares; rollout: through the layers (no heads)",
+    )
+    p.add_argument(
+        "--pieces",
+        default="sum",
+        choices=("sum", "first"),
+        help="a candidate split into word pieces: sum them (default) or take the first",
+    )
     p.add_argument("--top", type=int, default=10, metavar="K", help="best heads listed (default 10)")
     p.add_argument("--rounds", type=int, default=1000, help="permutation-null draws (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out splits and the null (default 0)")
@@ -76,12 +111,22 @@ def run_probe(args, console) -> int:
             raise ValueError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     _check_outputs(args, ("json", "png"))
     if args.file != "twins" and not Path(args.file).is_file():
-        raise ValueError(f"no such file: {args.file!r}; give a .jsonl (qkv's probe schema) or WSCollection.xml, or "
-                         f"no FILE for the shipped twin pairs")
+        raise ValueError(
+            f"no such file: {args.file!r}; give a .jsonl (qkv's probe schema) or WSCollection.xml, or "
+            f"no FILE for the shipped twin pairs"
+        )
     with _console(stderr=True).status(f"Probing {args.model} ...") as status:
-        result = probe(args.file, _load(args), measure=args.measure, pieces=args.pieces, batch_size=args.batch_size,
-                       rounds=args.rounds, seed=args.seed, splits=args.splits,
-                       progress=lambda done, total: status.update(f"probe: traced {done}/{total} items"))
+        result = probe(
+            args.file,
+            _load(args),
+            measure=args.measure,
+            pieces=args.pieces,
+            batch_size=args.batch_size,
+            rounds=args.rounds,
+            seed=args.seed,
+            splits=args.splits,
+            progress=lambda done, total: status.update(f"probe: traced {done}/{total} items"),
+        )
     console.print(probe_renderable(result, top=args.top))
     if args.png:
         with writing("png", args.png):

@@ -7,6 +7,7 @@ ValueError naming the flag, the path, the errno and the fix (:func:`writing`). U
 (kept by Python as lone surrogates, ``"caf\\udce9"``) are an error, not silently replaced
 (:func:`check_text_args`).
 """
+
 from __future__ import annotations
 
 import errno
@@ -25,15 +26,23 @@ FLAG_WORDS = (
     ("save the trace as JSON (Trace.to_dict) or a heatmap (qkv.view.png.save_heatmap)", "use --json or --png"),
 )
 #: Arguments that reach the tokenizer (and so must be valid Unicode): attribute -> how the user wrote it.
-_TEXT_ARGS = {"text": "TEXT", "text_a": "TEXT_A", "text_b": "TEXT_B", "query": "--query", "prefer": "--prefer",
-              "over": "--over"}
-_OS_HINTS = {errno.ENOSPC: "the disk is full: free some space or write elsewhere",
-             errno.EDQUOT: "the disk quota is exceeded: free some space or write elsewhere",
-             errno.EACCES: "permission denied: pick a path you may write",
-             errno.EPERM: "operation not permitted: pick a path you may write",
-             errno.EROFS: "the file system is read-only: write elsewhere",
-             errno.EIO: "input/output error (a failing disk or network mount): write elsewhere",
-             errno.ENAMETOOLONG: "the file name is too long: pick a shorter one"}
+_TEXT_ARGS = {
+    "text": "TEXT",
+    "text_a": "TEXT_A",
+    "text_b": "TEXT_B",
+    "query": "--query",
+    "prefer": "--prefer",
+    "over": "--over",
+}
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space or write elsewhere",
+    errno.EDQUOT: "the disk quota is exceeded: free some space or write elsewhere",
+    errno.EACCES: "permission denied: pick a path you may write",
+    errno.EPERM: "operation not permitted: pick a path you may write",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+    errno.EIO: "input/output error (a failing disk or network mount): write elsewhere",
+    errno.ENAMETOOLONG: "the file name is too long: pick a shorter one",
+}
 
 
 def cli_words(message: str) -> str:
@@ -91,8 +100,13 @@ def check_text_args(args) -> None:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as e:
-            raw = os.fsencode(value[e.start:e.end]) if all(0xDC80 <= ord(c) <= 0xDCFF for c in value[e.start:e.end]) \
-                else value[e.start:e.end].encode("utf-8", "backslashreplace")
-            raise ValueError(f"{name} contains bytes that are not valid UTF-8 ({raw!r} at character {e.start} of "
-                             f"'{show(value)}'); qkv reads text as UTF-8: type it in a UTF-8 terminal "
-                             "(e.g. LANG=C.UTF-8) or convert it first (iconv -f latin1 -t utf-8)") from None
+            raw = (
+                os.fsencode(value[e.start : e.end])
+                if all(0xDC80 <= ord(c) <= 0xDCFF for c in value[e.start : e.end])
+                else value[e.start : e.end].encode("utf-8", "backslashreplace")
+            )
+            raise ValueError(
+                f"{name} contains bytes that are not valid UTF-8 ({raw!r} at character {e.start} of "
+                f"'{show(value)}'); qkv reads text as UTF-8: type it in a UTF-8 terminal "
+                "(e.g. LANG=C.UTF-8) or convert it first (iconv -f latin1 -t utf-8)"
+            ) from None

@@ -13,21 +13,38 @@ Example:
     q2   ■ ■ ■ ·
     q3   ■ · ■ ■
 """
+
 from .core.mask_base import Band, Mask, as_mask, offset
 from .core.masks import (
-                         EMPTY,
-                         FULL,
-                         PARTIAL,
-                         causal,
-                         document,
-                         from_function,
-                         from_tensor,
-                         full,
-                         global_window,
-                         padding,
-                         prefix_lm,
-                         sliding_window,
+    EMPTY,
+    FULL,
+    PARTIAL,
+    causal,
+    document,
+    from_function,
+    from_tensor,
+    full,
+    global_window,
+    padding,
+    prefix_lm,
+    sliding_window,
 )
 
-__all__ = ["EMPTY", "PARTIAL", "FULL", "Band", "Mask", "causal", "sliding_window", "global_window", "padding",
-           "document", "prefix_lm", "from_function", "from_tensor", "full", "as_mask", "offset"]
+__all__ = [
+    "EMPTY",
+    "PARTIAL",
+    "FULL",
+    "Band",
+    "Mask",
+    "causal",
+    "sliding_window",
+    "global_window",
+    "padding",
+    "document",
+    "prefix_lm",
+    "from_function",
+    "from_tensor",
+    "full",
+    "as_mask",
+    "offset",
+]

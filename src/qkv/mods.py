@@ -10,7 +10,18 @@ Example:
     >>> out.shape
     torch.Size([1, 2, 6, 8])
 """
+
 from .core.mods import ScoreMod, additive, alibi, alibi_slopes, as_mod, bias, compose, offset, shift_invariant, softcap
 
-__all__ = ["ScoreMod", "alibi", "alibi_slopes", "softcap", "bias", "compose", "offset", "as_mod", "additive",
-           "shift_invariant"]
+__all__ = [
+    "ScoreMod",
+    "alibi",
+    "alibi_slopes",
+    "softcap",
+    "bias",
+    "compose",
+    "offset",
+    "as_mod",
+    "additive",
+    "shift_invariant",
+]

@@ -1,5 +1,6 @@
 """Engines read masks and mods only through their public description: no engine names a private class of
 :mod:`qkv.core.masks`, :mod:`qkv.core.mask_base` or :mod:`qkv.core.mods` (checked on the source)."""
+
 import ast
 from pathlib import Path
 
@@ -17,8 +18,7 @@ def _private_uses(path: Path) -> list[str]:
             if isinstance(node.value, ast.Name) and node.value.id in DESCRIBED:
                 found.append(f"{path.name}:{node.lineno} {node.value.id}.{node.attr}")
         if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[-1] in DESCRIBED:
-            found += [f"{path.name}:{node.lineno} import {a.name}" for a in node.names
-                      if a.name.startswith("_")]
+            found += [f"{path.name}:{node.lineno} import {a.name}" for a in node.names if a.name.startswith("_")]
     return found
 
 

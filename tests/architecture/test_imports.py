@@ -1,5 +1,6 @@
 """Every documented import path works in a fresh interpreter, and names mean one thing:
 ``qkv.attention``/``qkv.steps``/``qkv.merge`` are functions, ``qkv.masks``/``qkv.mods`` are modules."""
+
 import importlib
 import inspect
 import pkgutil
@@ -62,9 +63,11 @@ def test_names_mean_one_thing_after_every_module_is_imported_and_reloaded():
 
 
 def test_import_qkv_needs_none_of_the_optional_or_upper_layers():
-    code = ("import sys, qkv\n"
-            "bad = [m for m in ('transformers', 'fastapi', 'uvicorn', 'matplotlib', 'qkv.lens', 'qkv.models', "
-            "'qkv.view', 'qkv.cli', 'qkv.distributed') if m in sys.modules]\n"
-            "assert not bad, bad")
+    code = (
+        "import sys, qkv\n"
+        "bad = [m for m in ('transformers', 'fastapi', 'uvicorn', 'matplotlib', 'qkv.lens', 'qkv.models', "
+        "'qkv.view', 'qkv.cli', 'qkv.distributed') if m in sys.modules]\n"
+        "assert not bad, bad"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]

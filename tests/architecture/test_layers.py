@@ -1,4 +1,5 @@
 """The layering of DESIGN.md is enforced: import-linter keeps the real tree, and fails a deliberate back-import."""
+
 import os
 import shutil
 import subprocess
@@ -15,8 +16,14 @@ pytestmark = pytest.mark.skipif(not LINT.exists() and not os.environ.get("CI"), 
 
 def _lint(root: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(root / "src")}
-    return subprocess.run([str(LINT), "--config", str(root / "pyproject.toml"), "--no-cache"], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(LINT), "--config", str(root / "pyproject.toml"), "--no-cache"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_the_tree_keeps_every_contract():
@@ -25,11 +32,14 @@ def test_the_tree_keeps_every_contract():
     assert "broken" in r.stdout and " 0 broken" in r.stdout
 
 
-@pytest.mark.parametrize("where,line", [
-    ("core/lse.py", "from qkv import cli  # a deliberate back-import"),
-    ("lens/heads.py", "import qkv.view.terminal  # a deliberate back-import"),
-    ("distributed/plan.py", "import qkv.models  # ring attention must use the mechanism only"),
-])
+@pytest.mark.parametrize(
+    "where,line",
+    [
+        ("core/lse.py", "from qkv import cli  # a deliberate back-import"),
+        ("lens/heads.py", "import qkv.view.terminal  # a deliberate back-import"),
+        ("distributed/plan.py", "import qkv.models  # ring attention must use the mechanism only"),
+    ],
+)
 def test_a_back_import_breaks_the_contracts(tmp_path, where, line):
     shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")

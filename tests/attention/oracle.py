@@ -1,5 +1,6 @@
 """Helpers shared by the tiled/sdpa/merge tests: run an implementation, compare against fp64 by
 FlashAttention's rule (error <= 2x the error of a plain fp32 computation, plus a tiny floor)."""
+
 from __future__ import annotations
 
 import torch
@@ -53,8 +54,21 @@ def assert_fa_rule(name, got, plain32, ref64, floor=1e-6):
 FUSED_GRAD_FLOOR = 1e-5
 
 
-def compare_to_reference(impl, q64, k64, v64, *, mask=None, score_mod=None, mod32=None, extra64=(), extra32=(),
-                         grads=True, floor=1e-6, grad_rel_floor=0.0):
+def compare_to_reference(
+    impl,
+    q64,
+    k64,
+    v64,
+    *,
+    mask=None,
+    score_mod=None,
+    mod32=None,
+    extra64=(),
+    extra32=(),
+    grads=True,
+    floor=1e-6,
+    grad_rel_floor=0.0,
+):
     """Run ``impl`` in fp32 and the reference in fp32 and fp64; check out, lse and gradients by the FA rule
     (gradients with an extra floor ``grad_rel_floor * max|reference gradient|``)."""
     g = torch.Generator().manual_seed(1)
@@ -64,10 +78,10 @@ def compare_to_reference(impl, q64, k64, v64, *, mask=None, score_mod=None, mod3
     mod32 = score_mod if mod32 is None else mod32
     q32, k32, v32 = (t.float() for t in (q64, k64, v64))
     ref = run("reference", q64, k64, v64, dout, dlse, mask=mask, score_mod=score_mod, extra=extra64, grads=grads)
-    plain = run("reference", q32, k32, v32, dout.float(), dlse.float(), mask=mask, score_mod=mod32, extra=extra32,
-                grads=grads)
-    got = run(impl, q32, k32, v32, dout.float(), dlse.float(), mask=mask, score_mod=mod32, extra=extra32,
-              grads=grads)
+    plain = run(
+        "reference", q32, k32, v32, dout.float(), dlse.float(), mask=mask, score_mod=mod32, extra=extra32, grads=grads
+    )
+    got = run(impl, q32, k32, v32, dout.float(), dlse.float(), mask=mask, score_mod=mod32, extra=extra32, grads=grads)
     assert got[0].dtype == F32 and got[1].dtype == F32
     for nm, i in (("out", 0), ("lse", 1)):
         assert_fa_rule(nm, got[i], plain[i], ref[i], floor)

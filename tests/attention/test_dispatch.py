@@ -1,5 +1,6 @@
 """impl='auto' never picks an implementation that cannot honour the inputs; a forced choice that
 cannot run raises with every reason; qkv.implementations() lists them all."""
+
 import itertools
 
 import pytest
@@ -11,11 +12,20 @@ from qkv.core.inputs import check_inputs
 
 from .oracle import rand
 
-MASKS = {"none": None, "causal_top_left": masks.causal(align="top_left"), "causal": masks.causal(),
-         "window": masks.sliding_window(3), "padding": masks.padding(torch.tensor([4]))}
+MASKS = {
+    "none": None,
+    "causal_top_left": masks.causal(align="top_left"),
+    "causal": masks.causal(),
+    "window": masks.sliding_window(3),
+    "padding": masks.padding(torch.tensor([4])),
+}
 MODS = {"none": None, "alibi": mods.alibi(mods.alibi_slopes(2)), "softcap": mods.softcap(3.0)}
-OPTIONS = {"plain": {}, "lse": {"return_lse": True}, "dropout": {"dropout_p": 0.2},
-           "dropout_gen": {"dropout_p": 0.2, "generator": torch.Generator()}}
+OPTIONS = {
+    "plain": {},
+    "lse": {"return_lse": True},
+    "dropout": {"dropout_p": 0.2},
+    "dropout_gen": {"dropout_p": 0.2, "generator": torch.Generator()},
+}
 
 
 def test_implementations_lists_every_registered_one():
@@ -37,17 +47,20 @@ def test_auto_choice_supports_the_inputs_and_is_the_lowest_priority(mask, mod, o
 
 
 @pytest.mark.parametrize("L", [7, 300], ids=["small", "large"])
-@pytest.mark.parametrize("kwargs,expected", [
-    ({}, "sdpa"),
-    ({"mask": masks.causal(align="top_left")}, "sdpa"),
-    ({"mask": masks.sliding_window(3)}, "tiled"),
-    ({"mask": masks.causal()}, "tiled"),  # bottom-right with Lq != Lk is not SDPA's is_causal
-    ({"return_lse": True}, "tiled"),
-    ({"score_mod": mods.alibi(mods.alibi_slopes(2))}, "tiled"),
-    ({"dropout_p": 0.2}, "sdpa"),
-    ({"dropout_p": 0.2, "mask": masks.sliding_window(3)}, "reference"),
-    ({"dropout_p": 0.2, "generator": torch.Generator()}, "reference"),
-])
+@pytest.mark.parametrize(
+    "kwargs,expected",
+    [
+        ({}, "sdpa"),
+        ({"mask": masks.causal(align="top_left")}, "sdpa"),
+        ({"mask": masks.sliding_window(3)}, "tiled"),
+        ({"mask": masks.causal()}, "tiled"),  # bottom-right with Lq != Lk is not SDPA's is_causal
+        ({"return_lse": True}, "tiled"),
+        ({"score_mod": mods.alibi(mods.alibi_slopes(2))}, "tiled"),
+        ({"dropout_p": 0.2}, "sdpa"),
+        ({"dropout_p": 0.2, "mask": masks.sliding_window(3)}, "reference"),
+        ({"dropout_p": 0.2, "generator": torch.Generator()}, "reference"),
+    ],
+)
 def test_auto_picks_the_measured_fastest(kwargs, expected, L):
     """bench/results/attention.md: sdpa where it runs, tiled for the rest -- but the reference for
     problems below 2**17 scores, where tiled's planning costs more than it saves."""
@@ -65,8 +78,13 @@ def test_auto_result_equals_reference():
 
 def test_forced_impl_raises_listing_every_reason():
     q, k, v = rand(1, 2, 2, 5, 7, 8, dtype=torch.float32)
-    kw = dict(mask=masks.sliding_window(2), score_mod=mods.softcap(2.0), return_lse=True,
-              dropout_p=0.1, generator=torch.Generator())
+    kw = dict(
+        mask=masks.sliding_window(2),
+        score_mod=mods.softcap(2.0),
+        return_lse=True,
+        dropout_p=0.1,
+        generator=torch.Generator(),
+    )
     reasons = registry.get("sdpa").not_supported_reasons(check_inputs(q, k, v, **kw))
     assert len(reasons) == 4
     with pytest.raises(ValueError) as e:

@@ -1,4 +1,5 @@
 """Bad input gets a ValueError that says what was expected, what arrived and how to fix it."""
+
 import re
 
 import pytest
@@ -93,7 +94,19 @@ def test_bad_mask_and_mod_types():
     q, k, v = qkv3()
     raises(r"mask must be a qkv.masks.Mask", qkv.attention, q, k, v, mask="causal")
     raises(r"score_mod must be a callable", qkv.attention, q, k, v, score_mod=3)
-    raises(r"one slope per query head|per-head parameters", qkv.attention, q, k, v,
-           score_mod=mods.alibi(mods.alibi_slopes(3)))
-    raises(r"mask function must return a bool tensor", qkv.attention, q, k, v,
-           mask=masks.from_function(lambda b, h, i, j: i - j))
+    raises(
+        r"one slope per query head|per-head parameters",
+        qkv.attention,
+        q,
+        k,
+        v,
+        score_mod=mods.alibi(mods.alibi_slopes(3)),
+    )
+    raises(
+        r"mask function must return a bool tensor",
+        qkv.attention,
+        q,
+        k,
+        v,
+        mask=masks.from_function(lambda b, h, i, j: i - j),
+    )

@@ -1,5 +1,6 @@
 """The private fused CPU kernel sits behind one adapter: hidden or changed, qkv still imports and the tiled
 engine computes every segment with plain PyTorch tiles (same results as the reference)."""
+
 import subprocess
 import sys
 

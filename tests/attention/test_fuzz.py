@@ -5,6 +5,7 @@ Hypothesis draws B, Hq/Hkv, Lq != Lk (0 included), D != Dv, fp32/fp64, random co
 tensors in a module, a dict or a global), and compares out, lse and the gradients of q, k, v and of the mod's
 tensors. ``QKV_FUZZ_EXAMPLES`` sets the count (CI: 2,000; ``make fuzz``: 20,000).
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,9 @@ class RelativeBias(torch.nn.Module):
 
 
 def _leaf(draw, B, Hq, lq, lk, g):
-    kind = draw(st.sampled_from(["causal", "window", "padding", "document", "prefix", "global", "function",
-                                 "tensor", "full"]))
+    kind = draw(
+        st.sampled_from(["causal", "window", "padding", "document", "prefix", "global", "function", "tensor", "full"])
+    )
     align = draw(st.sampled_from(["bottom_right", "top_left"]))
     if kind == "causal":
         return masks.causal(align)
@@ -77,8 +79,9 @@ def _mask(draw, B, Hq, lq, lk, g, depth=0):
 
 def _mod(draw, B, Hq, lq, lk, g, dtype):
     """``(score_mod, tensors whose gradients are compared)``."""
-    kind = draw(st.sampled_from(["none", "none", "alibi", "softcap", "bias", "bias_inf", "module", "dict",
-                                 "global", "compose"]))
+    kind = draw(
+        st.sampled_from(["none", "none", "alibi", "softcap", "bias", "bias_inf", "module", "dict", "global", "compose"])
+    )
     if kind == "alibi":
         return mods.alibi(mods.alibi_slopes(Hq), draw(st.sampled_from(["bottom_right", "top_left"]))), []
     if kind == "softcap":
@@ -158,8 +161,9 @@ def test_every_engine_matches_the_fp64_reference(data):
                 assert "cannot run these inputs" in str(e), str(e)
                 continue
             if with_lse not in wants:  # the loss has an lse term only when the engine returns one
-                wants[with_lse] = _run("reference", q.double(), k.double(), v.double(), mask, ref_mod, ref_tensors,
-                                       dout, with_lse)
+                wants[with_lse] = _run(
+                    "reference", q.double(), k.double(), v.double(), mask, ref_mod, ref_tensors, dout, with_lse
+                )
             want = wants[with_lse]
             _close(f"{impl} out", got[0], want[0], tol)
             if with_lse:

@@ -1,5 +1,6 @@
 """``masks.global_window`` -- a mask added in the masks module only: equal to a from-definition loop under every
 implementation, and skipped block by block by the tiled engine, which was not edited for it."""
+
 import pytest
 import torch
 
@@ -20,9 +21,15 @@ def loop(num_global, left, right, lq, lk, align="bottom_right"):
     return m
 
 
-@pytest.mark.parametrize("g,left,right,lq,lk,align", [(1, 1, 0, 4, 4, "bottom_right"), (3, 5, 5, 37, 37, "top_left"),
-                                                       (0, 2, 0, 9, 13, "bottom_right"), (16, 64, 0, 300, 300,
-                                                                                          "bottom_right")])
+@pytest.mark.parametrize(
+    "g,left,right,lq,lk,align",
+    [
+        (1, 1, 0, 4, 4, "bottom_right"),
+        (3, 5, 5, 37, 37, "top_left"),
+        (0, 2, 0, 9, 13, "bottom_right"),
+        (16, 64, 0, 300, 300, "bottom_right"),
+    ],
+)
 def test_dense_equals_the_definition(g, left, right, lq, lk, align):
     got = masks.global_window(g, left, right, align).dense(1, 1, lq, lk)[0, 0]
     assert torch.equal(got, loop(g, left, right, lq, lk, align))

@@ -1,4 +1,5 @@
 """Masks: definitions, composition, drawing, and the block map the tiled engine relies on."""
+
 import pytest
 import torch
 
@@ -40,7 +41,7 @@ def test_block_map_is_exact_or_conservative(name, bq, bk):
     for b in range(B):
         for i in range(nq):
             for j in range(nk):
-                blk = dense[b, 0, i * bq:(i + 1) * bq, j * bk:(j + 1) * bk]
+                blk = dense[b, 0, i * bq : (i + 1) * bq, j * bk : (j + 1) * bk]
                 kind = int(bm[b, 0, i, j])
                 if kind == EMPTY:
                     assert not blk.any(), (b, i, j)

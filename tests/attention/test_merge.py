@@ -1,5 +1,6 @@
 """qkv.merge: partial results over disjoint key sets combine into exactly one call over their union
 (values and gradients, through lse too), empty parts are neutral, bad input is a clear error."""
+
 import pytest
 import torch
 from hypothesis import given
@@ -20,8 +21,11 @@ def parts_of(q, k, v, cuts, impl, mask=None):
     return out
 
 
-@given(cuts=st.lists(st.integers(0, 50), min_size=0, max_size=5), impl=st.sampled_from(["reference", "tiled"]),
-       masked=st.booleans())
+@given(
+    cuts=st.lists(st.integers(0, 50), min_size=0, max_size=5),
+    impl=st.sampled_from(["reference", "tiled"]),
+    masked=st.booleans(),
+)
 def test_any_partition_of_keys_equals_one_call(cuts, impl, masked):
     """Including empty parts (repeated cut points) and parts where some rows see nothing (masked)."""
     q, k, v = rand(2, 4, 2, 9, 50, 8, 6)
@@ -70,11 +74,17 @@ def test_single_part_is_identity_and_dtypes():
     assert merge([half, half])[0].dtype == torch.float16 and merge([half, half])[1].dtype == torch.float32
 
 
-@pytest.mark.parametrize("parts,msg", [
-    ([], "at least one"),
-    ([(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 4))], "expected out"),
-    ([(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3)), (torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 5))], "same queries"),
-])
+@pytest.mark.parametrize(
+    "parts,msg",
+    [
+        ([], "at least one"),
+        ([(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 4))], "expected out"),
+        (
+            [(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3)), (torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 5))],
+            "same queries",
+        ),
+    ],
+)
 def test_bad_parts_are_clear_errors(parts, msg):
     with pytest.raises(ValueError, match=msg):
         merge(parts)

@@ -1,5 +1,6 @@
 """Issue 11 regressions: one NaN rule for every engine, masked stays masked at any finite scale, empty
 problems and broadcast lengths the same everywhere, and clear errors from score mods and mask functions."""
+
 import pytest
 import torch
 
@@ -61,14 +62,16 @@ def test_a_nan_query_row_is_nan_when_it_attends_and_zero_when_it_attends_nothing
     out = attention(q, k, v, mask=masks.padding(torch.tensor([32, 20])), impl=impl)
     assert torch.isnan(out[:, 0, 5]).all() and torch.isfinite(out[:, 0, torch.arange(32) != 5]).all()
     if impl != "sdpa":  # sdpa declines padding that empties a row
-        out = attention(q, k, v, mask=masks.padding(torch.tensor([32, 20]), q_lengths=torch.tensor([32, 4])),
-                        impl=impl)
+        out = attention(q, k, v, mask=masks.padding(torch.tensor([32, 20]), q_lengths=torch.tensor([32, 4])), impl=impl)
         assert torch.isnan(out[0, 0, 5]).all() and (out[1, 0, 5] == 0).all()  # batch 1: row 5 is padding
 
 
 @pytest.mark.parametrize("scale", [1e10, 1e30, 1e36])
-@pytest.mark.parametrize("mask", [masks.sliding_window(4, 4), masks.document(torch.arange(300) // 7),
-                                  masks.padding(torch.tensor([150]))], ids=["window", "document", "padding"])
+@pytest.mark.parametrize(
+    "mask",
+    [masks.sliding_window(4, 4), masks.document(torch.arange(300) // 7), masks.padding(torch.tensor([150]))],
+    ids=["window", "document", "padding"],
+)
 def test_masked_stays_masked_at_extreme_scales(mask, scale):
     q, k, v = _inputs(B=1, H=1, L=300, D=8)
     ref = attention(q.double(), k.double(), v.double(), mask=mask, scale=scale, impl="reference")
@@ -83,8 +86,7 @@ def test_a_bias_without_a_mask_runs_in_every_engine(L):
     bias = torch.randn(L, L)
     ref = attention(q, k, v, score_mod=mods.bias(bias), impl="reference")
     for impl in ("tiled", "auto"):
-        torch.testing.assert_close(attention(q, k, v, score_mod=mods.bias(bias), impl=impl), ref, rtol=1e-4,
-                                   atol=1e-5)
+        torch.testing.assert_close(attention(q, k, v, score_mod=mods.bias(bias), impl=impl), ref, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("impl", ["reference", "tiled", "auto"])
@@ -109,11 +111,15 @@ def test_per_batch_lengths_must_match_the_batch(impl):
 
 
 @pytest.mark.parametrize("impl", ["reference", "tiled"])
-@pytest.mark.parametrize("bad,match", [
-    (lambda s, b, h, q, kv: torch.ones(3, 3), r"returned shape \(3, 3\).*broadcasts to the block"),
-    (lambda s, b, h, q, kv: q >= kv, "returned dtype torch.bool, expected a floating-point tensor"),
-    (lambda s, b, h, q, kv: 1.0, "must return a tensor, got float"),
-], ids=["shape", "dtype", "not a tensor"])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (lambda s, b, h, q, kv: torch.ones(3, 3), r"returned shape \(3, 3\).*broadcasts to the block"),
+        (lambda s, b, h, q, kv: q >= kv, "returned dtype torch.bool, expected a floating-point tensor"),
+        (lambda s, b, h, q, kv: 1.0, "must return a tensor, got float"),
+    ],
+    ids=["shape", "dtype", "not a tensor"],
+)
 def test_a_bad_score_mod_is_named_in_a_value_error(impl, bad, match):
     q = torch.randn(1, 1, 600, 8, requires_grad=True)
     with pytest.raises(ValueError, match=match):
@@ -126,8 +132,7 @@ def test_a_bad_score_mod_is_named_in_a_value_error(impl, bad, match):
 def test_a_bad_mask_function_is_named_in_a_value_error(impl):
     q = torch.randn(1, 1, 600, 8)
     with pytest.raises(ValueError, match=r"mask function .* returned shape \(3, 3\)"):
-        attention(q, q, q, mask=masks.from_function(lambda b, h, qi, ki: torch.ones(3, 3, dtype=torch.bool)),
-                  impl=impl)
+        attention(q, q, q, mask=masks.from_function(lambda b, h, qi, ki: torch.ones(3, 3, dtype=torch.bool)), impl=impl)
     with pytest.raises(ValueError, match="must return a bool tensor, got torch.float32 from from_function"):
         attention(q, q, q, mask=masks.from_function(lambda b, h, qi, ki: (qi >= ki).float()), impl=impl)
 

@@ -1,4 +1,5 @@
 """Properties of attention checked with hypothesis (closed-form facts, not examples)."""
+
 import math
 
 import torch
@@ -10,8 +11,13 @@ from qkv import masks
 
 F64 = torch.float64
 
-sizes = st.tuples(st.integers(1, 2), st.sampled_from([(1, 1), (2, 1), (4, 2)]), st.integers(1, 12),
-                  st.integers(1, 12), st.integers(1, 9))
+sizes = st.tuples(
+    st.integers(1, 2),
+    st.sampled_from([(1, 1), (2, 1), (4, 2)]),
+    st.integers(1, 12),
+    st.integers(1, 12),
+    st.integers(1, 9),
+)
 mask_kinds = st.sampled_from(["none", "causal", "causal_tl", "window", "padding", "random"])
 
 

@@ -1,4 +1,5 @@
 """The reference attention against PyTorch SDPA (math backend, fp64) and hand-computed examples."""
+
 import math
 
 import pytest
@@ -117,8 +118,7 @@ def test_bool_tensor_mask_and_function_mask_match_sdpa():
     torch.testing.assert_close(qkv.attention(q, k, v, mask=t), sdpa(q, k, v, attn_mask=t), rtol=1e-10, atol=1e-10)
     fm = masks.from_function(lambda b, h, qi, ki: (qi + ki + h) % 3 != 0, num_heads=4)
     dense = torch.tensor([[[[(i + j + h) % 3 != 0 for j in range(13)] for i in range(11)] for h in range(4)]])
-    torch.testing.assert_close(qkv.attention(q, k, v, mask=fm), sdpa(q, k, v, attn_mask=dense), rtol=1e-10,
-                               atol=1e-10)
+    torch.testing.assert_close(qkv.attention(q, k, v, mask=fm), sdpa(q, k, v, attn_mask=dense), rtol=1e-10, atol=1e-10)
 
 
 def test_custom_scale_matches_sdpa():
@@ -153,8 +153,7 @@ def test_softcap_and_callable_mod_match_hand_computation():
     q, k, v = rand(1, 2, 2, 6, 6, 8)
     s = q @ k.transpose(-2, -1) / math.sqrt(8)
     capped = 0.5 * torch.tanh(s / 0.5)
-    torch.testing.assert_close(qkv.attention(q, k, v, score_mod=mods.softcap(0.5)),
-                               torch.softmax(capped, -1) @ v)
+    torch.testing.assert_close(qkv.attention(q, k, v, score_mod=mods.softcap(0.5)), torch.softmax(capped, -1) @ v)
     fn = lambda score, b, h, qi, ki: score + (h + 1) * (qi == ki)  # noqa: E731
     bonus = torch.stack([torch.eye(6, dtype=F64) * (h + 1) for h in range(2)]).unsqueeze(0)
     torch.testing.assert_close(qkv.attention(q, k, v, score_mod=fn), torch.softmax(s + bonus, -1) @ v)

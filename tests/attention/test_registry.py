@@ -1,4 +1,5 @@
 """Implementations declare what they support; refusal reasons and `auto`'s choice come from the declarations."""
+
 import pytest
 import torch
 
@@ -11,9 +12,15 @@ from qkv.core.registry import Implementation, Supports, not_supported_reasons
 
 @pytest.fixture
 def fake():
-    impl = Implementation("fake", reference_forward, Supports(devices=frozenset({"cuda"}), score_mods=False,
-                                                              lse=False, gqa=False, dtypes=frozenset({torch.float16})),
-                          priority={"cpu": lambda inp: 1.0}, description="declares little")
+    impl = Implementation(
+        "fake",
+        reference_forward,
+        Supports(
+            devices=frozenset({"cuda"}), score_mods=False, lse=False, gqa=False, dtypes=frozenset({torch.float16})
+        ),
+        priority={"cpu": lambda inp: 1.0},
+        description="declares little",
+    )
     registry.register(impl)
     yield impl
     registry._REGISTRY.pop("fake")
@@ -41,7 +48,8 @@ def test_a_device_without_its_own_order_uses_the_cpu_order():
     inp = check_inputs(*(torch.randn(1, 1, 2, 4) for _ in range(3)))
     assert impl.rank(inp) == 7.0
     assert Implementation("y", reference_forward, Supports(), priority={"cuda": lambda inp: 1.0}).rank(inp) == float(
-        "inf")
+        "inf"
+    )
 
 
 def test_declared_mask_predicate_and_empty_problems():

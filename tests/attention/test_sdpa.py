@@ -1,5 +1,6 @@
 """impl='sdpa': equals the reference on the inputs it declares supported, and declares the rest
 unsupported with reasons."""
+
 import pytest
 import torch
 
@@ -11,13 +12,17 @@ from .oracle import rand
 
 
 @pytest.mark.parametrize("hq,hkv", [(4, 4), (8, 2), (8, 1)])
-@pytest.mark.parametrize("mask,lq,lk", [
-    (None, 97, 130),
-    (masks.full(), 61, 61),
-    (masks.causal(align="top_left"), 97, 130),
-    (masks.causal(), 97, 97),  # bottom-right == top-left when Lq == Lk
-    (masks.causal(), 1, 130),  # one decoding step sees every key
-], ids=["none", "full", "causal_top_left", "causal_square", "decode_step"])
+@pytest.mark.parametrize(
+    "mask,lq,lk",
+    [
+        (None, 97, 130),
+        (masks.full(), 61, 61),
+        (masks.causal(align="top_left"), 97, 130),
+        (masks.causal(), 97, 97),  # bottom-right == top-left when Lq == Lk
+        (masks.causal(), 1, 130),  # one decoding step sees every key
+    ],
+    ids=["none", "full", "causal_top_left", "causal_square", "decode_step"],
+)
 def test_sdpa_matches_reference(mask, lq, lk, hq, hkv):
     q, k, v = (t.requires_grad_(True) for t in rand(2, hq, hkv, lq, lk, 59))
     out = attention(q, k, v, mask=mask, impl="sdpa")

@@ -1,4 +1,5 @@
 """impl="sdpa" takes key padding natively (every length >= 1) and declines what would give NaN."""
+
 import pytest
 import torch
 
@@ -17,12 +18,15 @@ def test_key_padding_matches_reference_and_auto_uses_sdpa():
     for a, b in zip(g, gr):
         torch.testing.assert_close(a, b)
     big = torch.randn(8, 12, 128, 32)
-    assert registry.select("auto", check_inputs(big, big, big, mask=masks.padding(torch.tensor([128, 64] * 4)))
-                           ).name == "sdpa"
+    assert (
+        registry.select("auto", check_inputs(big, big, big, mask=masks.padding(torch.tensor([128, 64] * 4)))).name
+        == "sdpa"
+    )
 
 
-@pytest.mark.parametrize("mask", [masks.padding(torch.tensor([5, 0])),
-                                  masks.padding(torch.tensor([5, 3]), q_lengths=torch.tensor([5, 2]))])
+@pytest.mark.parametrize(
+    "mask", [masks.padding(torch.tensor([5, 0])), masks.padding(torch.tensor([5, 3]), q_lengths=torch.tensor([5, 2]))]
+)
 def test_padding_that_empties_rows_is_declined(mask):
     q = torch.randn(2, 2, 5, 8)
     with pytest.raises(ValueError, match="neither SDPA's is_causal nor key padding"):

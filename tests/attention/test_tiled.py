@@ -1,6 +1,7 @@
 """impl='tiled' against the reference (fp64 oracle, FlashAttention's error rule): outputs, lse and
 gradients of q, k, v (and a bias tensor) for every mask kind, score mods, GQA/MQA, odd sizes,
 fully-masked rows, NaN-poisoned padding, low precision, and the block plan."""
+
 import os
 
 import pytest
@@ -27,16 +28,19 @@ MASKS = {  # name -> fn(B, Hq, Lq, Lk) -> mask
     "causal_top_left": lambda B, H, lq, lk: masks.causal(align="top_left"),
     "sliding_window": lambda B, H, lq, lk: masks.sliding_window(50),
     "sliding_window_sym_top_left": lambda B, H, lq, lk: masks.sliding_window(20, 30, align="top_left"),
-    "padding": lambda B, H, lq, lk: masks.padding(torch.tensor([lk, max(lk // 3, 1)])[:B],
-                                                  torch.tensor([lq, max(lq // 2, 1)])[:B]),
+    "padding": lambda B, H, lq, lk: masks.padding(
+        torch.tensor([lk, max(lk // 3, 1)])[:B], torch.tensor([lq, max(lq // 2, 1)])[:B]
+    ),
     "document": lambda B, H, lq, lk: masks.document(doc_ids(lq), doc_ids(lk)),
     "prefix_lm": lambda B, H, lq, lk: masks.prefix_lm(min(lk, 40)),
     "from_function": lambda B, H, lq, lk: masks.from_function(lambda b, h, q, kv: (q * 7 + kv * 3) % 5 != 0),
     "bool_tensor": lambda B, H, lq, lk: torch.rand(B, 1, lq, lk, generator=torch.Generator().manual_seed(3)) > 0.3,
     "document_and_causal": lambda B, H, lq, lk: masks.document(doc_ids(lq), doc_ids(lk)) & masks.causal(),
-    "padding_and_window": lambda B, H, lq, lk: masks.padding(torch.tensor([lk, lk // 2])[:B]) & masks.sliding_window(64),
+    "padding_and_window": lambda B, H, lq, lk: (
+        masks.padding(torch.tensor([lk, lk // 2])[:B]) & masks.sliding_window(64)
+    ),
     "not_causal": lambda B, H, lq, lk: ~masks.causal(align="top_left"),
-    "head_dependent": lambda B, H, lq, lk: masks.from_function(lambda b, h, q, kv: (kv <= q + 3 * h), num_heads=H),
+    "head_dependent": lambda B, H, lq, lk: masks.from_function(lambda b, h, q, kv: kv <= q + 3 * h, num_heads=H),
     "ring_offset_causal": lambda B, H, lq, lk: masks.offset(masks.causal(), 100, 37, lq + 100, lk + 37),
 }
 SIZES = [(1, 97), (97, 97), (61, 130), (1025, 1025)]
@@ -49,13 +53,20 @@ def test_tiled_matches_reference(kind, lq, lk, dv):
     if kind == "document" or kind == "document_and_causal":
         if lq != lk:
             pytest.skip("document ids are per position: self-attention only")
-    if lq * lk > 10**6 and kind not in ("none", "causal_bottom_right", "sliding_window", "document_and_causal",
-                                        "padding", "bool_tensor"):
+    if lq * lk > 10**6 and kind not in (
+        "none",
+        "causal_bottom_right",
+        "sliding_window",
+        "document_and_causal",
+        "padding",
+        "bool_tensor",
+    ):
         pytest.skip("the L=1025 sweep covers the structurally different masks")
     B, Hq, Hkv, D = 2, 4, 2, 59
     q, k, v = rand(B, Hq, Hkv, lq, lk, D, D if dv == "same" else 24, seed=lq + lk)
-    compare_to_reference("tiled", q, k, v, mask=MASKS[kind](B, Hq, lq, lk),
-                         grad_rel_floor=FUSED_GRAD_FLOOR if dv == "same" else 0.0)
+    compare_to_reference(
+        "tiled", q, k, v, mask=MASKS[kind](B, Hq, lq, lk), grad_rel_floor=FUSED_GRAD_FLOOR if dv == "same" else 0.0
+    )
 
 
 @pytest.mark.parametrize("hq,hkv", [(8, 2), (8, 1), (3, 3)])
@@ -90,8 +101,18 @@ def test_score_mods(mod, kind, bias_grad):
     m64, extra64 = _mods(Hq, lq, lk, F64, bias_grad)[mod]
     m32, extra32 = _mods(Hq, lq, lk, F32, bias_grad)[mod]
     fused = mod in ("alibi", "alibi_top_left") or (mod == "bias" and not bias_grad)
-    compare_to_reference("tiled", q, k, v, mask=MASKS[kind](B, Hq, lq, lk), score_mod=m64, mod32=m32,
-                         extra64=extra64, extra32=extra32, grad_rel_floor=FUSED_GRAD_FLOOR if fused else 0.0)
+    compare_to_reference(
+        "tiled",
+        q,
+        k,
+        v,
+        mask=MASKS[kind](B, Hq, lq, lk),
+        score_mod=m64,
+        mod32=m32,
+        extra64=extra64,
+        extra32=extra32,
+        grad_rel_floor=FUSED_GRAD_FLOOR if fused else 0.0,
+    )
 
 
 @pytest.mark.slow
@@ -99,8 +120,15 @@ def test_score_mods(mod, kind, bias_grad):
 def test_alibi_long(kind):
     """ALiBi's shared pattern at L = 1025 (the fused path with one precomputed Toeplitz pattern)."""
     q, k, v = rand(1, 4, 4, 1025, 1025, 64)
-    compare_to_reference("tiled", q, k, v, mask=MASKS[kind](1, 4, 1025, 1025),
-                         score_mod=mods.alibi(mods.alibi_slopes(4)), grad_rel_floor=FUSED_GRAD_FLOOR)
+    compare_to_reference(
+        "tiled",
+        q,
+        k,
+        v,
+        mask=MASKS[kind](1, 4, 1025, 1025),
+        score_mod=mods.alibi(mods.alibi_slopes(4)),
+        grad_rel_floor=FUSED_GRAD_FLOOR,
+    )
 
 
 @pytest.mark.parametrize("dv", [16, 8])
@@ -134,8 +162,11 @@ def test_nan_poisoned_padding_never_leaks(extra, dv):
     q, k, v = rand(B, H, H, L, L, 32, dv)
     pad_k = torch.arange(L).view(1, 1, L, 1) >= kvl.view(B, 1, 1, 1)
     pad_q = torch.arange(L).view(1, 1, L, 1) >= ql.view(B, 1, 1, 1)
-    poisoned = [q.masked_fill(pad_q, float("nan")), k.masked_fill(pad_k, float("nan")),
-                v.masked_fill(pad_k, float("nan"))]
+    poisoned = [
+        q.masked_fill(pad_q, float("nan")),
+        k.masked_fill(pad_k, float("nan")),
+        v.masked_fill(pad_k, float("nan")),
+    ]
     clean = [q.masked_fill(pad_q, 0.0), k.masked_fill(pad_k, 0.0), v.masked_fill(pad_k, 0.0)]
     outs = []
     for tensors in (poisoned, clean):
@@ -153,8 +184,9 @@ def test_nan_poisoned_padding_never_leaks(extra, dv):
 def test_low_precision_computes_in_fp32_and_returns_input_dtype(dtype):
     q, k, v = rand(1, 2, 2, 97, 97, 32, dtype=dtype)
     out, lse = attention(q, k, v, mask=masks.sliding_window(20), impl="tiled", return_lse=True)
-    ref, ref_lse = attention(q.float(), k.float(), v.float(), mask=masks.sliding_window(20), impl="reference",
-                             return_lse=True)
+    ref, ref_lse = attention(
+        q.float(), k.float(), v.float(), mask=masks.sliding_window(20), impl="reference", return_lse=True
+    )
     assert out.dtype == dtype and lse.dtype == F32
     torch.testing.assert_close(out, ref.to(dtype), rtol=0, atol=2 * torch.finfo(dtype).eps)
     torch.testing.assert_close(lse, ref_lse, rtol=1e-5, atol=1e-5)
@@ -181,11 +213,16 @@ def test_empty_keys_and_queries():
 def test_gradcheck_fp64():
     """Analytic gradients of the custom autograd.Function against finite differences."""
     q, k, v = (t.requires_grad_(True) for t in rand(1, 2, 1, 9, 13, 4))
-    for mask, mod in ((masks.sliding_window(4), None), (masks.causal(), mods.softcap(1.5)),
-                      (masks.padding(torch.tensor([7]), torch.tensor([5])), mods.alibi(mods.alibi_slopes(2)))):
+    for mask, mod in (
+        (masks.sliding_window(4), None),
+        (masks.causal(), mods.softcap(1.5)),
+        (masks.padding(torch.tensor([7]), torch.tensor([5])), mods.alibi(mods.alibi_slopes(2))),
+    ):
+
         def f(q, k, v):
             out, lse = attention(q, k, v, mask=mask, score_mod=mod, impl="tiled", return_lse=True)
             return out, torch.where(torch.isfinite(lse), lse, 0)
+
         assert torch.autograd.gradcheck(f, (q, k, v))
 
 
@@ -224,11 +261,15 @@ def _status_mb(field):
 
 
 @pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux /proc/self/clear_refs")
-@pytest.mark.parametrize("L,mask,mod", [
-    (16384, masks.sliding_window(256), None),
-    (8192, masks.causal(), mods.alibi(mods.alibi_slopes(1))),
-    (16384, masks.document(torch.arange(16384) // 1000), None),
-], ids=["window-16384", "causal-alibi-8192", "document-16384"])
+@pytest.mark.parametrize(
+    "L,mask,mod",
+    [
+        (16384, masks.sliding_window(256), None),
+        (8192, masks.causal(), mods.alibi(mods.alibi_slopes(1))),
+        (16384, masks.document(torch.arange(16384) // 1000), None),
+    ],
+    ids=["window-16384", "causal-alibi-8192", "document-16384"],
+)
 def test_never_allocates_the_score_matrix(L, mask, mod):
     """Forward + backward peak memory stays far below one fp32 Lq x Lk matrix (1 GiB / 256 MiB here):
     what the engine holds at once is bounded by its chunk budget, whatever the length."""
@@ -251,5 +292,6 @@ def test_plan_cache_follows_in_place_changes_of_mask_tensors():
     first = attention(q, k, v, mask=mask, impl="tiled")
     torch.testing.assert_close(attention(q, k, v, mask=mask, impl="tiled"), first, rtol=0, atol=0)
     lengths[1] = 40  # the padding mask holds this very tensor
-    torch.testing.assert_close(attention(q, k, v, mask=mask, impl="tiled"),
-                               attention(q, k, v, mask=mask, impl="reference"))
+    torch.testing.assert_close(
+        attention(q, k, v, mask=mask, impl="tiled"), attention(q, k, v, mask=mask, impl="reference")
+    )

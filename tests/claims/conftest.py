@@ -1,5 +1,6 @@
 """The embedded MiniLM for the claims tests (qkv's, loaded once per process and shared with the lens, and
 transformers' eager BertModel as the oracle)."""
+
 import pytest
 
 

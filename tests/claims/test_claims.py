@@ -1,5 +1,6 @@
 """``qkv.claims``: synthetic figures against closed form, real figures against the forward pass (and
 transformers), verdicts against their thresholds, and ``qkv claims`` end to end."""
+
 import json
 import math
 import os
@@ -12,13 +13,40 @@ import pytest
 import torch
 
 import qkv
-from qkv.claims import (CONTROL_SENTENCE, CORPUS, DIMS, ESSAY_SENTENCE, FAILS, HOLDS, PARTLY, VERDICTS,
-                             Thresholds, coreference, coreference_verdict, decoupling_verdict, entropy, evaluate,
-                             loglog_slope, max_weight, probe_verdict, rankdata, real_decoupling, real_saturation,
-                             real_sharpness, real_variance, saturation_verdict, sharpening_verdict, softmax_jacobian,
-                             softmax_jacobian_norm, spearman, synthetic_scores, top_mass, variance_verdict)
+from qkv.claims import (
+    CONTROL_SENTENCE,
+    CORPUS,
+    DIMS,
+    ESSAY_SENTENCE,
+    FAILS,
+    HOLDS,
+    PARTLY,
+    VERDICTS,
+    Thresholds,
+    coreference,
+    coreference_verdict,
+    decoupling_verdict,
+    entropy,
+    evaluate,
+    loglog_slope,
+    max_weight,
+    probe_verdict,
+    rankdata,
+    real_decoupling,
+    real_saturation,
+    real_sharpness,
+    real_variance,
+    saturation_verdict,
+    sharpening_verdict,
+    softmax_jacobian,
+    softmax_jacobian_norm,
+    spearman,
+    synthetic_scores,
+    top_mass,
+    variance_verdict,
+)
 from qkv.claims.real import independent_variance, linear_weights
-from qkv.claims.synthetic import sample_scores, softmax_summary
+from qkv.claims.synthetic import sample_scores
 from qkv.view.claims_view import FIGURES, markdown_table, save_figures
 
 ROWS, KEYS = 1024, 16
@@ -54,8 +82,10 @@ def test_synthetic_softmax_matches_its_exact_distribution(synthetic):
         n = 8192
         radius = torch.randn(n, r.d_k, generator=gen, dtype=torch.float64).pow(2).sum(-1, keepdim=True).sqrt()
         z = torch.randn(n, KEYS, generator=gen, dtype=torch.float64)
-        for scores, got in ((radius * z, (r.max_unscaled, r.entropy_unscaled, r.jacobian_unscaled)),
-                            (radius * z / math.sqrt(r.d_k), (r.max_scaled, r.entropy_scaled, r.jacobian_scaled))):
+        for scores, got in (
+            (radius * z, (r.max_unscaled, r.entropy_unscaled, r.jacobian_unscaled)),
+            (radius * z / math.sqrt(r.d_k), (r.max_scaled, r.entropy_scaled, r.jacobian_scaled)),
+        ):
             p = torch.softmax(scores, -1)
             for measure, value in zip((max_weight(p), entropy(p), softmax_jacobian_norm(p)), got):
                 se = float(measure.std()) * math.sqrt(1 / n + 1 / ROWS)
@@ -94,7 +124,7 @@ def test_softmax_jacobian_equals_autograd():
 def test_softmax_jacobian_norm_closed_forms():
     for n in (2, 5, 16):
         uniform = torch.full((n,), 1.0 / n)
-        assert float(softmax_jacobian_norm(uniform)) == pytest.approx(math.sqrt(1 / n - 1 / n ** 2))
+        assert float(softmax_jacobian_norm(uniform)) == pytest.approx(math.sqrt(1 / n - 1 / n**2))
     assert float(softmax_jacobian_norm(torch.tensor([0.0, 1.0, 0.0]))) == 0.0
     eps = 1e-4  # nearly one-hot: ||J|| = 2 p1 p2 without cancellation
     assert float(softmax_jacobian_norm(torch.tensor([1 - eps, eps]))) == pytest.approx(2 * (1 - eps) * eps, rel=1e-3)
@@ -139,8 +169,11 @@ def test_independent_variance_is_the_variance_over_all_pairs():
     gen = torch.Generator().manual_seed(0)
     D = 8
     q = torch.randn(50, 2, D, generator=gen, dtype=torch.float64) * torch.linspace(0.2, 3, D) + 0.7
-    k = torch.randn(40, 2, D, generator=gen, dtype=torch.float64) @ torch.randn(D, D, generator=gen,
-                                                                                 dtype=torch.float64) - 0.3
+    k = (
+        torch.randn(40, 2, D, generator=gen, dtype=torch.float64)
+        @ torch.randn(D, D, generator=gen, dtype=torch.float64)
+        - 0.3
+    )
     mean, var = independent_variance(q, k)
     for h in range(2):
         pairs = (q[:, h] @ k[:, h].T / math.sqrt(D)).flatten()  # (50 * 40,)
@@ -153,16 +186,19 @@ TH = Thresholds()
 SYN_OK = [0.98, 1.01, 1.02]
 
 
-@pytest.mark.parametrize("slope, synthetic, real, expected", [
-    (1.05, SYN_OK, [1.5] * 6, HOLDS),
-    (1.15, SYN_OK, [1.5] * 6, PARTLY),  # slope outside 1 +/- 0.1
-    (0.95, [0.98, 1.3], [1.5] * 6, PARTLY),  # a synthetic scaled variance outside [0.8, 1.25]
-    (1.05, SYN_OK, [3.0] * 6, PARTLY),  # real scaled variance above 2 in every layer
-    (1.05, SYN_OK, [1.9] * 4 + [2.1] * 2, HOLDS),  # 4/6 layers in the band: a majority
-    (1.05, SYN_OK, [1.9] * 3 + [2.1] * 3, PARTLY),  # 3/6: not
-    (1.05, SYN_OK, [0.49] * 6, PARTLY),
-    (1.15, SYN_OK, [3.0] * 6, FAILS),
-])
+@pytest.mark.parametrize(
+    "slope, synthetic, real, expected",
+    [
+        (1.05, SYN_OK, [1.5] * 6, HOLDS),
+        (1.15, SYN_OK, [1.5] * 6, PARTLY),  # slope outside 1 +/- 0.1
+        (0.95, [0.98, 1.3], [1.5] * 6, PARTLY),  # a synthetic scaled variance outside [0.8, 1.25]
+        (1.05, SYN_OK, [3.0] * 6, PARTLY),  # real scaled variance above 2 in every layer
+        (1.05, SYN_OK, [1.9] * 4 + [2.1] * 2, HOLDS),  # 4/6 layers in the band: a majority
+        (1.05, SYN_OK, [1.9] * 3 + [2.1] * 3, PARTLY),  # 3/6: not
+        (1.05, SYN_OK, [0.49] * 6, PARTLY),
+        (1.15, SYN_OK, [3.0] * 6, FAILS),
+    ],
+)
 def test_variance_verdict_follows_the_numbers(slope, synthetic, real, expected):
     v = variance_verdict(slope, synthetic, real, TH)
     assert v.verdict == expected, v.reason
@@ -294,10 +330,12 @@ def test_real_decoupling_recomputed_independently(corpus_traces):
     i, j = example.first_index, example.second_index
     assert (t.tokens[i], t.tokens[j]) == (example.first, example.second)
     cos = torch.nn.functional.cosine_similarity
-    assert example.key_cos == pytest.approx(float(cos(t.k[example.layer, example.head, i],
-                                                      t.k[example.layer, example.head, j], dim=0)), abs=1e-5)
-    assert example.value_cos == pytest.approx(float(cos(t.v[example.layer, example.head, i],
-                                                        t.v[example.layer, example.head, j], dim=0)), abs=1e-5)
+    assert example.key_cos == pytest.approx(
+        float(cos(t.k[example.layer, example.head, i], t.k[example.layer, example.head, j], dim=0)), abs=1e-5
+    )
+    assert example.value_cos == pytest.approx(
+        float(cos(t.v[example.layer, example.head, i], t.v[example.layer, example.head, j], dim=0)), abs=1e-5
+    )
 
 
 def test_coreference_reads_the_attention_rows(corpus_traces):
@@ -331,19 +369,31 @@ def test_report_verdicts_follow_their_own_numbers(small_report):
     th = report.thresholds
     d = report.claim("variance").data
     assert report.variance_slope == d["synthetic"]["slope"]
-    assert report.claim(1).verdict == variance_verdict(d["synthetic"]["slope"], d["synthetic"]["var_scaled"],
-                                                       [r["var_scaled"] for r in d["real"]], th).verdict
+    assert (
+        report.claim(1).verdict
+        == variance_verdict(
+            d["synthetic"]["slope"], d["synthetic"]["var_scaled"], [r["var_scaled"] for r in d["real"]], th
+        ).verdict
+    )
     d = report.claim("sharpening").data["real"]
     assert report.claim(3).verdict == sharpening_verdict([r["top1"] for r in d], [r["uniform1"] for r in d], th).verdict
     d = report.claim("decoupling").data
-    assert report.claim(4).verdict == decoupling_verdict([r["spearman"] for r in d["real"]], d["example"]["key_cos"],
-                                                         d["example"]["value_cos"], th).verdict
+    assert (
+        report.claim(4).verdict
+        == decoupling_verdict(
+            [r["spearman"] for r in d["real"]], d["example"]["key_cos"], d["example"]["value_cos"], th
+        ).verdict
+    )
     d = report.claim("coreference").data
     ho, base = d["probe"]["heldout"], {k: b["accuracy"] for k, b in d["probe"]["baselines"].items()}
     assert report.claim(5).verdict == probe_verdict(ho["accuracy"], ho["ci_low"], ho["ci_high"], base).verdict
     assert d["probe"]["items"]["used"] >= 80 and set(base) == {"first", "nearest", "random"}
-    assert d["sentence_verdict"] == coreference_verdict(d["sentence"]["best"][0]["margin"],
-                                                        d["sentence"]["best"][0]["control_margin"], th).verdict
+    assert (
+        d["sentence_verdict"]
+        == coreference_verdict(
+            d["sentence"]["best"][0]["margin"], d["sentence"]["best"][0]["control_margin"], th
+        ).verdict
+    )
     assert report.sentences == tuple(CORPUS[2:7]) and len(report.rows) == 5
     assert any("tracing" in m for m in messages) and any("claim 5" in m for m in messages)
 
@@ -382,8 +432,14 @@ def test_cli_claims_end_to_end(tmp_path):
     script = Path(sys.executable).with_name("qkv")
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "qkv.cli"]
     env = {**os.environ, "COLUMNS": "160", "NO_COLOR": "1"}
-    out = subprocess.run([*cmd, "claims", "--json", "out.json", "--plots", "figs"], capture_output=True, text=True,
-                         timeout=300, env=env, cwd=tmp_path)
+    out = subprocess.run(
+        [*cmd, "claims", "--json", "out.json", "--plots", "figs"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr
     assert "The essay's claims, measured on" in out.stdout

@@ -1,4 +1,5 @@
 """Jobs for test_ring_agreement.py (module level so that spawned children import them by name)."""
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,9 @@ def scenarios(rank: int) -> dict:
         "score mod": dict(mask=m.causal(), score_mod=mods.alibi(mods.alibi_slopes(2)) if rank == 0 else None),
         "softcap": dict(score_mod=mods.softcap(30.0 if rank == 0 else 50.0)),
         "scale": dict(scale=0.5 if rank == 0 else None),
-        "agree": dict(mask=m.document(torch.arange(16) // 4) & m.causal(), score_mod=mods.alibi(mods.alibi_slopes(2)),
-                      scale=0.3),
+        "agree": dict(
+            mask=m.document(torch.arange(16) // 4) & m.causal(), score_mod=mods.alibi(mods.alibi_slopes(2)), scale=0.3
+        ),
     }
 
 

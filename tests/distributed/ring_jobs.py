@@ -3,6 +3,7 @@
 Every job returns plain data (floats, strings); the test process asserts on it. The oracle is
 single-process ``qkv.attention(..., impl="reference")`` on the whole sequence, in float64.
 """
+
 from __future__ import annotations
 
 import os
@@ -79,9 +80,11 @@ def compare_case(case: dict, impl: str, dtype=torch.float64) -> dict[str, float]
     out, lse = ring_attention(*loc, mask=mask, score_mod=mod, return_lse=True, layout=layout, impl=impl)
     grads = torch.autograd.grad(_loss(out, lse, shard(dout, 2, layout=layout), shard(dlse, 2, layout=layout)), loc)
 
-    res = {"out": _max_diff(out, shard(out_r, 2, layout=layout)),
-           "lse": _max_diff(lse, shard(lse_r, 2, layout=layout)),
-           "gathered_out": _max_diff(gather(out, 2, layout=layout), out_r)}
+    res = {
+        "out": _max_diff(out, shard(out_r, 2, layout=layout)),
+        "lse": _max_diff(lse, shard(lse_r, 2, layout=layout)),
+        "gathered_out": _max_diff(gather(out, 2, layout=layout), out_r),
+    }
     for name, gr, gl in zip(("dq", "dk", "dv"), grads_r, grads):
         res[name] = _max_diff(gl, shard(gr, 2, layout=layout))
     res["empty_rows"] = float(torch.isinf(lse_r).sum())

@@ -1,5 +1,6 @@
 """Ranks given different masks, score mods or scales get one clear ValueError on every rank -- not a
 timeout that blames a dead peer (issue 11)."""
+
 import sys
 from pathlib import Path
 
@@ -19,15 +20,18 @@ def results():
     return launch.spawn(agreement_jobs.disagreements, 2, timeout=180, pg_timeout=60)
 
 
-@pytest.mark.parametrize("name, says", [
-    ("mask", "disagree on the mask (rank 0: causal(align='bottom_right'); rank 1: sliding_window(4, 0"),
-    ("alignment", "(rank 0: causal(align='bottom_right'); rank 1: causal(align='top_left'))"),
-    ("document ids", "equal descriptions, different contents"),
-    ("mask or none", "(rank 0: causal(align='bottom_right'); rank 1: None)"),
-    ("score mod", "disagree on the score_mod (rank 0: alibi(2 slopes, align='bottom_right')"),
-    ("softcap", "(rank 0: softcap(30.0); rank 1: softcap(50.0))"),
-    ("scale", "disagree on the scale (rank 0: 0.5; rank 1: 0.35355339059327373)"),
-])
+@pytest.mark.parametrize(
+    "name, says",
+    [
+        ("mask", "disagree on the mask (rank 0: causal(align='bottom_right'); rank 1: sliding_window(4, 0"),
+        ("alignment", "(rank 0: causal(align='bottom_right'); rank 1: causal(align='top_left'))"),
+        ("document ids", "equal descriptions, different contents"),
+        ("mask or none", "(rank 0: causal(align='bottom_right'); rank 1: None)"),
+        ("score mod", "disagree on the score_mod (rank 0: alibi(2 slopes, align='bottom_right')"),
+        ("softcap", "(rank 0: softcap(30.0); rank 1: softcap(50.0))"),
+        ("scale", "disagree on the scale (rank 0: 0.5; rank 1: 0.35355339059327373)"),
+    ],
+)
 def test_ranks_that_disagree_get_the_same_clear_error(results, name, says):
     msg0, msg1 = results[0][name], results[1][name]
     assert msg0 == msg1, "every rank raises the same message"

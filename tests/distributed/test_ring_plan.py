@@ -1,5 +1,6 @@
 """In-process tests of qkv.distributed: sharding layouts, the ring schedule, and ring_attention on a
 world of one process (a gloo group inside the test process). The multi-process tests are in test_ring_spawn.py."""
+
 import os
 
 import pytest
@@ -70,10 +71,17 @@ def test_sliding_window_sends_to_the_neighbour_only():
     assert plan_ring(None, [5, 4], [5, 4]).hops == (1, 1)
 
 
-@pytest.mark.parametrize("mask", [masks.causal(), masks.causal("top_left"), masks.sliding_window(3, 1),
-                                  masks.document(torch.tensor([0] * 7 + [1] * 9 + [2] * 14)),
-                                  masks.padding(torch.tensor([21, 9]), torch.tensor([25, 30]))],
-                         ids=["causal_br", "causal_tl", "window", "document", "padding"])
+@pytest.mark.parametrize(
+    "mask",
+    [
+        masks.causal(),
+        masks.causal("top_left"),
+        masks.sliding_window(3, 1),
+        masks.document(torch.tensor([0] * 7 + [1] * 9 + [2] * 14)),
+        masks.padding(torch.tensor([21, 9]), torch.tensor([25, 30])),
+    ],
+    ids=["causal_br", "causal_tl", "window", "document", "padding"],
+)
 @pytest.mark.parametrize("layout", ["contiguous", "zigzag"])
 @pytest.mark.parametrize("max_blocks", [1024, 3])  # exact grid, and a coarse (conservative) one
 def test_pair_kinds_match_the_dense_mask(mask, layout, max_blocks):
@@ -85,7 +93,7 @@ def test_pair_kinds_match_the_dense_mask(mask, layout, max_blocks):
         for j in range(W):
             for a, (qs, lq) in enumerate(qsegs[i]):
                 for b, (ks, lk) in enumerate(qsegs[j]):
-                    block = dense[..., qs:qs + lq, ks:ks + lk]
+                    block = dense[..., qs : qs + lq, ks : ks + lk]
                     kind = kinds[i][j][a][b]
                     truth = EMPTY if not block.any() else FULL if block.all() else PARTIAL
                     if max_blocks == 1024:
@@ -128,8 +136,8 @@ def test_world_of_one_equals_attention_and_gradchecks(world_of_one, layout):
     torch.testing.assert_close(gather(out.detach(), 2, layout=layout), whole.detach(), rtol=0, atol=1e-12)
 
     def f(q, k, v):
-        o, l = ring_attention(q, k, v, mask=mask, score_mod=mod, return_lse=True, layout=layout)
-        return o, l
+        o, lse = ring_attention(q, k, v, mask=mask, score_mod=mod, return_lse=True, layout=layout)
+        return o, lse
 
     assert torch.autograd.gradcheck(f, (q, k, v), fast_mode=True)
 

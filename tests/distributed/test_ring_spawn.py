@@ -4,6 +4,7 @@ Each spawn costs seconds on a 2-core machine, so one spawned job runs every mask
 max differences (see ring_jobs.py); the assertions happen here. Oracle: ``qkv.attention(impl="reference")``
 on the whole sequence in float64; tolerance 1e-10 (the observed error is ~1e-15).
 """
+
 import math
 import re
 import subprocess
@@ -66,8 +67,15 @@ def test_a_trainable_score_mod_is_declined_with_a_reason_and_runs_without_grad()
 
 def test_a_rank_that_dies_gives_a_clear_error_on_the_others():
     start = time.monotonic()
-    results = launch.spawn(ring_jobs.rank_dies_before_backward, 3, args=(2, 20.0), timeout=120, pg_timeout=60,
-                           grace=10, return_failures=True)
+    results = launch.spawn(
+        ring_jobs.rank_dies_before_backward,
+        3,
+        args=(2, 20.0),
+        timeout=120,
+        pg_timeout=60,
+        grace=10,
+        return_failures=True,
+    )
     total = time.monotonic() - start
     dead = results[2]
     assert isinstance(dead, launch.Failure) and dead.kind == "died" and "code 7" in dead.message
@@ -82,8 +90,9 @@ def test_a_rank_that_dies_gives_a_clear_error_on_the_others():
 def test_a_rank_that_hangs_times_out_on_the_others():
     start = time.monotonic()
     timeout = 3.0
-    results = launch.spawn(ring_jobs.rank_hangs, 2, args=(1, timeout), timeout=150, pg_timeout=60, grace=2,
-                           return_failures=True)
+    results = launch.spawn(
+        ring_jobs.rank_hangs, 2, args=(1, timeout), timeout=150, pg_timeout=60, grace=2, return_failures=True
+    )
     total = time.monotonic() - start
     survivor, hung = results
     assert isinstance(survivor, launch.Failure) and survivor.kind == "error"
@@ -96,8 +105,24 @@ def test_a_rank_that_hangs_times_out_on_the_others():
 
 @pytest.mark.slow
 def test_demo_runs_and_reports_tiny_differences():
-    cmd = [sys.executable, "-m", "qkv.distributed.demo", "--world-size", "2", "--length", "300", "--heads", "2",
-           "--head-dim", "16", "--dtype", "float64", "--backward", "--timeout", "240"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "qkv.distributed.demo",
+        "--world-size",
+        "2",
+        "--length",
+        "300",
+        "--heads",
+        "2",
+        "--head-dim",
+        "16",
+        "--dtype",
+        "float64",
+        "--backward",
+        "--timeout",
+        "240",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     diffs = {}

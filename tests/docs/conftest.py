@@ -3,6 +3,7 @@
 ``QKV_DOCS_SITE=DIR`` checks an already built site instead (CI runs ``make docs`` first and passes ``site``).
 Without mkdocs the docs tests skip -- except under ``CI=true``, where a missing build tool fails.
 """
+
 import importlib
 import os
 import subprocess
@@ -33,11 +34,20 @@ def site(tmp_path_factory) -> Path:
         return path
     _require("mkdocs")
     out = tmp_path_factory.mktemp("site")
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "NO_MKDOCS_2_WARNING": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, f"mkdocs build --strict failed:\n{done.stdout}\n{done.stderr}"
     print(f"docs built in {time.perf_counter() - start:.0f} s")
     return out

@@ -1,11 +1,18 @@
 """The built site in a real headless Chromium, opened from disk: figures render, search works, nothing leaves."""
+
 import os
 
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 LOCAL = ("file:", "data:", "blob:", "about:")
 
 pytestmark = [

@@ -1,4 +1,5 @@
 """The offline link checker on small hand-made sites: it finds what it claims to find."""
+
 import importlib.util
 from pathlib import Path
 
@@ -20,26 +21,33 @@ def make_site(tmp_path, pages: dict[str, str], css: str = "") -> Path:
 
 
 def test_a_clean_site_passes(tmp_path):
-    site = make_site(tmp_path, {
-        "index.html": '<a href="guide/a.html#part">a</a> <a href="https://example.org/">out</a> '
-                      '<link rel="stylesheet" href="style.css"> <img src="data:image/png;base64,AA=="> '
-                      '<a href="mailto:x@example.org">mail</a> <a href="#top" id="top">top</a>',
-        "guide/a.html": '<h2 id="part">part</h2><a href="../index.html">home</a><a href="./">folder</a>',
-        "guide/index.html": "",
-    }, css="body { background: url(img/bg.png) }")
+    site = make_site(
+        tmp_path,
+        {
+            "index.html": '<a href="guide/a.html#part">a</a> <a href="https://example.org/">out</a> '
+            '<link rel="stylesheet" href="style.css"> <img src="data:image/png;base64,AA=="> '
+            '<a href="mailto:x@example.org">mail</a> <a href="#top" id="top">top</a>',
+            "guide/a.html": '<h2 id="part">part</h2><a href="../index.html">home</a><a href="./">folder</a>',
+            "guide/index.html": "",
+        },
+        css="body { background: url(img/bg.png) }",
+    )
     problems, pages, links = check_site.check_site(site)
     assert problems == [] and pages == 3 and links == 8
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ('<a href="missing.html">x</a>', "no such file"),
-    ('<a href="index.html#nowhere">x</a>', "no element with id 'nowhere'"),
-    ('<script src="https://cdn.example.org/lib.js"></script>', "loads from outside"),
-    ('<link rel="stylesheet" href="//fonts.example.org/css">', "loads from outside"),
-    ('<img src="http://example.org/a.png">', "loads from outside"),
-    ('<a href="../../etc/passwd">x</a>', "outside the site folder"),
-    ('<div style="background: url(https://example.org/a.png)"></div>', "style loads"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ('<a href="missing.html">x</a>', "no such file"),
+        ('<a href="index.html#nowhere">x</a>', "no element with id 'nowhere'"),
+        ('<script src="https://cdn.example.org/lib.js"></script>', "loads from outside"),
+        ('<link rel="stylesheet" href="//fonts.example.org/css">', "loads from outside"),
+        ('<img src="http://example.org/a.png">', "loads from outside"),
+        ('<a href="../../etc/passwd">x</a>', "outside the site folder"),
+        ('<div style="background: url(https://example.org/a.png)"></div>', "style loads"),
+    ],
+)
 def test_each_kind_of_problem_is_reported(tmp_path, body, fragment):
     site = make_site(tmp_path, {"index.html": body})
     problems, _, _ = check_site.check_site(site)

@@ -1,4 +1,5 @@
 """The build-time runner of the docs' Python blocks: output, figures, and failures that stop the build."""
+
 import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,8 +43,10 @@ def test_no_exec_blocks_and_pages_without_execute_are_shown_not_run(tmp_path):
 
 
 def test_figures_become_pngs_of_the_site_beside_the_page(tmp_path):
-    md = ("```python\nimport matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.plot([1, 2])\n"
-          "ax.set_title('a line')\n```\n")
+    md = (
+        "```python\nimport matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.plot([1, 2])\n"
+        "ax.set_title('a line')\n```\n"
+    )
     out, files = render(md, tmp_path=tmp_path)
     assert "![a line](figures/page-1.png){ .qkv-figure }" in out and "Line2D" not in out
     assert [f.src_uri for f in files] == ["guides/figures/page-1.png"]

@@ -1,4 +1,5 @@
 """The built site: every page there, every link resolves offline, the tutorial ran, the API pages rendered."""
+
 import importlib.util
 import os
 import re
@@ -59,14 +60,21 @@ def test_the_tutorial_numbers_are_computed_not_typed(site):
 
 
 def test_api_pages_render_the_docstrings(site):
-    for name, objects in {"attention": ["qkv.core.functional.attention", "qkv.core.merging.merge"],
-                          "lens": ["qkv.lens.trace.Trace", "qkv.lens.heads.choose_head"],
-                          "masks": ["qkv.masks"], "claims": ["qkv.claims"], "steps": ["softmax_weights"],
-                          "hf": ["qkv.hf", "qkv.hf.wrap", "qkv.lens.hf_trace.trace_transformers"],
-                          "probe": ["qkv.lens.probing.probe", "qkv.lens.probing.ProbeResult.to_dict",
-                                    "qkv.lens.probe_io.parse_items", "qkv.lens.stats.clopper_pearson"],
-                          "serve": ["qkv.serve.app.create_app", "qkv.serve.schemas.ProbeRequest",
-                                    "qkv.serve.limits.Limits"]}.items():
+    for name, objects in {
+        "attention": ["qkv.core.functional.attention", "qkv.core.merging.merge"],
+        "lens": ["qkv.lens.trace.Trace", "qkv.lens.heads.choose_head"],
+        "masks": ["qkv.masks"],
+        "claims": ["qkv.claims"],
+        "steps": ["softmax_weights"],
+        "hf": ["qkv.hf", "qkv.hf.wrap", "qkv.lens.hf_trace.trace_transformers"],
+        "probe": [
+            "qkv.lens.probing.probe",
+            "qkv.lens.probing.ProbeResult.to_dict",
+            "qkv.lens.probe_io.parse_items",
+            "qkv.lens.stats.clopper_pearson",
+        ],
+        "serve": ["qkv.serve.app.create_app", "qkv.serve.schemas.ProbeRequest", "qkv.serve.limits.Limits"],
+    }.items():
         page = (site / "reference" / f"{name}.html").read_text(encoding="utf-8")
         assert 'class="doc doc-object' in page, name
         for obj in objects:
@@ -110,15 +118,25 @@ def test_the_tutorial_is_a_notebook_for_jupytext():
     assert code[0].source.startswith("import torch\nimport qkv")
 
 
-@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None,
-                    reason="torchrun is not installed next to this Python")
+@pytest.mark.skipif(
+    shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None,
+    reason="torchrun is not installed next to this Python",
+)
 def test_the_ring_example_runs_under_torchrun(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    done = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2",
-                           str(ROOT / "docs" / "examples" / "ring_torchrun.py")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node", "2", str(ROOT / "docs" / "examples" / "ring_torchrun.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     m = re.search(r"2 ranks: max \|ring - single process\| = ([0-9.e+-]+)", done.stdout)
     assert m and float(m.group(1)) < 1e-5, done.stdout

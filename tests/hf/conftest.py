@@ -1,5 +1,6 @@
 """Fixtures for qkv.hf: tiny random transformers models of each family (built offline), an eager oracle
 and ONE spy on qkv's dispatcher (re-point :func:`spy_impls` if the dispatcher moves)."""
+
 import os
 
 import pytest
@@ -13,25 +14,64 @@ transformers = pytest.importorskip("transformers")
 import qkv.hf  # noqa: E402,F401  (registers "qkv")
 
 VOCAB = 96
-_COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-               num_attention_heads=4, max_position_embeddings=128)
+_COMMON = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=128,
+)
 
 #: family -> (config class, causal LM class or None, base/encoder class, config kwargs)
 FAMILIES = {
     "bert": ("BertConfig", None, "BertModel", dict(_COMMON, type_vocab_size=2)),
-    "roberta": ("RobertaConfig", None, "RobertaModel", dict(_COMMON, pad_token_id=1, type_vocab_size=1,
-                                                            max_position_embeddings=130)),
-    "gpt2": ("GPT2Config", "GPT2LMHeadModel", "GPT2Model",
-             dict(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=128)),
+    "roberta": (
+        "RobertaConfig",
+        None,
+        "RobertaModel",
+        dict(_COMMON, pad_token_id=1, type_vocab_size=1, max_position_embeddings=130),
+    ),
+    "gpt2": (
+        "GPT2Config",
+        "GPT2LMHeadModel",
+        "GPT2Model",
+        dict(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=128),
+    ),
     "llama": ("LlamaConfig", "LlamaForCausalLM", "LlamaModel", dict(_COMMON, num_key_value_heads=2)),
-    "mistral": ("MistralConfig", "MistralForCausalLM", "MistralModel",
-                dict(_COMMON, num_key_value_heads=2, sliding_window=5)),
-    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", "Qwen2Model",
-              dict(_COMMON, num_key_value_heads=2, use_sliding_window=True, sliding_window=5, max_window_layers=1,
-                   layer_types=["full_attention", "sliding_attention"])),
-    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", "Gemma2Model",
-               dict(_COMMON, num_key_value_heads=2, head_dim=8, sliding_window=5, attn_logit_softcapping=3.0,
-                    final_logit_softcapping=30.0, query_pre_attn_scalar=16)),
+    "mistral": (
+        "MistralConfig",
+        "MistralForCausalLM",
+        "MistralModel",
+        dict(_COMMON, num_key_value_heads=2, sliding_window=5),
+    ),
+    "qwen2": (
+        "Qwen2Config",
+        "Qwen2ForCausalLM",
+        "Qwen2Model",
+        dict(
+            _COMMON,
+            num_key_value_heads=2,
+            use_sliding_window=True,
+            sliding_window=5,
+            max_window_layers=1,
+            layer_types=["full_attention", "sliding_attention"],
+        ),
+    ),
+    "gemma2": (
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        "Gemma2Model",
+        dict(
+            _COMMON,
+            num_key_value_heads=2,
+            head_dim=8,
+            sliding_window=5,
+            attn_logit_softcapping=3.0,
+            final_logit_softcapping=30.0,
+            query_pre_attn_scalar=16,
+        ),
+    ),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", "Phi3Model", dict(_COMMON, num_key_value_heads=2, pad_token_id=0)),
     "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", "GPTNeoXModel", dict(_COMMON, rotary_pct=0.5)),
 }
@@ -58,7 +98,7 @@ def padded_batch(seed: int = 1, lengths=(11, 7, 9), left: bool = True, vocab: in
     mask = torch.zeros(len(lengths), L, dtype=torch.long)
     for b, n in enumerate(lengths):
         if left:
-            mask[b, L - n:] = 1
+            mask[b, L - n :] = 1
         else:
             mask[b, :n] = 1
     return ids, mask

@@ -1,4 +1,5 @@
 """attn_implementation="qkv" against transformers' own "eager" (the oracle) on tiny random models."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """Bad input to qkv.hf: clear messages, nothing downloaded, transformers never imported by `import qkv`."""
+
 import subprocess
 import sys
 
@@ -11,8 +12,10 @@ from qkv.hf.masks import recover
 
 
 def test_import_qkv_does_not_import_transformers():
-    code = ("import sys, qkv, qkv.lens.trace; qkv.trace; "
-            "assert 'transformers' not in sys.modules, 'import qkv imported transformers'")
+    code = (
+        "import sys, qkv, qkv.lens.trace; qkv.trace; "
+        "assert 'transformers' not in sys.modules, 'import qkv imported transformers'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 

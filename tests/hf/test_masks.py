@@ -1,4 +1,5 @@
 """The "qkv" mask interface against transformers' own dense masks (the oracle), structure kept."""
+
 import pytest
 import torch
 from transformers import masking_utils as mu
@@ -26,14 +27,21 @@ SIZES = [(9, 9, 0, 0), (2, 9, 7, 0), (1, 4, 8, 5)]
 def test_structure_equals_transformers_dense_mask(fn, pad, size):
     lq, lk, qo, ko = size
     function, kind = FUNCTIONS[fn]
-    kw = dict(batch_size=2, q_length=lq, kv_length=lk, q_offset=qo, kv_offset=ko, mask_function=function,
-              attention_mask=PADDING[pad])
+    kw = dict(
+        batch_size=2,
+        q_length=lq,
+        kv_length=lk,
+        q_offset=qo,
+        kv_offset=ko,
+        mask_function=function,
+        attention_mask=PADDING[pad],
+    )
     want = mu.sdpa_mask(**kw, allow_is_causal_skip=False)
     got = mask_interface(**kw)
     assert "tensor_mask" not in repr(got), f"structure lost: {got!r}"
     if kind and lq > 1:  # one decoding step sees every key it is given: no structure left but padding
         assert kind in repr(got), repr(got)
-    if pad != "none" and not bool(PADDING[pad][:, ko:ko + lk].all()):  # padding among these keys
+    if pad != "none" and not bool(PADDING[pad][:, ko : ko + lk].all()):  # padding among these keys
         assert "padding" in repr(got), repr(got)
     assert torch.equal(got.dense(2, 1, lq, lk).expand(2, 1, lq, lk), want.expand(2, 1, lq, lk)), f"{got!r}"
 

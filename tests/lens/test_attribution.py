@@ -1,4 +1,5 @@
 """Value-norm attribution and rollout on plain tensors against direct loops and closed forms."""
+
 import pytest
 import torch
 from hypothesis import given
@@ -14,7 +15,7 @@ def direct_value_norms(weights, v, out_weight):
     out = torch.empty(B, H, Lq, Lk, dtype=torch.float64)
     for b in range(B):
         for h in range(H):
-            w_oh = out_weight[:, h * D:(h + 1) * D].double()  # (E, D)
+            w_oh = out_weight[:, h * D : (h + 1) * D].double()  # (E, D)
             for i in range(Lq):
                 for j in range(Lk):
                     fv = w_oh @ v[b, h // (H // Hkv), j].double()  # (E,)

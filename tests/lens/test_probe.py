@@ -1,4 +1,5 @@
 """The probe on MiniLM: span -> token mapping, word pieces, head words, batch tracing against qkv.trace."""
+
 import copy
 
 import pytest
@@ -6,27 +7,46 @@ import torch
 
 import qkv
 import qkv.lens
-from qkv.lens.probing import TRACKS, head_word, item_scores, map_item, probe
 from qkv.lens.probe_io import Item, Skipped, Span, parse_jsonl
+from qkv.lens.probing import TRACKS, head_word, item_scores, map_item, probe
 from qkv.lens.trace import trace_batch
 
-TEXTS = ["The cat sat on the mat because it was tired.", "Hi.",
-         "The councilmen refused the demonstrators a permit because they feared violence.",
-         "The sack of potatoes was under the bag of flour, so it had to be moved first."]
+TEXTS = [
+    "The cat sat on the mat because it was tired.",
+    "Hi.",
+    "The councilmen refused the demonstrators a permit because they feared violence.",
+    "The sack of potatoes was under the bag of flour, so it had to be moved first.",
+]
 
 
-@pytest.mark.parametrize("text,head", [("The sack of potatoes", "sack"), ("the brown suitcase", "suitcase"),
-                                       ("Mr. Smith", "Smith"), ("the city councilmen", "councilmen"),
-                                       ("Joan's sister", "sister"), ("Tom", "Tom"), ("the box of tea", "box"),
-                                       ("Pete's", "Pete"), ("the man in the hat", "man")])
+@pytest.mark.parametrize(
+    "text,head",
+    [
+        ("The sack of potatoes", "sack"),
+        ("the brown suitcase", "suitcase"),
+        ("Mr. Smith", "Smith"),
+        ("the city councilmen", "councilmen"),
+        ("Joan's sister", "sister"),
+        ("Tom", "Tom"),
+        ("the box of tea", "box"),
+        ("Pete's", "Pete"),
+        ("the man in the hat", "man"),
+    ],
+)
 def test_head_word_rule(text, head):
     h = head_word(Span(text, 10, 10 + len(text)))
-    assert h.text == head and text[h.start - 10:h.end - 10] == head
+    assert h.text == head and text[h.start - 10 : h.end - 10] == head
 
 
 def item(text, query, query_start, cands, answer=0, pair=None) -> Item:
-    return Item("x", text, Span(query, query_start, query_start + len(query)),
-                tuple(Span(c, s, s + len(c)) for c, s in cands), answer, pair)
+    return Item(
+        "x",
+        text,
+        Span(query, query_start, query_start + len(query)),
+        tuple(Span(c, s, s + len(c)) for c, s in cands),
+        answer,
+        pair,
+    )
 
 
 def test_repeated_words_are_picked_by_character_span(minilm):
@@ -126,8 +146,15 @@ def test_probe_on_shipped_twins_reports_everything(minilm):
     r = qkv.lens.probe("twins", minilm, rounds=200)
     d = r.to_dict()
     assert d["items"] == {"total": 96, "used": 96, "skipped": []} and (d["layers"], d["heads_per_layer"]) == (6, 12)
-    assert len(d["heads"]) == 72 and set(d["heads"][0]) == {"layer", "head", "correct", "n", "accuracy", "ci_low",
-                                                             "ci_high"}
+    assert len(d["heads"]) == 72 and set(d["heads"][0]) == {
+        "layer",
+        "head",
+        "correct",
+        "n",
+        "accuracy",
+        "ci_low",
+        "ci_high",
+    }
     assert d["baselines"]["first"]["accuracy"] == d["baselines"]["nearest"]["accuracy"] == 0.5  # twin-balanced
     assert set(d["heldout"]) >= {"accuracy", "ci_low", "ci_high", "heads_chosen"}
     assert set(d["twins"]) >= {"mean_flips", "toward_right", "toward_wrong", "sign_test_p"}
@@ -137,16 +164,26 @@ def test_probe_on_shipped_twins_reports_everything(minilm):
 
 def test_probe_skips_and_reports(minilm, tmp_path):
     rows = [
-        ('{"id": "ok", "text": "The cat chased the dog because it was angry.", "query": "it", '
-        '"candidates": ["The cat", "the dog"], "answer": 0, "pair": 1}'),
-        ('{"id": "ok2", "text": "The cat chased the dog because it was scared.", "query": "it", '
-        '"candidates": ["The cat", "the dog"], "answer": 1, "pair": 1}'),
-        ('{"id": "gone", "text": "The cat chased the dog because it was angry.", "query": "it", '
-        '"candidates": ["The cat", "the fox"], "answer": 0}'),
-        ('{"id": "same", "text": "The big dog chased the small dog because it was angry.", "query": "it", '
-        '"candidates": ["The big dog", "the small dog"], "answer": 0}'),
-        ('{"id": "ok3", "text": "Ann thanked Eve because she was kind.", "query": "she", '
-        '"candidates": ["Ann", "Eve"], "answer": 1}'),
+        (
+            '{"id": "ok", "text": "The cat chased the dog because it was angry.", "query": "it", '
+            '"candidates": ["The cat", "the dog"], "answer": 0, "pair": 1}'
+        ),
+        (
+            '{"id": "ok2", "text": "The cat chased the dog because it was scared.", "query": "it", '
+            '"candidates": ["The cat", "the dog"], "answer": 1, "pair": 1}'
+        ),
+        (
+            '{"id": "gone", "text": "The cat chased the dog because it was angry.", "query": "it", '
+            '"candidates": ["The cat", "the fox"], "answer": 0}'
+        ),
+        (
+            '{"id": "same", "text": "The big dog chased the small dog because it was angry.", "query": "it", '
+            '"candidates": ["The big dog", "the small dog"], "answer": 0}'
+        ),
+        (
+            '{"id": "ok3", "text": "Ann thanked Eve because she was kind.", "query": "she", '
+            '"candidates": ["Ann", "Eve"], "answer": 1}'
+        ),
     ]
     p = tmp_path / "items.jsonl"
     p.write_text("\n".join(rows))
@@ -168,9 +205,18 @@ def test_probe_and_batch_tracing_on_a_causal_gqa_model(tmp_path):
     import qkv.models
 
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
-                                   intermediate_size=96, vocab_size=30522, max_position_embeddings=64,
-                                   bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    cfg = transformers.LlamaConfig(
+        hidden_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=2,
+        intermediate_size=96,
+        vocab_size=30522,
+        max_position_embeddings=64,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
     transformers.LlamaForCausalLM(cfg).save_pretrained(str(tmp_path), safe_serialization=True)
     shutil.copy(Path(gt.get_model_path()) / "tokenizer.json", tmp_path / "tokenizer.json")
     model = qkv.models.load(str(tmp_path)).double()

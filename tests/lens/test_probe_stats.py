@@ -1,4 +1,5 @@
 """qkv.lens.stats and the probe's analysis against scipy (test-only), closed forms and planted data."""
+
 import itertools
 import math
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 
 from qkv.lens import stats
-from qkv.lens.probing import ABOVE_CHANCE, NO_EVIDENCE, TRACKS, analyse
 from qkv.lens.probe_io import Item, Span
+from qkv.lens.probing import ABOVE_CHANCE, NO_EVIDENCE, TRACKS, analyse
 
 scipy_stats = pytest.importorskip("scipy.stats")
 
@@ -44,8 +45,9 @@ def test_binomial_cdf_and_sf_match_scipy(k, n, p):
 
 @pytest.mark.parametrize("plus,minus", [(9, 1), (1, 9), (5, 5), (26, 17), (0, 12), (30, 0), (3, 4)])
 def test_sign_test_matches_scipy(plus, minus):
-    assert stats.sign_test(plus, minus) == pytest.approx(scipy_stats.binomtest(plus, plus + minus, 0.5).pvalue,
-                                                         rel=1e-10)
+    assert stats.sign_test(plus, minus) == pytest.approx(
+        scipy_stats.binomtest(plus, plus + minus, 0.5).pvalue, rel=1e-10
+    )
 
 
 def test_sign_test_closed_forms():
@@ -135,8 +137,12 @@ def test_heldout_corrects_the_best_of_many_bias():
 
 def test_twin_flips_counts_and_sign_test():
     answers, twins = twin_data(4)
-    preds = np.array([[0, 1, 0, 1, 1, 0, 0, 0],   # flips right, right, wrong, none
-                      [0, 0, 0, 1, 0, 1, 1, 0]])  # none, right, right, wrong
+    preds = np.array(
+        [
+            [0, 1, 0, 1, 1, 0, 0, 0],  # flips right, right, wrong, none
+            [0, 0, 0, 1, 0, 1, 1, 0],
+        ]
+    )  # none, right, right, wrong
     w = stats.twin_flips(preds, answers, twins)
     assert (w.pairs, w.heads, w.flips_right, w.flips_wrong) == (4, 2, 4, 2)
     assert w.mean_flips == pytest.approx(6 / 4)

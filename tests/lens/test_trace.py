@@ -1,4 +1,5 @@
 """qkv.trace on MiniLM against transformers' BertModel (eager attention) and closed-form recomputation."""
+
 import json
 import math
 
@@ -21,8 +22,7 @@ def hf_out(hf_bert, cat_trace, minilm):
 
 def test_tokens_and_offsets_spell_the_text(cat_trace):
     t = cat_trace
-    assert t.tokens == ["[CLS]", "the", "cat", "sat", "on", "the", "mat", "because", "it", "was", "tired", ".",
-                        "[SEP]"]
+    assert t.tokens == ["[CLS]", "the", "cat", "sat", "on", "the", "mat", "because", "it", "was", "tired", ".", "[SEP]"]
     assert t.special == [True] + [False] * 11 + [True]
     assert [SENTENCE[s:e].lower() for (s, e), sp in zip(t.offsets, t.special) if not sp] == t.tokens[1:-1]
     N, H, L = 6, 12, len(t.tokens)
@@ -58,7 +58,7 @@ def test_value_norm_attribution_equals_direct_computation_from_transformers(cat_
         a = hf_out.attentions[n][0].double()  # (H, L, L)
         direct = torch.empty(H, len(t), len(t), dtype=torch.float64)
         for h in range(H):
-            fv = v[:, h * D:(h + 1) * D] @ w_o[:, h * D:(h + 1) * D].T  # (L, E): f(v_j) = v_j W_O,h
+            fv = v[:, h * D : (h + 1) * D] @ w_o[:, h * D : (h + 1) * D].T  # (L, E): f(v_j) = v_j W_O,h
             direct[h] = (a[h].unsqueeze(-1) * fv.unsqueeze(0)).norm(dim=-1)  # ||a_ij f(v_j)||, (L, L)
         assert torch.allclose(t.value_norms[n].double(), direct, rtol=1e-4, atol=1e-6)
         share = direct / direct.sum(-1, keepdim=True)
@@ -79,8 +79,9 @@ def test_rollout_rows_sum_to_one_and_match_a_direct_loop(cat_trace):
 def test_the_seed_example_has_a_head_where_it_prefers_cat(cat_trace):
     best = cat_trace.heads("it", "cat", "mat")[0]
     assert best.prefer > best.over
-    assert best.diff == pytest.approx(float(cat_trace.attention(best.layer, best.head)[8, 2]
-                                            - cat_trace.attention(best.layer, best.head)[8, 6]))
+    assert best.diff == pytest.approx(
+        float(cat_trace.attention(best.layer, best.head)[8, 2] - cat_trace.attention(best.layer, best.head)[8, 6])
+    )
 
 
 def test_index_accepts_tokens_occurrences_and_ints(cat_trace):
@@ -91,13 +92,16 @@ def test_index_accepts_tokens_occurrences_and_ints(cat_trace):
     assert t.index("[SEP]") == 12
 
 
-@pytest.mark.parametrize("bad, fragment", [
-    ("cta", "close matches: cat"),
-    ("the@3", "only 2 occurrence"),
-    (13, "out of range"),
-    ("", "non-empty"),
-    ("zebra", "not in the text"),
-])
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        ("cta", "close matches: cat"),
+        ("the@3", "only 2 occurrence"),
+        (13, "out of range"),
+        ("", "non-empty"),
+        ("zebra", "not in the text"),
+    ],
+)
 def test_index_errors_say_what_to_do(cat_trace, bad, fragment):
     with pytest.raises(ValueError, match=fragment):
         cat_trace.index(bad)
@@ -135,8 +139,9 @@ def test_breakdown_is_the_chain_for_one_token(cat_trace):
     assert [r.token for r in rows] == t.tokens
     assert [r.score for r in rows] == pytest.approx(t.scores[5, 11, 8].tolist())
     assert [r.scaled for r in rows] == pytest.approx([r.score / math.sqrt(32) for r in rows], abs=1e-5)
-    assert [r.weight for r in rows] == pytest.approx(torch.softmax(torch.tensor([r.scaled for r in rows]), 0).tolist(),
-                                                     abs=1e-6)
+    assert [r.weight for r in rows] == pytest.approx(
+        torch.softmax(torch.tensor([r.scaled for r in rows]), 0).tolist(), abs=1e-6
+    )
     assert sum(r.value_share for r in rows) == pytest.approx(1.0)
     assert [r.value_norm for r in rows] == pytest.approx((t.weights[5, 11, 8] * t.fv_norms[5, 11]).tolist())
 

@@ -1,4 +1,5 @@
 """qkv.trace on a causal GQA model (a small random Llama with MiniLM's tokenizer) against transformers."""
+
 import math
 import shutil
 from pathlib import Path
@@ -19,10 +20,21 @@ TEXT = "The cat sat on the mat because it was tired."
 def llama(tmp_path_factory):
     """(qkv model, transformers model): 2 layers, 4 query heads sharing 2 key/value heads, causal."""
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
-                                   intermediate_size=96, vocab_size=30522, max_position_embeddings=64,
-                                   initializer_range=0.2, attention_bias=True, bos_token_id=None, eos_token_id=None,
-                                   pad_token_id=None, attn_implementation="eager")
+    cfg = transformers.LlamaConfig(
+        hidden_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=2,
+        intermediate_size=96,
+        vocab_size=30522,
+        max_position_embeddings=64,
+        initializer_range=0.2,
+        attention_bias=True,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+        attn_implementation="eager",
+    )
     hf = transformers.LlamaForCausalLM(cfg).eval()
     path = tmp_path_factory.mktemp("llama-gqa")
     hf.save_pretrained(str(path), safe_serialization=True)
@@ -51,7 +63,7 @@ def test_causal_gqa_trace_matches_transformers(llama):
     for n in range(2):
         w_o = model.layers[n].attention.out_proj.weight.double()  # (E, H*D)
         for h in range(4):
-            fv = t.v[n, h // 2].double() @ w_o[:, h * 16:(h + 1) * 16].T  # (L, E)
+            fv = t.v[n, h // 2].double() @ w_o[:, h * 16 : (h + 1) * 16].T  # (L, E)
             direct = t.weights[n, h].double() * fv.norm(dim=-1)  # (L, L)
             assert torch.allclose(t.value_norms[n, h].double(), direct, rtol=1e-5, atol=1e-7)
     assert torch.allclose(t.rollout.sum(-1), torch.ones(2, L), atol=1e-5)

@@ -1,4 +1,5 @@
 """Text the model's vocabulary does not cover (Chinese through the English MiniLM) is explained, not listed."""
+
 import pytest
 
 import qkv

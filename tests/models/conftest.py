@@ -1,4 +1,5 @@
 """Fixtures for the model tests: the embedded MiniLM in qkv and in transformers (the oracle)."""
+
 import os
 
 import pytest

@@ -1,4 +1,5 @@
 """MiniLM (BERT) in qkv == transformers.BertModel (eager) and sentence-transformers, on a padded batch."""
+
 import pytest
 import torch
 
@@ -61,9 +62,10 @@ def test_recorded_steps_are_the_forward_pass(minilm, both, batch):
     for step in ("q", "k", "v", "output"):
         assert rec[f"layers.0.attention.{step}"].shape == (B, 12, L, 32)
     assert rec["layers.0.attention.scores"].shape == (B, 12, L, L)
-    torch.testing.assert_close(rec["layers.0.attention.scaled"], rec["layers.0.attention.scores"] / 32 ** 0.5)
-    torch.testing.assert_close(rec["layers.0.attention.weights"] @ rec["layers.0.attention.v"],
-                               rec["layers.0.attention.output"])
+    torch.testing.assert_close(rec["layers.0.attention.scaled"], rec["layers.0.attention.scores"] / 32**0.5)
+    torch.testing.assert_close(
+        rec["layers.0.attention.weights"] @ rec["layers.0.attention.v"], rec["layers.0.attention.output"]
+    )
     for i in range(6):
         torch.testing.assert_close(rec[f"layers.{i}.input"], ours.hidden_states[i], rtol=0, atol=0)
     # q is the projection of the layer input
@@ -106,8 +108,17 @@ def test_token_type_ids_match_transformers(minilm, hf_minilm):
 
 def test_model_structure_contract(minilm):
     cfg = minilm.config
-    assert (cfg.model_type, cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
-            cfg.vocab_size, cfg.max_positions, cfg.name) == ("bert", 384, 6, 12, 12, 32, 30522, 512, "minilm")
+    assert (
+        cfg.model_type,
+        cfg.hidden_size,
+        cfg.num_layers,
+        cfg.num_heads,
+        cfg.num_kv_heads,
+        cfg.head_dim,
+        cfg.vocab_size,
+        cfg.max_positions,
+        cfg.name,
+    ) == ("bert", 384, 6, 12, 12, 32, 30522, 512, "minilm")
     assert cfg.raw["model_type"] == "bert"
     assert not minilm.training
     assert len(minilm.layers) == 6
@@ -124,9 +135,12 @@ def test_model_structure_contract(minilm):
 def test_weights_equal_transformers(minilm, hf_minilm):
     """Spot-check the name map: q projection and the last LayerNorm are the checkpoint's tensors."""
     hf = dict(hf_minilm.named_parameters())
-    torch.testing.assert_close(minilm.layers[3].attention.q_proj.weight, hf["encoder.layer.3.attention.self.query.weight"],
-                               rtol=0, atol=0)
-    torch.testing.assert_close(minilm.layers[5].mlp_norm.bias, hf["encoder.layer.5.output.LayerNorm.bias"], rtol=0, atol=0)
+    torch.testing.assert_close(
+        minilm.layers[3].attention.q_proj.weight, hf["encoder.layer.3.attention.self.query.weight"], rtol=0, atol=0
+    )
+    torch.testing.assert_close(
+        minilm.layers[5].mlp_norm.bias, hf["encoder.layer.5.output.LayerNorm.bias"], rtol=0, atol=0
+    )
 
 
 def test_left_padding_matches_transformers(minilm, hf_minilm, batch):

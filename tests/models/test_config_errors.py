@@ -1,6 +1,7 @@
 """Structurally wrong checkpoint files and bad load() arguments: one ValueError naming the file, the key,
 what was expected, what arrived and the fix -- never AttributeError, TypeError, ZeroDivisionError or a bare
 JSONDecodeError (issue 11)."""
+
 import json
 import shutil
 from pathlib import Path
@@ -12,14 +13,45 @@ from qkv.models.tokenizer import Tokenizer
 
 # config.json of each family with every key qkv reads; no weights, so a valid config ends at "no weights in".
 CONFIGS = {
-    "bert": {"model_type": "bert", "hidden_size": 32, "num_attention_heads": 4, "num_hidden_layers": 2,
-             "vocab_size": 50, "max_position_embeddings": 16, "intermediate_size": 64, "type_vocab_size": 2,
-             "layer_norm_eps": 1e-12, "hidden_act": "gelu", "pad_token_id": 0},
-    "gpt2": {"model_type": "gpt2", "n_embd": 16, "n_head": 2, "n_layer": 1, "vocab_size": 20, "n_positions": 8,
-             "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new", "bos_token_id": 0, "eos_token_id": 0},
-    "llama": {"model_type": "llama", "hidden_size": 16, "num_attention_heads": 4, "num_key_value_heads": 2,
-              "num_hidden_layers": 1, "vocab_size": 20, "intermediate_size": 32, "max_position_embeddings": 64,
-              "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": False, "eos_token_id": [1, 2]},
+    "bert": {
+        "model_type": "bert",
+        "hidden_size": 32,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "vocab_size": 50,
+        "max_position_embeddings": 16,
+        "intermediate_size": 64,
+        "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12,
+        "hidden_act": "gelu",
+        "pad_token_id": 0,
+    },
+    "gpt2": {
+        "model_type": "gpt2",
+        "n_embd": 16,
+        "n_head": 2,
+        "n_layer": 1,
+        "vocab_size": 20,
+        "n_positions": 8,
+        "layer_norm_epsilon": 1e-5,
+        "activation_function": "gelu_new",
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+    },
+    "llama": {
+        "model_type": "llama",
+        "hidden_size": 16,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "num_hidden_layers": 1,
+        "vocab_size": 20,
+        "intermediate_size": 32,
+        "max_position_embeddings": 64,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+        "eos_token_id": [1, 2],
+    },
 }
 
 
@@ -89,12 +121,25 @@ def test_a_quoted_number_gets_the_unquoted_fix(tmp_path):
 
 
 BAD_SIZES = [
-    ("bert", "num_attention_heads", 0), ("bert", "num_hidden_layers", 0), ("bert", "hidden_size", -32),
-    ("bert", "vocab_size", -1), ("bert", "intermediate_size", -64), ("bert", "max_position_embeddings", 0),
-    ("bert", "type_vocab_size", -1), ("bert", "pad_token_id", -1), ("bert", "layer_norm_eps", -1e-12),
-    ("gpt2", "n_head", 0), ("gpt2", "n_layer", 0), ("gpt2", "n_embd", -16), ("gpt2", "n_positions", -8),
-    ("llama", "num_attention_heads", 0), ("llama", "num_key_value_heads", 0), ("llama", "num_hidden_layers", -1),
-    ("llama", "head_dim", 0), ("llama", "rms_norm_eps", 0), ("llama", "eos_token_id", [1, -2]),
+    ("bert", "num_attention_heads", 0),
+    ("bert", "num_hidden_layers", 0),
+    ("bert", "hidden_size", -32),
+    ("bert", "vocab_size", -1),
+    ("bert", "intermediate_size", -64),
+    ("bert", "max_position_embeddings", 0),
+    ("bert", "type_vocab_size", -1),
+    ("bert", "pad_token_id", -1),
+    ("bert", "layer_norm_eps", -1e-12),
+    ("gpt2", "n_head", 0),
+    ("gpt2", "n_layer", 0),
+    ("gpt2", "n_embd", -16),
+    ("gpt2", "n_positions", -8),
+    ("llama", "num_attention_heads", 0),
+    ("llama", "num_key_value_heads", 0),
+    ("llama", "num_hidden_layers", -1),
+    ("llama", "head_dim", 0),
+    ("llama", "rms_norm_eps", 0),
+    ("llama", "eos_token_id", [1, -2]),
 ]
 
 
@@ -106,11 +151,14 @@ def test_zero_or_negative_sizes(tmp_path, family, key, value):
     assert "restore the value from the model's original config.json" in msg
 
 
-@pytest.mark.parametrize("family, changes", [
-    ("bert", {"hidden_size": 32, "num_attention_heads": 5}),
-    ("gpt2", {"n_embd": 30, "n_head": 4}),
-    ("llama", {"hidden_size": 30, "num_attention_heads": 4, "num_key_value_heads": 4}),
-])
+@pytest.mark.parametrize(
+    "family, changes",
+    [
+        ("bert", {"hidden_size": 32, "num_attention_heads": 5}),
+        ("gpt2", {"n_embd": 30, "n_head": 4}),
+        ("llama", {"hidden_size": 30, "num_attention_heads": 4, "num_key_value_heads": 4}),
+    ],
+)
 def test_hidden_size_not_divisible_by_heads(tmp_path, family, changes):
     msg = load_error(write_config(tmp_path, family, **changes))
     assert msg.startswith(f"{tmp_path / 'config.json'}: ") and "is not divisible by" in msg, msg
@@ -125,8 +173,12 @@ def test_llama_with_explicit_head_dim_need_not_divide(tmp_path):
 
 @pytest.mark.parametrize("arg", [None, 42, 3.5, ["minilm"], {"model": "minilm"}])
 def test_load_with_an_argument_that_is_no_name_or_path(arg):
-    with pytest.raises(ValueError, match=r"expected a model name \(str\) or a checkpoint directory \(path\), got "
-                                         + type(arg).__name__ + r".*pass 'minilm', a directory"):
+    with pytest.raises(
+        ValueError,
+        match=r"expected a model name \(str\) or a checkpoint directory \(path\), got "
+        + type(arg).__name__
+        + r".*pass 'minilm', a directory",
+    ):
         qkv.models.load(arg)
 
 
@@ -142,10 +194,15 @@ def test_load_with_an_empty_name(name):
 def st_dir(tmp_path):
     """A BERT config with a valid sentence-transformers pooling set-up (mean + normalize)."""
     path = write_config(tmp_path / "st", "bert")
-    (path / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    (path / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+            ]
+        )
+    )
     (path / "1_Pooling").mkdir()
     (path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
     return path
@@ -158,14 +215,17 @@ def test_valid_pooling_is_read(st_dir):
     assert (cfg.pooling, cfg.normalize) == ("mean", True)
 
 
-@pytest.mark.parametrize("content, says", [
-    ("[{not json", "is not valid JSON"),
-    ('{"0": "sentence_transformers.models.Pooling"}', "expected a list of modules"),
-    ('["1_Pooling"]', "item 0 must be an object whose 'type' and 'path' are strings"),
-    ('[{"type": 3, "path": "1_Pooling"}]', "item 0 must be an object whose 'type' and 'path' are strings"),
-    ('[{"type": "sentence_transformers.models.Pooling", "path": ["1_Pooling"]}]', "'type' and 'path' are strings"),
-    (b"\xff\xfe[]", "is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ("[{not json", "is not valid JSON"),
+        ('{"0": "sentence_transformers.models.Pooling"}', "expected a list of modules"),
+        ('["1_Pooling"]', "item 0 must be an object whose 'type' and 'path' are strings"),
+        ('[{"type": 3, "path": "1_Pooling"}]', "item 0 must be an object whose 'type' and 'path' are strings"),
+        ('[{"type": "sentence_transformers.models.Pooling", "path": ["1_Pooling"]}]', "'type' and 'path' are strings"),
+        (b"\xff\xfe[]", "is not valid JSON"),
+    ],
+)
 def test_broken_modules_json(st_dir, content, says):
     target = st_dir / "modules.json"
     target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
@@ -173,11 +233,14 @@ def test_broken_modules_json(st_dir, content, says):
     assert str(target) in msg and says in msg and "restore the original" in msg, msg
 
 
-@pytest.mark.parametrize("content, says", [
-    ("pooling_mode_mean_tokens = true", "is not valid JSON"),
-    ('[{"pooling_mode_mean_tokens": true}]', "expected an object such as"),
-    ('"mean"', "got a string"),
-])
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ("pooling_mode_mean_tokens = true", "is not valid JSON"),
+        ('[{"pooling_mode_mean_tokens": true}]', "expected an object such as"),
+        ('"mean"', "got a string"),
+    ],
+)
 def test_broken_pooling_config(st_dir, content, says):
     target = st_dir / "1_Pooling" / "config.json"
     target.write_text(content)
@@ -185,13 +248,16 @@ def test_broken_pooling_config(st_dir, content, says):
     assert str(target) in msg and says in msg, msg
 
 
-@pytest.mark.parametrize("content, says", [
-    ("{weight_map", "is not valid JSON"),
-    ('[["a", "b"]]', "expected an object"),
-    ('{"weight_map": ["model-00001.safetensors"]}', "'weight_map' must be an object"),
-    ('{"weight_map": {"w": 1}}', "'weight_map' must be an object mapping tensor names to shard file names"),
-    ('{"metadata": {}}', "'weight_map' must be an object"),
-])
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ("{weight_map", "is not valid JSON"),
+        ('[["a", "b"]]', "expected an object"),
+        ('{"weight_map": ["model-00001.safetensors"]}', "'weight_map' must be an object"),
+        ('{"weight_map": {"w": 1}}', "'weight_map' must be an object mapping tensor names to shard file names"),
+        ('{"metadata": {}}', "'weight_map' must be an object"),
+    ],
+)
 def test_broken_safetensors_index(tmp_path, content, says):
     path = write_config(tmp_path, "bert")
     (path / "model.safetensors.index.json").write_text(content)

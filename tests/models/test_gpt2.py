@@ -1,4 +1,5 @@
 """GPT-2 in qkv == transformers.GPT2LMHeadModel on a small random checkpoint created at test time."""
+
 import pytest
 import torch
 
@@ -16,9 +17,17 @@ CORPUS = ["The cat sat on the mat because it was tired."] * 50
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_embd=64, n_layer=3, n_head=4, vocab_size=VOCAB, n_positions=48,
-                                  initializer_range=0.2, bos_token_id=None, eos_token_id=None,
-                                  attn_implementation="eager")
+    cfg = transformers.GPT2Config(
+        n_embd=64,
+        n_layer=3,
+        n_head=4,
+        vocab_size=VOCAB,
+        n_positions=48,
+        initializer_range=0.2,
+        bos_token_id=None,
+        eos_token_id=None,
+        attn_implementation="eager",
+    )
     hf = transformers.GPT2LMHeadModel(cfg).eval()
     path = save_hf(hf, tmp_path_factory.mktemp("gpt2"))
     byte_level_tokenizer().save(f"{path}/tokenizer.json")
@@ -33,8 +42,9 @@ def byte_level_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=True)
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  special_tokens=["<|endoftext|>"])
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=["<|endoftext|>"]
+    )
     tok.train_from_iterator(CORPUS, trainer)
     return tok
 
@@ -88,7 +98,7 @@ def test_kv_cache_decoding_equals_full_recomputation(pair, ids):
         cache = ours.new_cache()
         parts = [ours(ids[:, :5], cache=cache).logits]
         for t in range(5, 11):
-            parts.append(ours(ids[:, t:t + 1], cache=cache).logits)
+            parts.append(ours(ids[:, t : t + 1], cache=cache).logits)
     assert len(cache[0]) == 11
     torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=0, atol=1e-5)
 
@@ -134,6 +144,7 @@ def test_sharded_checkpoint(tmp_path, pair, ids):
     ours, hf = pair
     path = save_hf(hf, tmp_path / "sharded", max_shard_size="40KB")
     from pathlib import Path
+
     assert (Path(path) / "model.safetensors.index.json").is_file()
     sharded = qkv.models.load(path)
     with torch.no_grad():
@@ -170,7 +181,7 @@ def test_generate_pads_after_eos_like_transformers(pair, ids):
     got = ours.generate(ids, 8, eos_token_id=eos, pad_token_id=0)
     want = hf.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=eos, pad_token_id=0)
     first = int((free[0, 11:] == eos).nonzero()[0]) + 11  # first eos in row 0 (step 3 or earlier)
-    assert got[0, first] == eos and (got[0, first + 1:] == 0).all()
+    assert got[0, first] == eos and (got[0, first + 1 :] == 0).all()
     assert torch.equal(got[:, : want.shape[1]], want)  # transformers stops once every row is done
     assert got.shape == (2, 19)
 

@@ -1,5 +1,6 @@
 """Llama in qkv == transformers.LlamaForCausalLM on small random checkpoints created at test time:
 GQA and MQA, tied and untied heads, attention bias, RoPE default / linear / llama3 scaling."""
+
 import json
 from pathlib import Path
 
@@ -17,9 +18,19 @@ VOCAB = 89
 VARIANTS = {
     # name: (num_kv_heads, tie_word_embeddings, attention_bias, rope_parameters)
     "gqa-untied": (2, False, False, {"rope_type": "default", "rope_theta": 500.0}),
-    "mqa-tied-bias-llama3": (1, True, True, {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0,
-                                             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                             "original_max_position_embeddings": 16}),
+    "mqa-tied-bias-llama3": (
+        1,
+        True,
+        True,
+        {
+            "rope_type": "llama3",
+            "rope_theta": 10000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16,
+        },
+    ),
     "mha-linear": (4, False, False, {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}),
 }
 
@@ -27,11 +38,23 @@ VARIANTS = {
 def make(tmp_path_factory, name):
     kv, tie, bias, rope = VARIANTS[name]
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=kv, num_hidden_layers=2,
-                                   intermediate_size=96, vocab_size=VOCAB, tie_word_embeddings=tie, attention_bias=bias,
-                                   max_position_embeddings=64, initializer_range=0.2, rope_parameters=rope,
-                                   bos_token_id=None, eos_token_id=None, pad_token_id=None,
-                                   attn_implementation="eager")
+    cfg = transformers.LlamaConfig(
+        hidden_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=kv,
+        num_hidden_layers=2,
+        intermediate_size=96,
+        vocab_size=VOCAB,
+        tie_word_embeddings=tie,
+        attention_bias=bias,
+        max_position_embeddings=64,
+        initializer_range=0.2,
+        rope_parameters=rope,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+        attn_implementation="eager",
+    )
     hf = transformers.LlamaForCausalLM(cfg).eval()
     path = save_hf(hf, tmp_path_factory.mktemp(name))
     return qkv.models.load(path), hf, path
@@ -100,7 +123,7 @@ def test_kv_cache_decoding_equals_full_recomputation(pair, ids):
         full = ours(ids).logits
         cache = ours.new_cache()
         parts = [ours(ids[:, :6], cache=cache).logits, ours(ids[:, 6:9], cache=cache).logits]
-        parts += [ours(ids[:, t:t + 1], cache=cache).logits for t in range(9, 13)]
+        parts += [ours(ids[:, t : t + 1], cache=cache).logits for t in range(9, 13)]
     torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=0, atol=1e-5)
 
 

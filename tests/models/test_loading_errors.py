@@ -1,4 +1,5 @@
 """Bad checkpoints and bad inputs give ValueErrors that name the file/tensor and the fix."""
+
 import json
 import shutil
 from pathlib import Path
@@ -17,8 +18,14 @@ def good(tmp_path_factory):
     """A tiny BERT checkpoint written with the MiniLM tokenizer (so inputs can be too long)."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                                  vocab_size=VOCAB, max_position_embeddings=16)
+    cfg = transformers.BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        vocab_size=VOCAB,
+        max_position_embeddings=16,
+    )
     path = tmp_path_factory.mktemp("bert")
     transformers.BertModel(cfg).save_pretrained(str(path), safe_serialization=True)
     return path
@@ -93,8 +100,11 @@ def test_unknown_model_type(ckpt):
 
 def test_wrong_shaped_tensor(ckpt):
     edit_weights(ckpt, lambda t: t.__setitem__("encoder.layer.1.attention.self.key.weight", torch.zeros(32, 31)))
-    with pytest.raises(ValueError, match=r"model\.safetensors: tensor 'encoder\.layer\.1\.attention\.self\.key\.weight' "
-                                         r"has shape \(32, 31\) but config\.json implies \(32, 32\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"model\.safetensors: tensor 'encoder\.layer\.1\.attention\.self\.key\.weight' "
+        r"has shape \(32, 31\) but config\.json implies \(32, 32\)",
+    ):
         qkv.models.load(ckpt)
 
 
@@ -106,14 +116,19 @@ def test_config_disagreeing_with_weights(ckpt):
 
 def test_missing_tensor(ckpt):
     edit_weights(ckpt, lambda t: t.pop("encoder.layer.0.output.dense.bias"))
-    with pytest.raises(ValueError, match=r"tensor 'encoder\.layer\.0\.output\.dense\.bias' \(for layers\.0\.down\.bias\) "
-                                         r"is missing from model\.safetensors"):
+    with pytest.raises(
+        ValueError,
+        match=r"tensor 'encoder\.layer\.0\.output\.dense\.bias' \(for layers\.0\.down\.bias\) "
+        r"is missing from model\.safetensors",
+    ):
         qkv.models.load(ckpt)
 
 
 def test_weights_of_another_architecture(ckpt):
     edit_weights(ckpt, lambda t: [t.__setitem__("x." + k, t.pop(k)) for k in list(t)])
-    with pytest.raises(ValueError, match=r"none of the tensors a bert model needs.*Is model_type in config\.json right"):
+    with pytest.raises(
+        ValueError, match=r"none of the tensors a bert model needs.*Is model_type in config\.json right"
+    ):
         qkv.models.load(ckpt)
 
 

@@ -1,4 +1,5 @@
 """qkv's Tokenizer on MiniLM's tokenizer.json vs transformers' tokenizer; offsets, truncation, batches."""
+
 import subprocess
 import sys
 import unicodedata
@@ -38,8 +39,11 @@ def test_offsets_point_into_the_text(tok):
 
 def test_too_long_raises_and_truncate_keeps_specials(tok):
     text = "word " * 600
-    with pytest.raises(ValueError, match=r"text is 602 tokens long but the model accepts at most 512 positions; "
-                                         r"pass truncate=True"):
+    with pytest.raises(
+        ValueError,
+        match=r"text is 602 tokens long but the model accepts at most 512 positions; "
+        r"pass truncate=True",
+    ):
         tok.encode(text)
     enc = tok.encode(text, truncate=True)
     assert len(enc) == 512 and enc.tokens[0] == "[CLS]" and enc.tokens[-1] == "[SEP]"
@@ -52,7 +56,7 @@ def test_encode_batch_pads_right(tok):
     assert ids.dtype == mask.dtype == torch.long
     lengths = [len(tok.encode(t)) for t in TEXTS]
     assert mask.sum(1).tolist() == lengths and ids.shape == (3, max(lengths))
-    assert (ids[2, lengths[2]:] == tok.pad_token_id).all() and tok.pad_token_id == 0
+    assert (ids[2, lengths[2] :] == tok.pad_token_id).all() and tok.pad_token_id == 0
     with pytest.raises(ValueError, match="encode_batch expects a non-empty list of str"):
         tok.encode_batch("one string")
 
@@ -64,8 +68,10 @@ def test_decode_round_trip(tok):
 
 
 def test_importing_qkv_models_does_not_import_transformers():
-    code = ("import qkv.models, qkv.nn, sys; m = qkv.models.load('minilm'); "
-            "m(*m.tokenizer.encode_batch(['hi'])); "
-            "bad = [n for n in ('transformers', 'sentence_transformers') if n in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import qkv.models, qkv.nn, sys; m = qkv.models.load('minilm'); "
+        "m(*m.tokenizer.encode_batch(['hi'])); "
+        "bad = [n for n in ('transformers', 'sentence_transformers') if n in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

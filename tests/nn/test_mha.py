@@ -1,4 +1,5 @@
 """MultiHeadAttention == a hand-written computation: self, cross, GQA/MQA, masks, KV cache, RoPE, recording."""
+
 import math
 
 import pytest
@@ -92,7 +93,7 @@ def test_kv_cache_decoding_equals_full_recomputation(use_rope):
     cache = KVCache()
     steps = [mha(x[:, :4], mask=qkv.masks.causal(align="bottom_right"), cache=cache, rope=rope)]
     for t in range(4, 9):  # one query over all cached keys: bottom-right causal lets it see everything
-        steps.append(mha(x[:, t:t + 1], mask=qkv.masks.causal(align="bottom_right"), cache=cache, rope=rope))
+        steps.append(mha(x[:, t : t + 1], mask=qkv.masks.causal(align="bottom_right"), cache=cache, rope=rope))
     torch.testing.assert_close(torch.cat(steps, 1), full)
     if use_rope:
         tril = torch.ones(9, 9, dtype=torch.bool).tril()
@@ -104,8 +105,9 @@ def test_recording_names_shapes_and_values():
     x = torch.randn(2, 5, 32)
     with recording(Recorder()) as rec:
         out = mha(x, mask=qkv.masks.causal())
-    assert sorted(rec.names()) == sorted(f"layers.2.attention.{s}" for s in
-                                         ("q", "k", "v", "scores", "scaled", "weights", "output"))
+    assert sorted(rec.names()) == sorted(
+        f"layers.2.attention.{s}" for s in ("q", "k", "v", "scores", "scaled", "weights", "output")
+    )
     assert rec["layers.2.attention.q"].shape == (2, 4, 5, 8)
     assert rec["layers.2.attention.k"].shape == rec["layers.2.attention.v"].shape == (2, 2, 5, 8)
     assert rec["layers.2.attention.weights"].shape == (2, 4, 5, 5)

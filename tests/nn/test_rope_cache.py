@@ -12,7 +12,7 @@ def rotate_pairs(x, positions, theta):
     D = x.shape[-1]
     inv = theta ** (-torch.arange(0, D, 2, dtype=torch.float64) / D)  # (D/2,)
     ang = positions.double()[:, None] * inv  # (L, D/2)
-    z = torch.complex(x[..., : D // 2], x[..., D // 2:]) * torch.polar(torch.ones_like(ang), ang)
+    z = torch.complex(x[..., : D // 2], x[..., D // 2 :]) * torch.polar(torch.ones_like(ang), ang)
     return torch.cat([z.real, z.imag], dim=-1)
 
 
@@ -50,21 +50,34 @@ def test_batched_positions():
     torch.testing.assert_close(out[:1], rope(x[:1], pos[0]))
 
 
-@pytest.mark.parametrize("params", [
-    {"rope_type": "default", "rope_theta": 10000.0},
-    {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0},
-    {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-     "original_max_position_embeddings": 8192},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"rope_type": "default", "rope_theta": 10000.0},
+        {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0},
+        {
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+    ],
+)
 def test_frequencies_match_transformers(params):
     transformers = pytest.importorskip("transformers")
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-    cfg = transformers.LlamaConfig(hidden_size=256, num_attention_heads=2, rope_parameters=dict(params),
-                                   max_position_embeddings=8192)
-    ref = LlamaRotaryEmbedding(cfg).inv_freq if params["rope_type"] == "default" else \
-        ROPE_INIT_FUNCTIONS[params["rope_type"]](cfg)[0]
+    cfg = transformers.LlamaConfig(
+        hidden_size=256, num_attention_heads=2, rope_parameters=dict(params), max_position_embeddings=8192
+    )
+    ref = (
+        LlamaRotaryEmbedding(cfg).inv_freq
+        if params["rope_type"] == "default"
+        else ROPE_INIT_FUNCTIONS[params["rope_type"]](cfg)[0]
+    )
     ours = rope_frequencies(128, params["rope_theta"], None if params["rope_type"] == "default" else params)
     torch.testing.assert_close(ours, ref)
 

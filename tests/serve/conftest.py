@@ -1,4 +1,5 @@
 """Fixtures for qkv serve: the app in-process (FastAPI's TestClient) and the real server in a subprocess."""
+
 import os
 import queue
 import re
@@ -39,8 +40,13 @@ class Served:
 
     def __init__(self, *args: str, timeout: float = 120):
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "qkv.cli", "serve", "--port", "0", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "qkv.cli", "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         self.pid = self.proc.pid
         self.lines: list[str] = []
         self._q: queue.Queue = queue.Queue()

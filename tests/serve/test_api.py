@@ -1,4 +1,5 @@
 """The JSON API in-process (FastAPI's TestClient): every endpoint against qkv.trace as the oracle, every error 4xx."""
+
 import json
 
 import pytest
@@ -71,8 +72,9 @@ def test_query_by_token_occurrence_or_index(client, query, index):
 
 
 def test_measures_and_prefer_over(client, oracle):
-    doc = post(client, "/api/trace", {"text": SENTENCE, "query": "it", "prefer": "cat", "over": "mat",
-                                      "measure": "values"}).json()
+    doc = post(
+        client, "/api/trace", {"text": SENTENCE, "query": "it", "prefer": "cat", "over": "mat", "measure": "values"}
+    ).json()
     best = oracle.heads(8, "cat", "mat", "values")[0]
     assert (doc["layer"], doc["head"]) == (best.layer, best.head) and (doc["prefer"], doc["over"]) == ("cat", "mat")
     assert doc["summary"] == preference_summary(oracle, 8, "cat", "mat", "values")
@@ -81,8 +83,9 @@ def test_measures_and_prefer_over(client, oracle):
 
 
 def test_compare_matches_the_library(client, oracle, minilm):
-    r = post(client, "/api/compare", {"text_a": SENTENCE, "text_b": SOFT, "query": "it", "prefer": "cat",
-                                      "over": "mat"})
+    r = post(
+        client, "/api/compare", {"text_a": SENTENCE, "text_b": SOFT, "query": "it", "prefer": "cat", "over": "mat"}
+    )
     assert r.status_code == 200
     doc = r.json()
     soft = qkv.trace(SOFT, minilm)
@@ -131,53 +134,75 @@ def _error(r, status: int, *words: str) -> str:
     return doc["error"]
 
 
-@pytest.mark.parametrize("body, status, words", [
-    ({"text": ""}, 422, ['"text" is empty', "give a sentence"]),
-    ({"text": "   \n"}, 422, ['"text" is empty']),
-    ({"text": SENTENCE, "query": "mats"}, 422, ["token 'mats' is not in the text", "close matches: mat",
-                                                 '"query" field']),
-    ({"text": SENTENCE, "query": "dog"}, 422, ["token 'dog' is not in the text", "tokens are: the cat sat"]),
-    ({"text": SENTENCE, "query": "it@3"}, 422, ["only 1 occurrence(s)", "it@1"]),
-    ({"text": SENTENCE, "query": 99}, 422, ["token index 99 is out of range", "13 tokens"]),
-    ({"text": SENTENCE, "layer": 6}, 422, ["layer 6 is out of range", "6 layers (0..5)"]),
-    ({"text": SENTENCE, "head": -13}, 422, ["head -13 is out of range", "12 heads"]),
-    ({"text": SENTENCE, "prefer": "cat"}, 422, ['give both "prefer" and "over"']),
-    ({"text": SENTENCE, "prefer": "cat", "over": "cat"}, 422, ["same token"]),
-    ({"text": SENTENCE, "prefer": "dog", "over": "cat"}, 422, ["prefer: token 'dog' is not in the text"]),
-    ({"text": 5}, 422, ['field "text": expected a string, got 5 (int)', 'send e.g. {"text"']),
-    ({"text": ["a"]}, 422, ['field "text": expected a string, got ["a"] (array)']),
-    ({"text": SENTENCE, "query": True}, 422, ['field "query": expected a string or an integer, got true (bool)']),
-    ({"text": SENTENCE, "layer": "2"}, 422, ['field "layer": expected an integer, got "2" (string)']),
-    ({"text": SENTENCE, "include_trace": "yes"}, 422, ['field "include_trace": expected true or false']),
-    ({"text": SENTENCE, "measure": "attention"}, 422, ['field "measure": expected', "'rollout'"]),
-    ({"text": SENTENCE, "qeury": "it"}, 422, ['unknown field "qeury"']),
-    ({}, 422, ['missing field "text"']),
-    ([SENTENCE], 422, ["the body: expected a JSON object, got"]),
-    ("just a string", 422, ["expected a JSON object"]),
-    ({"text": "x" * 501}, 422, ["501 characters", "at most 500"]),
-    ({"text": "cat " * 100}, 422, ["102 tokens long", "at most 64 tokens"]),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"text": ""}, 422, ['"text" is empty', "give a sentence"]),
+        ({"text": "   \n"}, 422, ['"text" is empty']),
+        (
+            {"text": SENTENCE, "query": "mats"},
+            422,
+            ["token 'mats' is not in the text", "close matches: mat", '"query" field'],
+        ),
+        ({"text": SENTENCE, "query": "dog"}, 422, ["token 'dog' is not in the text", "tokens are: the cat sat"]),
+        ({"text": SENTENCE, "query": "it@3"}, 422, ["only 1 occurrence(s)", "it@1"]),
+        ({"text": SENTENCE, "query": 99}, 422, ["token index 99 is out of range", "13 tokens"]),
+        ({"text": SENTENCE, "layer": 6}, 422, ["layer 6 is out of range", "6 layers (0..5)"]),
+        ({"text": SENTENCE, "head": -13}, 422, ["head -13 is out of range", "12 heads"]),
+        ({"text": SENTENCE, "prefer": "cat"}, 422, ['give both "prefer" and "over"']),
+        ({"text": SENTENCE, "prefer": "cat", "over": "cat"}, 422, ["same token"]),
+        ({"text": SENTENCE, "prefer": "dog", "over": "cat"}, 422, ["prefer: token 'dog' is not in the text"]),
+        ({"text": 5}, 422, ['field "text": expected a string, got 5 (int)', 'send e.g. {"text"']),
+        ({"text": ["a"]}, 422, ['field "text": expected a string, got ["a"] (array)']),
+        ({"text": SENTENCE, "query": True}, 422, ['field "query": expected a string or an integer, got true (bool)']),
+        ({"text": SENTENCE, "layer": "2"}, 422, ['field "layer": expected an integer, got "2" (string)']),
+        ({"text": SENTENCE, "include_trace": "yes"}, 422, ['field "include_trace": expected true or false']),
+        ({"text": SENTENCE, "measure": "attention"}, 422, ['field "measure": expected', "'rollout'"]),
+        ({"text": SENTENCE, "qeury": "it"}, 422, ['unknown field "qeury"']),
+        ({}, 422, ['missing field "text"']),
+        ([SENTENCE], 422, ["the body: expected a JSON object, got"]),
+        ("just a string", 422, ["expected a JSON object"]),
+        ({"text": "x" * 501}, 422, ["501 characters", "at most 500"]),
+        ({"text": "cat " * 100}, 422, ["102 tokens long", "at most 64 tokens"]),
+    ],
+)
 def test_trace_errors_are_4xx_json_with_a_clear_message(client, body, status, words):
     _error(post(client, "/api/trace", body), status, *words)
 
 
 def test_malformed_json_is_400(client):
     for raw in (b'{"text": ', b"{'text': 'single quotes'}", b"\xff\xfe", b'{"text": "a"} trailing'):
-        _error(post(client, "/api/trace", raw, headers={"content-type": "application/json"}), 400,
-               "malformed JSON", "Content-Type: application/json")
+        _error(
+            post(client, "/api/trace", raw, headers={"content-type": "application/json"}),
+            400,
+            "malformed JSON",
+            "Content-Type: application/json",
+        )
 
 
 def test_not_json_is_422(client):
-    _error(post(client, "/api/trace", b"", headers={"content-type": "application/json"}), 422,
-           "the request body is empty", "e.g. {\"text\"")
-    _error(post(client, "/api/trace", b"text=hello", headers={"content-type": "application/x-www-form-urlencoded"}),
-           422, "Content-Type: application/x-www-form-urlencoded", "send JSON")
+    _error(
+        post(client, "/api/trace", b"", headers={"content-type": "application/json"}),
+        422,
+        "the request body is empty",
+        'e.g. {"text"',
+    )
+    _error(
+        post(client, "/api/trace", b"text=hello", headers={"content-type": "application/x-www-form-urlencoded"}),
+        422,
+        "Content-Type: application/x-www-form-urlencoded",
+        "send JSON",
+    )
 
 
 def test_oversized_body_is_413_declared_or_streamed(client):
     big = json.dumps({"text": "cat " * 20000}).encode()
-    _error(post(client, "/api/trace", big, headers={"content-type": "application/json"}), 413,
-           f"{len(big):,} bytes", "at most 65,536 bytes")
+    _error(
+        post(client, "/api/trace", big, headers={"content-type": "application/json"}),
+        413,
+        f"{len(big):,} bytes",
+        "at most 65,536 bytes",
+    )
 
     def chunks():  # no Content-Length: the limit still holds
         for _ in range(100):

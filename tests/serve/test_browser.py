@@ -2,6 +2,7 @@
 
 Set QKV_SERVE_SCREENSHOT=path.png to also save the screenshot used in the README.
 """
+
 import math
 import os
 
@@ -14,8 +15,14 @@ from qkv.view.terminal import attention_summary
 from .conftest import XSS
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 DOG = "The dog chased the ball because it was fast."
 
 pytestmark = [
@@ -67,8 +74,10 @@ def readouts(page):
 
 
 def table_weights(page):
-    return [float(x) for x in page.eval_on_selector_all("#breakdown-body tr td:nth-child(5)",
-                                                        "tds => tds.map(td => td.textContent)")]
+    return [
+        float(x)
+        for x in page.eval_on_selector_all("#breakdown-body tr td:nth-child(5)", "tds => tds.map(td => td.textContent)")
+    ]
 
 
 def map_pixels(page, label):
@@ -96,8 +105,9 @@ def test_type_click_drag_and_read(browser, served):
     page.locator(".tok", has_text="dog").first.click()  # click a token: its breakdown, and the summary follows
     i = oracle.index("dog")
     assert f"'dog' (token {i})" in page.inner_text("#breakdown-title")
-    page.wait_for_function("s => document.getElementById('summary').textContent === s",
-                           arg=attention_summary(oracle, i))
+    page.wait_for_function(
+        "s => document.getElementById('summary').textContent === s", arg=attention_summary(oracle, i)
+    )
 
     page.locator(".map[aria-label='layer 3 head 5']").click()  # click a head
     assert "in layer 3, head 5" in page.inner_text("#breakdown-title")
@@ -135,7 +145,8 @@ def test_type_click_drag_and_read(browser, served):
     assert t == "t = 0.25" and ent == pytest.approx(entropy(w_cold), abs=2e-3) and ent > entropy(w1.double())
     page.click("#scale-reset")
     assert readouts(page)[0] == "t = 1.00 (as trained)" and table_weights(page) == pytest.approx(
-        [round(float(x), 3) for x in w1], abs=1.5e-3)
+        [round(float(x), 3) for x in w1], abs=1.5e-3
+    )
 
     for measure in ("values", "rollout", "weights"):  # switch weights / values / rollout
         page.locator(f".measure[data-measure='{measure}']").click()

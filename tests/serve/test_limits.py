@@ -1,4 +1,5 @@
 """Limits: the bounded trace queue answers 503 + Retry-After (never a crash), and the `qkv serve` command's errors."""
+
 import os
 import socket
 import subprocess
@@ -31,6 +32,7 @@ def test_full_queue_gets_503_with_retry_after_and_nothing_is_lost(minilm):
     app = create_app(minilm, limits=Limits(running=1, waiting=2, retry_after=3), tracer=slow)
     results = []
     with TestClient(app, base_url="http://127.0.0.1") as c:
+
         def ask():
             r = c.post("/api/trace", json={"text": SENTENCE, "query": "it"})
             results.append((r.status_code, r.headers.get("retry-after"), r.json()))
@@ -60,8 +62,9 @@ def test_full_queue_gets_503_with_retry_after_and_nothing_is_lost(minilm):
     assert health["in_flight"] == 0 and health["refused"] == 4
 
 
-@pytest.mark.parametrize("field, value", [("max_chars", 0), ("running", 0), ("waiting", -1), ("max_body", 0),
-                                          ("max_items", 0)])
+@pytest.mark.parametrize(
+    "field, value", [("max_chars", 0), ("running", 0), ("waiting", -1), ("max_body", 0), ("max_items", 0)]
+)
 def test_limits_refuse_nonsense(field, value):
     with pytest.raises(ValueError, match=f"Limits.{field} must be"):
         Limits(**{field: value})
@@ -89,21 +92,28 @@ def test_serve_refuses_a_taken_port_before_loading(capsys):
     assert f"qkv serve: error: port {port} on 127.0.0.1 is already in use" in err and "--port" in err
 
 
-@pytest.mark.parametrize("args, words", [(["--port", "70000"], "port must be 0..65535, got 70000"),
-                                         (["--workers", "0"], "--workers must be at least 1"),
-                                         (["--queue", "-1"], "--queue must be at least 0"),
-                                         (["--max-items", "0"], "--max-items must be at least 1"),
-                                         (["--host", "no-such-host.invalid"], "cannot resolve host")])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--port", "70000"], "port must be 0..65535, got 70000"),
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["--queue", "-1"], "--queue must be at least 0"),
+        (["--max-items", "0"], "--max-items must be at least 1"),
+        (["--host", "no-such-host.invalid"], "cannot resolve host"),
+    ],
+)
 def test_serve_bad_options(capsys, args, words):
     assert main(["serve", *args]) == 2
     assert words in capsys.readouterr().err
 
 
 def test_import_qkv_never_imports_the_web_stack():
-    code = ("import sys, qkv, qkv.cli, qkv.lens.trace, qkv.view, qkv.serve, qkv.serve.limits; "
-            "bad = [m for m in ('fastapi', 'starlette', 'uvicorn', 'pydantic') if m in sys.modules]; "
-            "assert not bad, bad; qkv.cli.build_parser().parse_args(['serve']); "
-            "assert 'fastapi' not in sys.modules")
+    code = (
+        "import sys, qkv, qkv.cli, qkv.lens.trace, qkv.view, qkv.serve, qkv.serve.limits; "
+        "bad = [m for m in ('fastapi', 'starlette', 'uvicorn', 'pydantic') if m in sys.modules]; "
+        "assert not bad, bad; qkv.cli.build_parser().parse_args(['serve']); "
+        "assert 'fastapi' not in sys.modules"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ)
     assert r.returncode == 0, r.stderr
 

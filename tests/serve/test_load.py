@@ -3,6 +3,7 @@
 Every request must be answered (200, or 503 with Retry-After when the queue is full), none lost or 5xx
 otherwise; the server's memory must stay bounded. Latencies (p50/p95) are printed (``pytest -s``).
 """
+
 import statistics
 import threading
 import time
@@ -13,8 +14,12 @@ import pytest
 from .conftest import Served
 
 CLIENTS, PER_CLIENT = 24, 10
-TEXTS = ["The cat sat on the mat because it was tired.", "The cat sat on the mat because it was soft.",
-         "Paris is the capital of France.", "The dog chased the ball because it was fast."]
+TEXTS = [
+    "The cat sat on the mat because it was tired.",
+    "The cat sat on the mat because it was soft.",
+    "Paris is the capital of France.",
+    "The dog chased the ball because it was fast.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +45,11 @@ def test_load_every_request_answered_memory_bounded(server):
     def client(k: int):
         with httpx.Client(base_url=server.url, timeout=60) as c:
             for n in range(PER_CLIENT):
-                body = {"text": TEXTS[(k + n) % len(TEXTS)], "query": "it" if (k + n) % 4 != 2 else "capital",
-                        "include_trace": n % 5 == 0}
+                body = {
+                    "text": TEXTS[(k + n) % len(TEXTS)],
+                    "query": "it" if (k + n) % 4 != 2 else "capital",
+                    "include_trace": n % 5 == 0,
+                }
                 t0 = time.perf_counter()
                 try:
                     r = c.post("/api/trace", json=body)
@@ -77,7 +85,9 @@ def test_load_every_request_answered_memory_bounded(server):
 
     lat_ok = [r[1] * 1000 for r in ok]
     lat_all = [r[1] * 1000 for r in results]
-    print(f"\nload: {len(results)} requests, {CLIENTS} clients, {wall:.1f} s wall; {len(ok)} x 200, {len(busy)} x 503; "
-          f"latency ms all p50 {percentile(lat_all, .5):.0f} p95 {percentile(lat_all, .95):.0f}; "
-          f"200s p50 {percentile(lat_ok, .5):.0f} p95 {percentile(lat_ok, .95):.0f} "
-          f"(mean {statistics.mean(lat_ok):.0f}); RSS {rss_before:.0f} -> {rss_after:.0f} MiB")
+    print(
+        f"\nload: {len(results)} requests, {CLIENTS} clients, {wall:.1f} s wall; {len(ok)} x 200, {len(busy)} x 503; "
+        f"latency ms all p50 {percentile(lat_all, 0.5):.0f} p95 {percentile(lat_all, 0.95):.0f}; "
+        f"200s p50 {percentile(lat_ok, 0.5):.0f} p95 {percentile(lat_ok, 0.95):.0f} "
+        f"(mean {statistics.mean(lat_ok):.0f}); RSS {rss_before:.0f} -> {rss_after:.0f} MiB"
+    )

@@ -1,4 +1,5 @@
 """POST /api/probe in-process (FastAPI's TestClient): qkv.lens.probe on the same items is the oracle; bad items 4xx."""
+
 import json
 import threading
 import time
@@ -46,16 +47,29 @@ def test_probe_matches_the_library_on_shipped_twins(client, minilm):
 
 
 def test_probe_measure_seed_plain_strings_and_skipped_items(client, minilm):
-    items = [{"text": SENTENCE, "query": "it", "candidates": ["cat", "mat"], "answer": "cat", "pair": 1},
-             {"text": "The cat sat on the mat because it was soft.", "query": "it", "candidates": ["cat", "mat"],
-              "answer": "mat", "pair": 1},
-             {"text": "The dog chased the ball because it was bored.", "query": "it", "candidates": ["dog", "cat"],
-              "answer": 0},
-             *TWINS[2:4]]
+    items = [
+        {"text": SENTENCE, "query": "it", "candidates": ["cat", "mat"], "answer": "cat", "pair": 1},
+        {
+            "text": "The cat sat on the mat because it was soft.",
+            "query": "it",
+            "candidates": ["cat", "mat"],
+            "answer": "mat",
+            "pair": 1,
+        },
+        {
+            "text": "The dog chased the ball because it was bored.",
+            "query": "it",
+            "candidates": ["dog", "cat"],
+            "answer": 0,
+        },
+        *TWINS[2:4],
+    ]
     doc = post(client, {"items": items, "measure": "values", "seed": 3}).json()
-    assert doc["items"] == {"total": 5, "used": 4,
-                            "skipped": [{"id": "item 2", "line": 2, "reason": "candidate 'cat' does not occur in the "
-                                                                              "text"}]}
+    assert doc["items"] == {
+        "total": 5,
+        "used": 4,
+        "skipped": [{"id": "item 2", "line": 2, "reason": "candidate 'cat' does not occur in the text"}],
+    }
     data = qkv.lens.probe_io.parse_items(items)
     oracle = qkv.lens.probe(data, minilm, measure="values", seed=3).to_dict()
     assert doc["measure"] == "values" and doc["heldout"]["seed"] == oracle["heldout"]["seed"]
@@ -79,35 +93,48 @@ def _with(**fields):
     return {"items": [{**ITEM, **fields}]}
 
 
-@pytest.mark.parametrize("body, words", [
-    ({"items": [{k: v for k, v in ITEM.items() if k != "query"}]},
-     ["items[0]: missing field 'query'", "each item needs text, query, candidates and answer"]),
-    (_with(query={"text": "it", "start": 99}), ["items[0]: field 'query': span 'it' at 99..101 is out of range",
-                                                "the text has 44 characters"]),
-    (_with(query={"text": "it", "start": 30}), ["items[0]: field 'query': text[30:32] is ' i', not 'it'",
-                                                "occurs at 31"]),
-    (_with(candidates=[{"text": "The cat", "start": 0}]), ["field 'candidates': expected a list of at least 2"]),
-    (_with(answer=7), ["field 'answer': expected a candidate index 0..1 or a candidate's text, got 7"]),
-    (_with(answer="dog"), ["field 'answer': 'dog' is not one of the candidates"]),
-    (_with(query={"text": "it", "start": "31"}), ["'start' must be an integer character offset, got '31'"]),
-    (_with(text=5), ["items[0]: field 'text': expected a non-empty string, got 5"]),
-    (_with(pair=[1]), ["field 'pair': expected a string or integer pair id"]),
-    ({"items": [ITEM, "The cat sat."]}, ["items[1]: expected a JSON object per item, got str"]),
-    ({"items": [ITEM] * 65}, ['"items" has 65 items', "at most 64 per request", "qkv probe FILE"]),
-    ({"items": []}, ["items: no items"]),
-    ({"items": {"text": SENTENCE}}, ['field "items": expected an array, got {"text"']),
-    ({"items": [ITEM], "measure": "rollout"}, ['field "measure": expected \'weights\' or \'values\'']),
-    ({"items": [ITEM], "seed": -1}, ['field "seed": expected greater than or equal to 0']),
-    ({"items": [ITEM], "seed": "1"}, ['field "seed": expected an integer, got "1" (string)']),
-    ({"items": [ITEM], "rounds": 10}, ['unknown field "rounds"']),
-    ({}, ['missing field "items"', 'send e.g. {"items": [{"text"']),
-    (_with(text=ITEM["text"] + " very" * 100), ['"items[0].text" has 544 characters', "at most 500"]),
-    (_with(text=ITEM["text"] + " a" * 60), ['"items[0].text" is 73 tokens long', "at most 64 tokens"]),
-    (_with(candidates=["The dog", "the mat"]),
-     ["no usable items: every item was skipped", "cat-a: candidate 'The dog' does not occur in the text"]),
-    (_with(candidates=[{"text": "cat", "start": 4}, {"text": "The cat", "start": 0}], answer=0),
-     ["no usable items", "share the head word 'cat'"]),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (
+            {"items": [{k: v for k, v in ITEM.items() if k != "query"}]},
+            ["items[0]: missing field 'query'", "each item needs text, query, candidates and answer"],
+        ),
+        (
+            _with(query={"text": "it", "start": 99}),
+            ["items[0]: field 'query': span 'it' at 99..101 is out of range", "the text has 44 characters"],
+        ),
+        (
+            _with(query={"text": "it", "start": 30}),
+            ["items[0]: field 'query': text[30:32] is ' i', not 'it'", "occurs at 31"],
+        ),
+        (_with(candidates=[{"text": "The cat", "start": 0}]), ["field 'candidates': expected a list of at least 2"]),
+        (_with(answer=7), ["field 'answer': expected a candidate index 0..1 or a candidate's text, got 7"]),
+        (_with(answer="dog"), ["field 'answer': 'dog' is not one of the candidates"]),
+        (_with(query={"text": "it", "start": "31"}), ["'start' must be an integer character offset, got '31'"]),
+        (_with(text=5), ["items[0]: field 'text': expected a non-empty string, got 5"]),
+        (_with(pair=[1]), ["field 'pair': expected a string or integer pair id"]),
+        ({"items": [ITEM, "The cat sat."]}, ["items[1]: expected a JSON object per item, got str"]),
+        ({"items": [ITEM] * 65}, ['"items" has 65 items', "at most 64 per request", "qkv probe FILE"]),
+        ({"items": []}, ["items: no items"]),
+        ({"items": {"text": SENTENCE}}, ['field "items": expected an array, got {"text"']),
+        ({"items": [ITEM], "measure": "rollout"}, ["field \"measure\": expected 'weights' or 'values'"]),
+        ({"items": [ITEM], "seed": -1}, ['field "seed": expected greater than or equal to 0']),
+        ({"items": [ITEM], "seed": "1"}, ['field "seed": expected an integer, got "1" (string)']),
+        ({"items": [ITEM], "rounds": 10}, ['unknown field "rounds"']),
+        ({}, ['missing field "items"', 'send e.g. {"items": [{"text"']),
+        (_with(text=ITEM["text"] + " very" * 100), ['"items[0].text" has 544 characters', "at most 500"]),
+        (_with(text=ITEM["text"] + " a" * 60), ['"items[0].text" is 73 tokens long', "at most 64 tokens"]),
+        (
+            _with(candidates=["The dog", "the mat"]),
+            ["no usable items: every item was skipped", "cat-a: candidate 'The dog' does not occur in the text"],
+        ),
+        (
+            _with(candidates=[{"text": "cat", "start": 4}, {"text": "The cat", "start": 0}], answer=0),
+            ["no usable items", "share the head word 'cat'"],
+        ),
+    ],
+)
 def test_bad_items_are_422_in_the_probes_words(client, body, words):
     _error(post(client, body), 422, *words)
 

@@ -4,6 +4,7 @@ Browser tests use the ``browser`` fixture. Without Chromium or Playwright they a
 machine, but under CI (``CI`` set to anything but ``""``/``0``/``false``/``no``) they FAIL: CI never hides a
 browser test behind a skip. ``QKV_CHROMIUM`` overrides the Chromium path (default ``/usr/bin/chromium``).
 """
+
 import os
 
 import pytest
@@ -32,14 +33,21 @@ def tiny_trace():
     """Three tokens, one layer, two heads: 'it' (row 2) prefers 'cat' in head 0 and 'mat' in head 1."""
     from qkv.lens.trace import Trace
 
-    w = torch.tensor([[[[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.6, 0.3, 0.1]],
-                       [[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.1, 0.7, 0.2]]]])  # (N=1, H=2, L=3, L=3)
+    w = torch.tensor(
+        [[[[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.6, 0.3, 0.1]], [[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.1, 0.7, 0.2]]]]
+    )  # (N=1, H=2, L=3, L=3)
     return Trace.from_tensors("cat mat it", ["cat", "mat", "it"], weights=w, offsets=[(0, 3), (4, 7), (8, 10)])
 
 
 CHROMIUM_DEFAULT = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def in_ci() -> bool:
@@ -49,9 +57,11 @@ def in_ci() -> bool:
 def skip_or_fail(reason: str):
     """Skip a browser test for ``reason`` -- or fail it under CI, where a skipped browser test hides a regression."""
     if in_ci():
-        pytest.fail(f"CI is set but the browser test cannot run: {reason}; install Chromium with `make browser` "
-                    "(Debian's chromium package) and Playwright (pip install -c constraints.txt playwright)",
-                    pytrace=False)
+        pytest.fail(
+            f"CI is set but the browser test cannot run: {reason}; install Chromium with `make browser` "
+            "(Debian's chromium package) and Playwright (pip install -c constraints.txt playwright)",
+            pytrace=False,
+        )
     pytest.skip(reason)
 
 

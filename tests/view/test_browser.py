@@ -1,4 +1,5 @@
 """The HTML page in a real headless Chromium (Playwright), opened from disk via file://."""
+
 import pytest
 
 from qkv.view.html import write_html

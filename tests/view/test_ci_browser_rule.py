@@ -1,5 +1,6 @@
 """Under CI a missing Chromium fails the browser tests; elsewhere it skips them (issue 11: CI never hides a
 skipped browser test)."""
+
 import os
 import subprocess
 import sys
@@ -16,16 +17,24 @@ def run_without_chromium(ci: str | None) -> subprocess.CompletedProcess:
     env.update(QKV_CHROMIUM="/nonexistent/chromium", PYTHONPATH=os.pathsep.join(sys.path))
     if ci is not None:
         env["CI"] = ci
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", TEST],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", TEST],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 @pytest.mark.parametrize("ci", ["true", "1"])
 def test_ci_fails_when_chromium_is_missing(ci):
     r = run_without_chromium(ci)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "1 error" in r.stdout and "CI is set but the browser test cannot run: /nonexistent/chromium is absent" \
-        in r.stdout, r.stdout
+    assert (
+        "1 error" in r.stdout
+        and "CI is set but the browser test cannot run: /nonexistent/chromium is absent" in r.stdout
+    ), r.stdout
 
 
 @pytest.mark.parametrize("ci", [None, "false"])

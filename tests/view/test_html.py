@@ -1,4 +1,5 @@
 """The self-contained HTML page: no network references, user text escaped, data round-trips."""
+
 import base64
 import hashlib
 import re

@@ -5,6 +5,7 @@ The offsets count code points; JavaScript strings count UTF-16 units, so the pag
 into '😴' and '\\ude34 T'. The labels are now sliced in Python and embedded (fast tests below), and the page shows
 exactly them (Chromium test at the end; skipped without Chromium, failed under CI).
 """
+
 import pytest
 
 from qkv.view.html import extract_json, render_html, token_labels, write_html
@@ -27,15 +28,18 @@ def traces():
 
 def expected_labels(t) -> list[str]:
     """The label of a token: its span of the text (trimmed), its token string for specials."""
-    return [tok if sp or e <= s else t.text[s:e].strip() or tok
-            for tok, (s, e), sp in zip(t.tokens, t.offsets, t.special)]
+    return [
+        tok if sp or e <= s else t.text[s:e].strip() or tok for tok, (s, e), sp in zip(t.tokens, t.offsets, t.special)
+    ]
 
 
 def utf16_labels(t) -> list[str]:
     """What slicing the text by the same offsets in UTF-16 units (JavaScript) gives: the old, wrong labels."""
     units = t.text.encode("utf-16-le")
-    return [tok if sp or e <= s else units[2 * s:2 * e].decode("utf-16-le", "replace").strip() or tok
-            for tok, (s, e), sp in zip(t.tokens, t.offsets, t.special)]
+    return [
+        tok if sp or e <= s else units[2 * s : 2 * e].decode("utf-16-le", "replace").strip() or tok
+        for tok, (s, e), sp in zip(t.tokens, t.offsets, t.special)
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(TEXTS))
@@ -81,8 +85,9 @@ def test_chromium_shows_the_expected_labels(browser, traces, tmp_path, name):
     page.goto(path.as_uri())
     page.wait_for_selector("body[data-ready='1']", timeout=15000)
     assert page.evaluate("() => [...document.querySelectorAll('#sentence .tok')].map(b => b.textContent)") == want
-    rows = page.evaluate("() => [...document.querySelectorAll('#breakdown-body tr')]"
-                         ".map(r => r.querySelectorAll('td')[1].textContent)")
+    rows = page.evaluate(
+        "() => [...document.querySelectorAll('#breakdown-body tr')].map(r => r.querySelectorAll('td')[1].textContent)"
+    )
     assert rows == want  # the breakdown's token column
     q = next(j for j, sp in enumerate(t.special) if not sp)
     assert f"'{want[q]}' (token {q})" in page.inner_text("#breakdown-title")

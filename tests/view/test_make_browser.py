@@ -1,5 +1,5 @@
 """`make browser`: apt waits for the dpkg lock, and under CI a failed Chromium install fails the target."""
-import os
+
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,14 +15,16 @@ def make_browser(tmp_path, ci):
     """Run the target with PATH holding only a failing apt-get stub (so no chromium is found, nothing installs)."""
     stub = tmp_path / "bin"
     stub.mkdir()
-    (stub / "apt-get").write_text('#!/bin/sh\necho "apt-get $*" >> "$0.log"\necho "E: Could not get lock" >&2\n'
-                                  "exit 100\n")
+    (stub / "apt-get").write_text(
+        '#!/bin/sh\necho "apt-get $*" >> "$0.log"\necho "E: Could not get lock" >&2\nexit 100\n'
+    )
     (stub / "apt-get").chmod(0o755)
     env = {"PATH": str(stub), "HOME": str(tmp_path)}
     if ci is not None:
         env["CI"] = ci
-    r = subprocess.run([MAKE, "-s", "--no-print-directory", "browser"], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        [MAKE, "-s", "--no-print-directory", "browser"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     return r, (stub / "apt-get.log").read_text()
 
 

@@ -1,4 +1,5 @@
 """The scaling slider of the static page (`qkv explain --html`): softmax(t * scaled) recomputed in the page."""
+
 import math
 import os
 
@@ -9,18 +10,32 @@ from qkv.lens.trace import Trace
 from qkv.view.html import extract_json, masked_keys, render_html, write_html
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _causal() -> Trace:
     """4 tokens, 1 layer, 1 head, causal: token i sees keys 0..i (weights exactly 0 above the diagonal)."""
-    scaled = torch.tensor([[0.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0], [1.0, 3.0, 0.0, 0.0],
-                           [0.5, 2.5, 1.0, 0.0]]).view(1, 1, 4, 4)  # (N=1, H=1, L=4, L=4); upper part unused
+    scaled = torch.tensor(
+        [[0.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0], [1.0, 3.0, 0.0, 0.0], [0.5, 2.5, 1.0, 0.0]]
+    ).view(1, 1, 4, 4)  # (N=1, H=1, L=4, L=4); upper part unused
     masked = torch.triu(torch.ones(4, 4, dtype=torch.bool), 1)
     w = torch.softmax(scaled.masked_fill(masked, float("-inf")), -1)
-    return Trace.from_tensors("a b c d", list("abcd"), weights=w, scaled=scaled, scores=scaled * 4,
-                              offsets=[(0, 1), (2, 3), (4, 5), (6, 7)], model={"head_dim": 16})
+    return Trace.from_tensors(
+        "a b c d",
+        list("abcd"),
+        weights=w,
+        scaled=scaled,
+        scores=scaled * 4,
+        offsets=[(0, 1), (2, 3), (4, 5), (6, 7)],
+        model={"head_dim": 16},
+    )
 
 
 def test_masked_keys_are_the_never_attended_ones(cat_trace):
@@ -48,13 +63,18 @@ def _open(browser, path):
 
 
 def _readouts(page):
-    return (page.inner_text("#scale-t"), float(page.inner_text("#scale-max").split()[2]),
-            float(page.inner_text("#scale-entropy").split()[1]))
+    return (
+        page.inner_text("#scale-t"),
+        float(page.inner_text("#scale-max").split()[2]),
+        float(page.inner_text("#scale-entropy").split()[1]),
+    )
 
 
 def _weights(page):
-    return [float(x) for x in page.eval_on_selector_all("#breakdown-body tr td:nth-child(5)",
-                                                        "tds => tds.map(td => td.textContent)")]
+    return [
+        float(x)
+        for x in page.eval_on_selector_all("#breakdown-body tr td:nth-child(5)", "tds => tds.map(td => td.textContent)")
+    ]
 
 
 def _entropy(w):
@@ -72,7 +92,7 @@ def test_static_page_slider_matches_softmax_of_scaled(browser, cat_trace, tmp_pa
     assert t == "t = 1.00 (as trained)" and mx == pytest.approx(float(w1.max()), abs=1e-3)
     assert ent == pytest.approx(_entropy(w1), abs=1e-3)
     page.locator("#scale").fill(str(t_log2))
-    scale = 2 ** t_log2
+    scale = 2**t_log2
     scaled = torch.tensor(cat_trace.to_dict(4)["layers"][3]["scaled"][1][8], dtype=torch.float64)
     wt = torch.softmax(scale * scaled, 0)
     t, mx, ent = _readouts(page)

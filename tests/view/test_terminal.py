@@ -1,4 +1,5 @@
 """Terminal views: tables carry the trace's numbers; summaries say only what the numbers show."""
+
 import pytest
 from rich.console import Console
 
@@ -45,7 +46,7 @@ def test_breakdown_table_shows_the_chain(cat_trace):
     rows = cat_trace.breakdown("it", 5, 11)
     cat = rows[2]
     assert "Step by step: 'it' in layer 5 head 11" in text
-    line = next(l for l in text.splitlines() if " cat " in l)
+    line = next(row for row in text.splitlines() if " cat " in row)
     for number in (f"{cat.score:.2f}", f"{cat.scaled:.2f}", f"{cat.weight:.3f}", f"{cat.value_share:.3f}"):
         assert number in line
 
@@ -55,7 +56,7 @@ def test_top_table_lists_every_layer(cat_trace):
     best = cat_trace.heads("it", "cat", "mat")
     for n in range(6):
         h = max((p for p in best if p.layer == n), key=lambda p: p.diff).head
-        assert any(l.split("│")[1].strip() == str(n) and f"H{h} " in l for l in text.splitlines() if "│" in l)
+        assert any(r.split("│")[1].strip() == str(n) and f"H{h} " in r for r in text.splitlines() if "│" in r)
     assert "rollout" in render(top_table(cat_trace, "it", measure="rollout"))
 
 

@@ -13,6 +13,7 @@ Example:
     >>> [round(x, 4) for x in entropy(p).tolist()]
     [0.6931, 0.0]
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["softmax_jacobian", "softmax_jacobian_norm", "entropy", "max_weight", "top_mass", "loglog_slope",
-           "cosine_matrix", "pearson", "spearman", "rankdata"]
+__all__ = [
+    "softmax_jacobian",
+    "softmax_jacobian_norm",
+    "entropy",
+    "max_weight",
+    "top_mass",
+    "loglog_slope",
+    "cosine_matrix",
+    "pearson",
+    "spearman",
+    "rankdata",
+]
 
 
 def softmax_jacobian(p: Tensor) -> Tensor:
@@ -57,7 +68,7 @@ def softmax_jacobian_norm(p: Tensor) -> Tensor:
     rest = p.masked_fill(is_a, 0.0)  # every weight but the heaviest
     pa = p.gather(-1, a).squeeze(-1)
     one_minus = torch.where(is_a, rest.sum(-1, keepdim=True), 1.0 - p)  # 1 - p_i, exact for the heaviest
-    t2, t4 = (rest ** 2).sum(-1), (rest ** 4).sum(-1)
+    t2, t4 = (rest**2).sum(-1), (rest**4).sum(-1)
     off = 2.0 * pa * pa * t2 + (t2 * t2 - t4).clamp_min(0.0)  # sum_{i != j} p_i^2 p_j^2
     return ((p * one_minus) ** 2).sum(-1).add(off).sqrt()
 

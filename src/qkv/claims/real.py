@@ -7,6 +7,7 @@ the ``1/sqrt(d_k)`` were dropped; "scaled" is the model's own ``softmax(q.k/sqrt
 
 Shape legend: ``N`` layers, ``H`` heads, ``L`` tokens, ``D`` head dim, ``P`` token pairs.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,9 +21,24 @@ from torch import Tensor
 from ..lens.trace import Trace, _clean
 from .measures import cosine_matrix, entropy, max_weight, pearson, softmax_jacobian_norm, spearman, top_mass
 
-__all__ = ["CORPUS", "ESSAY_SENTENCE", "CONTROL_SENTENCE", "VarianceLayer", "SaturationLayer", "SharpnessLayer",
-           "DecouplingLayer", "PairExample", "Coreference", "real_variance", "real_saturation", "real_sharpness",
-           "real_decoupling", "coreference", "linear_weights", "independent_variance"]
+__all__ = [
+    "CORPUS",
+    "ESSAY_SENTENCE",
+    "CONTROL_SENTENCE",
+    "VarianceLayer",
+    "SaturationLayer",
+    "SharpnessLayer",
+    "DecouplingLayer",
+    "PairExample",
+    "Coreference",
+    "real_variance",
+    "real_saturation",
+    "real_sharpness",
+    "real_decoupling",
+    "coreference",
+    "linear_weights",
+    "independent_variance",
+]
 
 ESSAY_SENTENCE = "The cat sat on the mat because it was tired."
 #: The minimal pair: one adjective changed so that "it" is the mat.
@@ -111,9 +127,12 @@ def independent_variance(q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
     cq, ck = q - mq, k - mk
     sq = torch.einsum("thi,thj->hij", cq, cq) / q.shape[0]  # (H, D, D)
     sk = torch.einsum("thi,thj->hij", ck, ck) / k.shape[0]
-    var = (torch.einsum("hij,hji->h", sq, sk) + torch.einsum("hi,hij,hj->h", mq, sk, mq)
-           + torch.einsum("hi,hij,hj->h", mk, sq, mk)) / D
-    return (mq * mk).sum(-1) / D ** 0.5, var
+    var = (
+        torch.einsum("hij,hji->h", sq, sk)
+        + torch.einsum("hi,hij,hj->h", mq, sk, mq)
+        + torch.einsum("hi,hij,hj->h", mk, sq, mk)
+    ) / D
+    return (mq * mk).sum(-1) / D**0.5, var
 
 
 def real_variance(traces: Sequence[Trace]) -> list[VarianceLayer]:
@@ -125,12 +144,24 @@ def real_variance(traces: Sequence[Trace]) -> list[VarianceLayer]:
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # (T, H, D): the key head of each query head
         raw = torch.cat([t.scores[n].flatten() for t in traces]).double()
         scaled = torch.cat([t.scaled[n].flatten() for t in traces]).double()
-        per_head = torch.stack([torch.cat([t.scaled[n, h].flatten() for t in traces]).double().var()
-                                for h in range(traces[0].num_heads)])
+        per_head = torch.stack(
+            [torch.cat([t.scaled[n, h].flatten() for t in traces]).double().var() for h in range(traces[0].num_heads)]
+        )
         mean, var = independent_variance(q, k)
         vq, vk = float(q.double().var()), float(k.double().var())
-        out.append(VarianceLayer(n, int(q.shape[-1]), vq, vk, float(raw.var()), float(scaled.var()), vq * vk,
-                                 float(var.mean() + mean.var(unbiased=False)), float(per_head.max())))
+        out.append(
+            VarianceLayer(
+                n,
+                int(q.shape[-1]),
+                vq,
+                vk,
+                float(raw.var()),
+                float(scaled.var()),
+                vq * vk,
+                float(var.mean() + mean.var(unbiased=False)),
+                float(per_head.max()),
+            )
+        )
     return out
 
 
@@ -289,8 +320,11 @@ def real_decoupling(traces: Sequence[Trace], close_key_cos: float = 0.8) -> tupl
     for n in range(N):
         pr = [pearson(kc[n, h], vc[n, h]) for h in range(kc.shape[1])]
         sr = [spearman(kc[n, h], vc[n, h]) for h in range(kc.shape[1])]
-        rows.append(DecouplingLayer(n, float(np.nanmean(pr)), float(np.nanmean(sr)), float(np.nanmin(sr)),
-                                    float(np.nanmax(sr)), len(where)))
+        rows.append(
+            DecouplingLayer(
+                n, float(np.nanmean(pr)), float(np.nanmean(sr)), float(np.nanmin(sr)), float(np.nanmax(sr)), len(where)
+            )
+        )
     distinct = np.array([_clean(traces[s].tokens[i]) != _clean(traces[s].tokens[j]) for s, i, j in where])
     gap = np.where(distinct[None, None, :], kc - vc, -np.inf)
     if (np.where(distinct[None, None, :], kc, -np.inf) >= close_key_cos).any():
@@ -298,8 +332,9 @@ def real_decoupling(traces: Sequence[Trace], close_key_cos: float = 0.8) -> tupl
     n, h, p = np.unravel_index(int(np.argmax(gap)), gap.shape)
     s, i, j = where[p]
     t = traces[s]
-    example = PairExample(int(n), int(h), t.text, t.tokens[i], t.tokens[j], i, j, float(kc[n, h, p]),
-                          float(vc[n, h, p]))
+    example = PairExample(
+        int(n), int(h), t.text, t.tokens[i], t.tokens[j], i, j, float(kc[n, h, p]), float(vc[n, h, p])
+    )
     return rows, example
 
 
@@ -337,8 +372,15 @@ class Coreference:
         return d
 
 
-def coreference(sentence: Trace, control: Trace, query: str = "it", referent: str = "cat", other: str = "mat",
-                tau: float = 0.05, top: int = 3) -> Coreference:
+def coreference(
+    sentence: Trace,
+    control: Trace,
+    query: str = "it",
+    referent: str = "cat",
+    other: str = "mat",
+    tau: float = 0.05,
+    top: int = 3,
+) -> Coreference:
     """Rank every head by ``weight(query -> referent) - weight(query -> other)`` and check the control."""
     main = {(p.layer, p.head): p for p in sentence.heads(query, referent, other)}
     ctrl = {(p.layer, p.head): p.diff for p in control.heads(query, referent, other)}
@@ -349,9 +391,18 @@ def coreference(sentence: Trace, control: Trace, query: str = "it", referent: st
     margins = np.array([p.diff for p in ranked])
     controls = np.array([ctrl[(p.layer, p.head)] for p in ranked])
     return Coreference(
-        sentence=sentence.text, control=control.text, query=query, referent=referent, other=other, best=best,
-        mean_margin=float(margins.mean()), mean_control_margin=float(controls.mean()),
+        sentence=sentence.text,
+        control=control.text,
+        query=query,
+        referent=referent,
+        other=other,
+        best=best,
+        mean_margin=float(margins.mean()),
+        mean_control_margin=float(controls.mean()),
         mean_referent_weight=float(np.mean([p.prefer for p in ranked])),
         mean_other_weight=float(np.mean([p.over for p in ranked])),
         referent_heads=int(((margins >= tau) & (controls <= -tau)).sum()),
-        first_noun_heads=int(((margins >= tau) & (controls >= tau)).sum()), heads=len(ranked), tau=tau)
+        first_noun_heads=int(((margins >= tau) & (controls >= tau)).sum()),
+        heads=len(ranked),
+        tau=tau,
+    )

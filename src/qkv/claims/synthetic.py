@@ -14,6 +14,7 @@ Example:
     >>> [round(r.var_raw / r.d_k, 1) for r in s.rows], round(s.slope, 1)
     ([1.0, 1.0], 1.0)
 """
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,7 @@ from .measures import entropy, loglog_slope, max_weight, softmax_jacobian_norm
 
 __all__ = ["DIMS", "SyntheticRow", "SyntheticResult", "synthetic_scores", "softmax_summary", "sample_scores"]
 
-DIMS = tuple(2 ** i for i in range(2, 11))  # 4, 8, ..., 1024
+DIMS = tuple(2**i for i in range(2, 11))  # 4, 8, ..., 1024
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,14 @@ class SyntheticResult:
         raise ValueError(f"d_k={d_k} was not measured; measured {[r.d_k for r in self.rows]}")
 
     def to_dict(self) -> dict:
-        return {"slope": self.slope, "intercept": self.intercept, "rows": [asdict(r) for r in self.rows],
-                "n_rows": self.n_rows, "n_keys": self.n_keys, "seed": self.seed}
+        return {
+            "slope": self.slope,
+            "intercept": self.intercept,
+            "rows": [asdict(r) for r in self.rows],
+            "n_rows": self.n_rows,
+            "n_keys": self.n_keys,
+            "seed": self.seed,
+        }
 
 
 def sample_scores(d_k: int, rows: int, keys: int, seed: int, chunk: int = 256) -> Tensor:

@@ -26,13 +26,26 @@ Rules (``majority`` of layers = at least ``layer_majority`` of them):
    (:func:`coreference_verdict` grades the single sentence and its control -- the best head's margin
    ``weight(cat) - weight(mat) >= margin`` and ``<= -margin`` on the control -- reported alongside.)
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import NamedTuple, Sequence
 
-__all__ = ["HOLDS", "PARTLY", "FAILS", "VERDICTS", "Thresholds", "Verdict", "variance_verdict",
-           "saturation_verdict", "sharpening_verdict", "decoupling_verdict", "coreference_verdict", "probe_verdict"]
+__all__ = [
+    "HOLDS",
+    "PARTLY",
+    "FAILS",
+    "VERDICTS",
+    "Thresholds",
+    "Verdict",
+    "variance_verdict",
+    "saturation_verdict",
+    "sharpening_verdict",
+    "decoupling_verdict",
+    "coreference_verdict",
+    "probe_verdict",
+]
 
 HOLDS, PARTLY, FAILS = "holds", "partly", "does not hold"
 VERDICTS = (HOLDS, PARTLY, FAILS)
@@ -76,35 +89,48 @@ def _grade(parts: int, total: int = 2) -> str:
     return HOLDS if parts == total else (PARTLY if parts else FAILS)
 
 
-def variance_verdict(slope: float, synthetic_scaled: Sequence[float], real_scaled: Sequence[float],
-                     th: Thresholds = Thresholds()) -> Verdict:
+def variance_verdict(
+    slope: float, synthetic_scaled: Sequence[float], real_scaled: Sequence[float], th: Thresholds = Thresholds()
+) -> Verdict:
     """Claim 1 from the synthetic slope, synthetic scaled variances and per-layer real scaled variances."""
     lo, hi = 1 / th.synthetic_band, th.synthetic_band
     synthetic = abs(slope - 1.0) <= th.slope_tolerance and all(lo <= v <= hi for v in synthetic_scaled)
     near = [1 / th.real_band <= v <= th.real_band for v in real_scaled]
     real = _majority(near, th)
-    reason = (f"synthetic: slope {slope:.3f} ({'within' if abs(slope - 1) <= th.slope_tolerance else 'outside'} "
-              f"1 +/- {th.slope_tolerance}), scaled variance {min(synthetic_scaled):.2f}-{max(synthetic_scaled):.2f} "
-              f"({'within' if synthetic else 'not all within'} [{lo:.2f}, {hi:.2f}]); real: {sum(near)}/{len(near)} "
-              f"layers with scaled variance in [{1 / th.real_band:.2f}, {th.real_band:.2f}] "
-              f"({'a' if real else 'not a'} majority)")
+    reason = (
+        f"synthetic: slope {slope:.3f} ({'within' if abs(slope - 1) <= th.slope_tolerance else 'outside'} "
+        f"1 +/- {th.slope_tolerance}), scaled variance {min(synthetic_scaled):.2f}-{max(synthetic_scaled):.2f} "
+        f"({'within' if synthetic else 'not all within'} [{lo:.2f}, {hi:.2f}]); real: {sum(near)}/{len(near)} "
+        f"layers with scaled variance in [{1 / th.real_band:.2f}, {th.real_band:.2f}] "
+        f"({'a' if real else 'not a'} majority)"
+    )
     return Verdict(_grade(int(synthetic) + int(real)), reason)
 
 
-def saturation_verdict(max_unscaled_at_largest: float, ratio_at_largest: float, scaled_jacobians: Sequence[float],
-                       real_ratios: Sequence[float], real_max_gains: Sequence[float],
-                       th: Thresholds = Thresholds()) -> Verdict:
+def saturation_verdict(
+    max_unscaled_at_largest: float,
+    ratio_at_largest: float,
+    scaled_jacobians: Sequence[float],
+    real_ratios: Sequence[float],
+    real_max_gains: Sequence[float],
+    th: Thresholds = Thresholds(),
+) -> Verdict:
     """Claim 2. ``real_max_gains``: per layer, unscaled minus scaled mean max-weight."""
     spread = (max(scaled_jacobians) - min(scaled_jacobians)) / max(max(scaled_jacobians), 1e-12)
-    synthetic = (max_unscaled_at_largest >= th.saturated_max_weight and ratio_at_largest <= th.gradient_ratio
-                 and spread <= th.flat_spread)
+    synthetic = (
+        max_unscaled_at_largest >= th.saturated_max_weight
+        and ratio_at_largest <= th.gradient_ratio
+        and spread <= th.flat_spread
+    )
     ok = [r <= th.gradient_ratio and g >= th.saturation_gain for r, g in zip(real_ratios, real_max_gains)]
     real = _majority(ok, th)
-    reason = (f"synthetic at the largest d_k: unscaled max-weight {max_unscaled_at_largest:.2f} "
-              f"(saturated if >= {th.saturated_max_weight}), Jacobian ratio {ratio_at_largest:.2f} "
-              f"(<= {th.gradient_ratio}), scaled Jacobian spread {spread:.0%} (<= {th.flat_spread:.0%}) -> "
-              f"{'yes' if synthetic else 'no'}; real: {sum(ok)}/{len(ok)} layers with ratio <= {th.gradient_ratio} "
-              f"and max-weight gain >= {th.saturation_gain} ({'a' if real else 'not a'} majority)")
+    reason = (
+        f"synthetic at the largest d_k: unscaled max-weight {max_unscaled_at_largest:.2f} "
+        f"(saturated if >= {th.saturated_max_weight}), Jacobian ratio {ratio_at_largest:.2f} "
+        f"(<= {th.gradient_ratio}), scaled Jacobian spread {spread:.0%} (<= {th.flat_spread:.0%}) -> "
+        f"{'yes' if synthetic else 'no'}; real: {sum(ok)}/{len(ok)} layers with ratio <= {th.gradient_ratio} "
+        f"and max-weight gain >= {th.saturation_gain} ({'a' if real else 'not a'} majority)"
+    )
     return Verdict(_grade(int(synthetic) + int(real)), reason)
 
 
@@ -113,13 +139,16 @@ def sharpening_verdict(top1: Sequence[float], uniform1: Sequence[float], th: Thr
     sharp = [t >= th.sharp_factor * u for t, u in zip(top1, uniform1)]
     verdict = HOLDS if _majority(sharp, th) else (PARTLY if any(sharp) else FAILS)
     ratios = [t / u for t, u in zip(top1, uniform1)]
-    reason = (f"{sum(sharp)}/{len(sharp)} layers with top-1 mass >= {th.sharp_factor}x uniform "
-              f"(ratios {min(ratios):.1f}-{max(ratios):.1f}x)")
+    reason = (
+        f"{sum(sharp)}/{len(sharp)} layers with top-1 mass >= {th.sharp_factor}x uniform "
+        f"(ratios {min(ratios):.1f}-{max(ratios):.1f}x)"
+    )
     return Verdict(verdict, reason)
 
 
-def decoupling_verdict(spearman: Sequence[float], example_key_cos: float, example_value_cos: float,
-                       th: Thresholds = Thresholds()) -> Verdict:
+def decoupling_verdict(
+    spearman: Sequence[float], example_key_cos: float, example_value_cos: float, th: Thresholds = Thresholds()
+) -> Verdict:
     """Claim 4 from per-layer Spearman correlations and the example pair's key/value cosines."""
     decoupled = [abs(r) < th.decoupled_corr for r in spearman]
     coupled = [abs(r) >= th.coupled_corr for r in spearman]
@@ -130,10 +159,12 @@ def decoupling_verdict(spearman: Sequence[float], example_key_cos: float, exampl
         verdict = HOLDS
     else:
         verdict = PARTLY
-    reason = (f"{sum(decoupled)}/{len(spearman)} layers decoupled (|rho| < {th.decoupled_corr}), "
-              f"{sum(coupled)} coupled (|rho| >= {th.coupled_corr}); example pair key cos {example_key_cos:.2f} "
-              f"(>= {th.close_key_cos}?) value cos {example_value_cos:.2f} (<= {th.different_value_cos}?) -> "
-              f"{'counts' if example else 'does not count'}")
+    reason = (
+        f"{sum(decoupled)}/{len(spearman)} layers decoupled (|rho| < {th.decoupled_corr}), "
+        f"{sum(coupled)} coupled (|rho| >= {th.coupled_corr}); example pair key cos {example_key_cos:.2f} "
+        f"(>= {th.close_key_cos}?) value cos {example_value_cos:.2f} (<= {th.different_value_cos}?) -> "
+        f"{'counts' if example else 'does not count'}"
+    )
     return Verdict(verdict, reason)
 
 
@@ -142,8 +173,10 @@ def coreference_verdict(best_margin: float, best_control_margin: float, th: Thre
     prefers = best_margin >= th.margin
     follows = best_control_margin <= -th.margin
     verdict = HOLDS if prefers and follows else (PARTLY if prefers else FAILS)
-    reason = (f"best head margin {best_margin:+.3f} ({'>=' if prefers else '<'} {th.margin}); on the control it is "
-              f"{best_control_margin:+.3f} ({'flips: follows the referent' if follows else 'does not flip'})")
+    reason = (
+        f"best head margin {best_margin:+.3f} ({'>=' if prefers else '<'} {th.margin}); on the control it is "
+        f"{best_control_margin:+.3f} ({'flips: follows the referent' if follows else 'does not flip'})"
+    )
     return Verdict(verdict, reason)
 
 
@@ -152,7 +185,7 @@ def probe_verdict(heldout: float, ci_low: float, ci_high: float, baselines: dict
     uncleared = [k for k, v in baselines.items() if ci_low <= v]
     named = ", ".join(f"{k} {v:.0%}" for k, v in baselines.items())
     verdict = HOLDS if not uncleared else (PARTLY if ci_low > baselines.get("random", 0.0) else FAILS)
-    reason = (f"held-out best head {heldout:.1%} [{ci_low:.1%}, {ci_high:.1%}] vs baselines {named}: "
-              + ("the interval clears every baseline" if not uncleared else
-                 f"the interval does not clear {', '.join(uncleared)}"))
+    reason = f"held-out best head {heldout:.1%} [{ci_low:.1%}, {ci_high:.1%}] vs baselines {named}: " + (
+        "the interval clears every baseline" if not uncleared else f"the interval does not clear {', '.join(uncleared)}"
+    )
     return Verdict(verdict, reason)

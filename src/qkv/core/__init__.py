@@ -16,21 +16,40 @@ Example:
     >>> attention(q, k, v, mask=masks.causal()).shape
     torch.Size([1, 2, 4, 8])
 """
+
 from . import engines, masks, mods
 from .engines.reference import (
-                                Steps,
-                                apply_mask,
-                                compute_scores,
-                                modify_scores,
-                                scale_scores,
-                                softmax_weights,
-                                weigh_values,
+    Steps,
+    apply_mask,
+    compute_scores,
+    modify_scores,
+    scale_scores,
+    softmax_weights,
+    weigh_values,
 )
 from .functional import attention, steps
 from .inputs import AttentionInputs, check_inputs
 from .merging import merge
 from .registry import Implementation, Supports, implementations, register
 
-__all__ = ["attention", "steps", "Steps", "merge", "masks", "mods", "implementations", "register",
-           "Implementation", "Supports", "AttentionInputs", "check_inputs", "engines", "compute_scores",
-           "scale_scores", "modify_scores", "apply_mask", "softmax_weights", "weigh_values"]
+__all__ = [
+    "attention",
+    "steps",
+    "Steps",
+    "merge",
+    "masks",
+    "mods",
+    "implementations",
+    "register",
+    "Implementation",
+    "Supports",
+    "AttentionInputs",
+    "check_inputs",
+    "engines",
+    "compute_scores",
+    "scale_scores",
+    "modify_scores",
+    "apply_mask",
+    "softmax_weights",
+    "weigh_values",
+]

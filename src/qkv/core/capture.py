@@ -14,6 +14,7 @@ Example:
     >>> [t is table for t in captured_tensors(mod, 1, 2, 5, 5, torch.float32, torch.device("cpu"))]
     [True]
 """
+
 from __future__ import annotations
 
 import torch
@@ -77,7 +78,9 @@ def captured_tensors(mod, B: int, H: int, lq: int, lk: int, dtype: torch.dtype, 
     except ValueError:
         raise
     except Exception as e:  # a user's function failed: say which, on what
-        raise ValueError(f"score_mod {mod!r} failed on a ({B}, {H}, 1, 1) score block with index tensors b, h, "
-                         f"q_idx, kv_idx: {type(e).__name__}: {e}; a score mod must work on any block of the "
-                         "score matrix (use the index tensors, not fixed shapes)") from e
+        raise ValueError(
+            f"score_mod {mod!r} failed on a ({B}, {H}, 1, 1) score block with index tensors b, h, "
+            f"q_idx, kv_idx: {type(e).__name__}: {e}; a score mod must work on any block of the "
+            "score matrix (use the index tensors, not fixed shapes)"
+        ) from e
     return watch.found

@@ -1,4 +1,5 @@
 """The public functions: :func:`attention` (dispatching to an implementation) and :func:`steps`."""
+
 from __future__ import annotations
 
 from torch import Tensor
@@ -11,8 +12,19 @@ from .nonfinite import needs_rule, run_with_nonfinite
 __all__ = ["attention", "steps"]
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, *, mask=None, score_mod=None, scale: float | None = None,
-              dropout_p: float = 0.0, generator=None, impl: str = "auto", return_lse: bool = False):
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    mask=None,
+    score_mod=None,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    generator=None,
+    impl: str = "auto",
+    return_lse: bool = False,
+):
     r"""Scaled dot-product attention: ``softmax(score_mod(q @ k^T * scale) masked) @ v``.
 
     Shapes (as ``torch.nn.functional.scaled_dot_product_attention``): q ``(B, Hq, Lq, D)``,
@@ -64,8 +76,17 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask=None, score_mod=None, sca
         >>> out.shape
         torch.Size([2, 4, 5, 6])
     """
-    inp = check_inputs(q, k, v, mask=mask, score_mod=score_mod, scale=scale, dropout_p=dropout_p,
-                       generator=generator, return_lse=return_lse)
+    inp = check_inputs(
+        q,
+        k,
+        v,
+        mask=mask,
+        score_mod=score_mod,
+        scale=scale,
+        dropout_p=dropout_p,
+        generator=generator,
+        return_lse=return_lse,
+    )
     chosen = registry.select(impl, inp)
     out, lse = chosen.forward(inp)
     if needs_rule(inp, out):  # NaN/inf somewhere: apply the one rule (qkv.core.nonfinite) in every engine

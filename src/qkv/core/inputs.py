@@ -4,6 +4,7 @@ what was expected, what arrived and how to fix it.
 Shape legend: ``B`` batch, ``Hq``/``Hkv`` query/key-value heads, ``Lq``/``Lk`` lengths,
 ``D`` head dim of q and k, ``Dv`` head dim of v.
 """
+
 from __future__ import annotations
 
 import math
@@ -97,57 +98,88 @@ def _fail(what: str, got: str, fix: str) -> ValueError:
     return ValueError(f"{what}, got {got}; {fix}")
 
 
-def check_inputs(q, k, v, *, mask=None, score_mod=None, scale=None, dropout_p=0.0, generator=None,
-                 return_lse=False) -> AttentionInputs:
+def check_inputs(
+    q, k, v, *, mask=None, score_mod=None, scale=None, dropout_p=0.0, generator=None, return_lse=False
+) -> AttentionInputs:
     """Validate and normalise the arguments of :func:`qkv.attention`; raise ``ValueError`` otherwise."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor):
             raise _fail(f"{name} must be a torch.Tensor", type(t).__name__, "pass a tensor of shape (B, H, L, D)")
         if t.dim() != 4:
-            raise _fail(f"{name} must have 4 dims (B, H, L, D) like scaled_dot_product_attention",
-                        f"{t.dim()} dims with shape {tuple(t.shape)}",
-                        "add missing dims with .unsqueeze(0)/(1), or split heads with .view(B, L, H, D).transpose(1, 2)")
+            raise _fail(
+                f"{name} must have 4 dims (B, H, L, D) like scaled_dot_product_attention",
+                f"{t.dim()} dims with shape {tuple(t.shape)}",
+                "add missing dims with .unsqueeze(0)/(1), or split heads with .view(B, L, H, D).transpose(1, 2)",
+            )
         if not t.dtype.is_floating_point:
             raise _fail(f"{name} must be a floating-point tensor", str(t.dtype), f"convert with {name}.float()")
     if not (q.dtype == k.dtype == v.dtype):
-        raise _fail("q, k and v must share one dtype", f"q {q.dtype}, k {k.dtype}, v {v.dtype}",
-                    "convert them with .to(q.dtype)")
+        raise _fail(
+            "q, k and v must share one dtype",
+            f"q {q.dtype}, k {k.dtype}, v {v.dtype}",
+            "convert them with .to(q.dtype)",
+        )
     if not (q.device == k.device == v.device):
-        raise _fail("q, k and v must be on one device", f"q {q.device}, k {k.device}, v {v.device}",
-                    "move them with .to(q.device)")
+        raise _fail(
+            "q, k and v must be on one device",
+            f"q {q.device}, k {k.device}, v {v.device}",
+            "move them with .to(q.device)",
+        )
     if not (q.shape[0] == k.shape[0] == v.shape[0]):
-        raise _fail("q, k and v must share the batch size (dim 0)",
-                    f"q {q.shape[0]}, k {k.shape[0]}, v {v.shape[0]}", "give all three the same batch")
+        raise _fail(
+            "q, k and v must share the batch size (dim 0)",
+            f"q {q.shape[0]}, k {k.shape[0]}, v {v.shape[0]}",
+            "give all three the same batch",
+        )
     if q.shape[3] != k.shape[3]:
-        raise _fail(f"k has head_dim {k.shape[3]} but q has {q.shape[3]}: q and k must share head_dim (dim 3)",
-                    f"q {tuple(q.shape)}, k {tuple(k.shape)}", "project q and k to the same head_dim")
+        raise _fail(
+            f"k has head_dim {k.shape[3]} but q has {q.shape[3]}: q and k must share head_dim (dim 3)",
+            f"q {tuple(q.shape)}, k {tuple(k.shape)}",
+            "project q and k to the same head_dim",
+        )
     if q.shape[3] == 0:
         raise _fail("head_dim must be at least 1", f"q {tuple(q.shape)}", "give q and k a non-empty last dim")
     if k.shape[2] != v.shape[2]:
-        raise _fail(f"k has length {k.shape[2]} but v has {v.shape[2]}: every key needs a value (dim 2)",
-                    f"k {tuple(k.shape)}, v {tuple(v.shape)}", "give k and v the same length")
+        raise _fail(
+            f"k has length {k.shape[2]} but v has {v.shape[2]}: every key needs a value (dim 2)",
+            f"k {tuple(k.shape)}, v {tuple(v.shape)}",
+            "give k and v the same length",
+        )
     if k.shape[1] != v.shape[1]:
-        raise _fail(f"k has {k.shape[1]} heads but v has {v.shape[1]}: k and v must share heads (dim 1)",
-                    f"k {tuple(k.shape)}, v {tuple(v.shape)}", "give k and v the same number of heads")
+        raise _fail(
+            f"k has {k.shape[1]} heads but v has {v.shape[1]}: k and v must share heads (dim 1)",
+            f"k {tuple(k.shape)}, v {tuple(v.shape)}",
+            "give k and v the same number of heads",
+        )
     if k.shape[1] == 0 or q.shape[1] % k.shape[1] != 0:
-        raise _fail(f"q has {q.shape[1]} heads and k/v {k.shape[1]}: query heads must be a multiple of "
-                    "key/value heads (GQA/MQA)", f"Hq % Hkv = {q.shape[1]} % {k.shape[1]}",
-                    "use Hkv that divides Hq (Hkv = Hq for MHA, 1 for MQA)")
+        raise _fail(
+            f"q has {q.shape[1]} heads and k/v {k.shape[1]}: query heads must be a multiple of "
+            "key/value heads (GQA/MQA)",
+            f"Hq % Hkv = {q.shape[1]} % {k.shape[1]}",
+            "use Hkv that divides Hq (Hkv = Hq for MHA, 1 for MQA)",
+        )
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[3])
     else:
         if isinstance(scale, Tensor):
             scale = float(scale)
         if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale) or scale <= 0:
-            raise _fail("scale must be a positive finite number", repr(scale),
-                        "leave it None for 1/sqrt(head_dim), or pass e.g. 0.125")
+            raise _fail(
+                "scale must be a positive finite number",
+                repr(scale),
+                "leave it None for 1/sqrt(head_dim), or pass e.g. 0.125",
+            )
         scale = float(scale)
     if not isinstance(dropout_p, (int, float)) or isinstance(dropout_p, bool) or not (0.0 <= dropout_p < 1.0):
-        raise _fail("dropout_p must be a probability in [0, 1)", repr(dropout_p),
-                    "pass 0.0 for inference or e.g. 0.1 for training")
+        raise _fail(
+            "dropout_p must be a probability in [0, 1)",
+            repr(dropout_p),
+            "pass 0.0 for inference or e.g. 0.1 for training",
+        )
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise _fail("generator must be a torch.Generator", type(generator).__name__,
-                    "pass torch.Generator().manual_seed(0)")
+        raise _fail(
+            "generator must be a torch.Generator", type(generator).__name__, "pass torch.Generator().manual_seed(0)"
+        )
     B, Hq, Lq, Lk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
     mask = _masks.as_mask(mask)
     if mask is not None:
@@ -159,5 +191,4 @@ def check_inputs(q, k, v, *, mask=None, score_mod=None, scale=None, dropout_p=0.
         if torch.is_grad_enabled():
             cd = torch.float32 if q.dtype in LOW_PRECISION else q.dtype
             mod_tensors = tuple(captured_tensors(score_mod, B, Hq, Lq, Lk, cd, q.device))
-    return AttentionInputs(q, k, v, mask, score_mod, scale, float(dropout_p), generator, bool(return_lse),
-                           mod_tensors)
+    return AttentionInputs(q, k, v, mask, score_mod, scale, float(dropout_p), generator, bool(return_lse), mod_tensors)

@@ -10,6 +10,7 @@ Example:
     >>> (p / total).tolist(), lse.tolist()
     ([[0.5, 0.5], [0.0, 0.0]], [0.6931471824645996, -inf])
 """
+
 from __future__ import annotations
 
 import torch

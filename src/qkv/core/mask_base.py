@@ -14,6 +14,7 @@ Engines read a mask only through its public description -- never through its cla
 
 Shape legend: ``B`` batch, ``H`` heads, ``Lq`` query length, ``Lk`` key length.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,8 +24,19 @@ from torch import Tensor
 
 from .walk import fingerprint_of
 
-__all__ = ["EMPTY", "PARTIAL", "FULL", "Band", "Mask", "as_mask", "offset", "check_broadcast", "as_4d", "index_grid",
-           "gather_4d"]
+__all__ = [
+    "EMPTY",
+    "PARTIAL",
+    "FULL",
+    "Band",
+    "Mask",
+    "as_mask",
+    "offset",
+    "check_broadcast",
+    "as_4d",
+    "index_grid",
+    "gather_4d",
+]
 
 EMPTY, PARTIAL, FULL = 0, 1, 2
 _ALIGNS = ("bottom_right", "top_left")
@@ -60,8 +72,10 @@ class Band:
 
 def _check_align(align: str) -> str:
     if align not in _ALIGNS:
-        raise ValueError(f"align must be one of {_ALIGNS}, got {align!r}; "
-                         "use 'bottom_right' for KV-cache decoding, 'top_left' to match SDPA's is_causal")
+        raise ValueError(
+            f"align must be one of {_ALIGNS}, got {align!r}; "
+            "use 'bottom_right' for KV-cache decoding, 'top_left' to match SDPA's is_causal"
+        )
     return align
 
 
@@ -89,8 +103,7 @@ def _block_bounds(length: int, block: int, device=None):
 def as_4d(t: Tensor, what: str) -> Tensor:
     """View a tensor of at most 4 dims as ``(B|1, H|1, Lq|1, Lk|1)`` (leading dims of size 1 added)."""
     if t.dim() > 4:
-        raise ValueError(f"{what} must have at most 4 dims broadcastable to (B, H, Lq, Lk), got shape "
-                         f"{tuple(t.shape)}")
+        raise ValueError(f"{what} must have at most 4 dims broadcastable to (B, H, Lq, Lk), got shape {tuple(t.shape)}")
     return t.reshape((1,) * (4 - t.dim()) + tuple(t.shape))
 
 
@@ -98,8 +111,10 @@ def check_broadcast(t: Tensor, target: tuple[int, int, int, int], what: str) -> 
     """Raise unless the 4-d ``t`` broadcasts to ``target = (B, H, Lq, Lk)``; names both shapes."""
     for have, want, nm in zip(t.shape, target, "B H Lq Lk".split()):
         if have not in (1, want):
-            raise ValueError(f"{what} of shape {tuple(t.shape)} is not broadcastable to (B, H, Lq, Lk) = "
-                             f"{tuple(target)} ({nm}: {have} vs {want}); give each dim either its full size or 1")
+            raise ValueError(
+                f"{what} of shape {tuple(t.shape)} is not broadcastable to (B, H, Lq, Lk) = "
+                f"{tuple(target)} ({nm}: {have} vs {want}); give each dim either its full size or 1"
+            )
 
 
 def gather_4d(t: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
@@ -147,8 +162,10 @@ class Mask:
         """Raise ``ValueError`` unless the mask fits a ``(B, H, lq, lk)`` problem."""
         for have, want, nm in ((self.batch_size, B, "batch"), (self.num_heads, H, "heads")):
             if have is not None and have != want:
-                raise ValueError(f"mask {self!r} is for {nm} {have} but the attention has {nm} {want}; "
-                                 f"build it with one entry per {nm} element ({want}), e.g. lengths of shape ({want},)")
+                raise ValueError(
+                    f"mask {self!r} is for {nm} {have} but the attention has {nm} {want}; "
+                    f"build it with one entry per {nm} element ({want}), e.g. lengths of shape ({want},)"
+                )
         for child in self.children:
             child.check(B, H, lq, lk)
 
@@ -227,9 +244,11 @@ class Mask:
 class _TensorMask(Mask):
     def __init__(self, t: Tensor):
         if not isinstance(t, Tensor) or t.dtype != torch.bool:
-            raise ValueError(f"a tensor mask must be a bool tensor (True = attend), got "
-                             f"{t.dtype if isinstance(t, Tensor) else type(t).__name__}; for an additive float "
-                             "mask use score_mod=qkv.mods.bias(tensor)")
+            raise ValueError(
+                f"a tensor mask must be a bool tensor (True = attend), got "
+                f"{t.dtype if isinstance(t, Tensor) else type(t).__name__}; for an additive float "
+                "mask use score_mod=qkv.mods.bias(tensor)"
+            )
         self.t = as_4d(t, "a tensor mask")
         self.batch_size = self.t.shape[0] if self.t.shape[0] > 1 else None
         self.num_heads = self.t.shape[1] if self.t.shape[1] > 1 else None
@@ -373,5 +392,7 @@ def as_mask(mask) -> Mask | None:
         return mask
     if isinstance(mask, Tensor):
         return _TensorMask(mask)
-    raise ValueError(f"mask must be a qkv.masks.Mask, a bool tensor broadcastable to (B, H, Lq, Lk) or None, "
-                     f"got {type(mask).__name__}; build one with qkv.masks.causal() / from_function(fn)")
+    raise ValueError(
+        f"mask must be a qkv.masks.Mask, a bool tensor broadcastable to (B, H, Lq, Lk) or None, "
+        f"got {type(mask).__name__}; build one with qkv.masks.causal() / from_function(fn)"
+    )

@@ -36,6 +36,7 @@ Example:
     >>> m.dense(1, 1, 3, 3).int().tolist()
     [[[[0, 0, 0], [0, 0, 0], [0, 0, 0]]]]
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -76,6 +77,7 @@ __all__ = [
     "offset",
 ]
 
+
 class _Full(Mask):
     translation_invariant = True
     closed_form = True
@@ -85,7 +87,8 @@ class _Full(Mask):
 
     def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
         return torch.ones((), dtype=torch.bool, device=q_idx.device).expand(
-            torch.broadcast_shapes(q_idx.shape, kv_idx.shape))
+            torch.broadcast_shapes(q_idx.shape, kv_idx.shape)
+        )
 
     def _block_map(self, lq, lk, block_q, block_k, device=None):
         return torch.full((1, 1, -(-lq // block_q), -(-lk // block_k)), FULL, dtype=torch.int8, device=device)
@@ -158,16 +161,20 @@ def sliding_window(left: int, right: int = 0, align: str = "bottom_right") -> Ma
     """
     for nm, val in (("left", left), ("right", right)):
         if not isinstance(val, int) or isinstance(val, bool) or val < 0:
-            raise ValueError(f"sliding_window: {nm} must be a non-negative int (number of keys), got {val!r}; "
-                             "pass e.g. sliding_window(256) for a causal window of the last 257 keys")
+            raise ValueError(
+                f"sliding_window: {nm} must be a non-negative int (number of keys), got {val!r}; "
+                "pass e.g. sliding_window(256) for a causal window of the last 257 keys"
+            )
     return _Diagonal(left, right, align, f"sliding_window({left}, {right}, align={align!r})")
 
 
 def _as_lengths(x, name: str) -> Tensor:
     t = torch.as_tensor(x)
     if t.dim() != 1 or t.dtype.is_floating_point or t.dtype == torch.bool:
-        raise ValueError(f"padding: {name} must be a 1-D integer tensor of shape (B,), got "
-                         f"dtype {t.dtype} shape {tuple(t.shape)}; pass e.g. torch.tensor([5, 3])")
+        raise ValueError(
+            f"padding: {name} must be a 1-D integer tensor of shape (B,), got "
+            f"dtype {t.dtype} shape {tuple(t.shape)}; pass e.g. torch.tensor([5, 3])"
+        )
     if (t < 0).any():
         raise ValueError(f"padding: {name} must be >= 0, got {t.tolist()}")
     return t.long()
@@ -180,8 +187,10 @@ class _Padding(Mask):
         self.kv_lengths = _as_lengths(kv_lengths, "kv_lengths")
         self.q_lengths = None if q_lengths is None else _as_lengths(q_lengths, "q_lengths")
         if self.q_lengths is not None and self.q_lengths.shape != self.kv_lengths.shape:
-            raise ValueError(f"padding: q_lengths has shape {tuple(self.q_lengths.shape)} but kv_lengths has "
-                             f"{tuple(self.kv_lengths.shape)}; give one length per batch element for both")
+            raise ValueError(
+                f"padding: q_lengths has shape {tuple(self.q_lengths.shape)} but kv_lengths has "
+                f"{tuple(self.kv_lengths.shape)}; give one length per batch element for both"
+            )
         self.batch_size = self.kv_lengths.shape[0]
 
     def key_lengths(self):
@@ -229,8 +238,10 @@ def padding(kv_lengths, q_lengths=None) -> Mask:
 def _as_ids(x, name: str) -> Tensor:
     t = torch.as_tensor(x)
     if t.dim() not in (1, 2) or t.dtype.is_floating_point or t.dtype == torch.bool:
-        raise ValueError(f"document: {name} must be an integer tensor of shape (L,) or (B, L), got dtype "
-                         f"{t.dtype} shape {tuple(t.shape)}; e.g. torch.tensor([0, 0, 0, 1, 1])")
+        raise ValueError(
+            f"document: {name} must be an integer tensor of shape (L,) or (B, L), got dtype "
+            f"{t.dtype} shape {tuple(t.shape)}; e.g. torch.tensor([0, 0, 0, 1, 1])"
+        )
     return (t if t.dim() == 2 else t.unsqueeze(0)).long()
 
 
@@ -241,14 +252,18 @@ class _Document(Mask):
         self.q_ids = _as_ids(q_ids, "q_ids")
         self.kv_ids = self.q_ids if kv_ids is None else _as_ids(kv_ids, "kv_ids")
         if self.q_ids.shape[0] != self.kv_ids.shape[0]:
-            raise ValueError(f"document: q_ids has batch {self.q_ids.shape[0]} but kv_ids has "
-                             f"{self.kv_ids.shape[0]}; give both the same batch size (or 1-D ids)")
+            raise ValueError(
+                f"document: q_ids has batch {self.q_ids.shape[0]} but kv_ids has "
+                f"{self.kv_ids.shape[0]}; give both the same batch size (or 1-D ids)"
+            )
         self.batch_size = self.q_ids.shape[0] if self.q_ids.shape[0] > 1 else None
 
     def _check(self, lq, lk):
         if self.q_ids.shape[1] != lq or self.kv_ids.shape[1] != lk:
-            raise ValueError(f"document mask has ids for Lq={self.q_ids.shape[1]}, Lk={self.kv_ids.shape[1]} "
-                             f"but the attention has Lq={lq}, Lk={lk}; give one document id per position")
+            raise ValueError(
+                f"document mask has ids for Lq={self.q_ids.shape[1]}, Lk={self.kv_ids.shape[1]} "
+                f"but the attention has Lq={lq}, Lk={lk}; give one document id per position"
+            )
 
     def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
         self._check(lq, lk)
@@ -302,8 +317,9 @@ class _Prefix(Mask):
     def __init__(self, prefix_length):
         t = torch.as_tensor(prefix_length)
         if t.dtype.is_floating_point or t.dim() > 1 or (t < 0).any():
-            raise ValueError(f"prefix_lm: prefix_length must be a non-negative int or a (B,) integer tensor, "
-                             f"got {prefix_length!r}")
+            raise ValueError(
+                f"prefix_lm: prefix_length must be a non-negative int or a (B,) integer tensor, got {prefix_length!r}"
+            )
         self.prefix = t.long()
         self.batch_size = t.shape[0] if t.dim() == 1 else None
 
@@ -341,25 +357,33 @@ class _Function(Mask):
         out = self.fn(b, h, q_idx, kv_idx)
         if not isinstance(out, Tensor) or out.dtype != torch.bool:
             got = out.dtype if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"mask function must return a bool tensor, got {got} from {self!r}; "
-                             "return a comparison such as `q_idx >= kv_idx`")
+            raise ValueError(
+                f"mask function must return a bool tensor, got {got} from {self!r}; "
+                "return a comparison such as `q_idx >= kv_idx`"
+            )
         want = torch.broadcast_shapes(b.shape, h.shape, q_idx.shape, kv_idx.shape)
         try:
             ok = torch.broadcast_shapes(out.shape, want) == want
         except RuntimeError:
             ok = False
         if not ok:
-            raise ValueError(f"mask function {self!r} returned shape {tuple(out.shape)} for index tensors that "
-                             f"broadcast to {tuple(want)}; compute it from b, h, q_idx, kv_idx (e.g. "
-                             "`q_idx >= kv_idx`) -- a fixed (Lq, Lk) tensor belongs in mask=tensor")
+            raise ValueError(
+                f"mask function {self!r} returned shape {tuple(out.shape)} for index tensors that "
+                f"broadcast to {tuple(want)}; compute it from b, h, q_idx, kv_idx (e.g. "
+                "`q_idx >= kv_idx`) -- a fixed (Lq, Lk) tensor belongs in mask=tensor"
+            )
         return out
 
     def __repr__(self):
         return f"from_function({getattr(self.fn, '__name__', self.fn)!r})"
 
 
-def from_function(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], *, batch_size: int | None = None,
-                  num_heads: int | None = None) -> Mask:
+def from_function(
+    fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor],
+    *,
+    batch_size: int | None = None,
+    num_heads: int | None = None,
+) -> Mask:
     """A mask from ``fn(b, h, q_idx, kv_idx) -> bool tensor`` (FlexAttention's ``mask_mod``).
 
     The arguments are broadcastable int64 index tensors; return a bool tensor that broadcasts
@@ -378,7 +402,6 @@ def from_function(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], *, bat
 def from_tensor(t: Tensor) -> Mask:
     """Wrap a bool tensor broadcastable to ``(B, H, Lq, Lk)`` (True = attend)."""
     return _TensorMask(t)
-
 
 
 class _GlobalTokens(Mask):
@@ -421,6 +444,8 @@ def global_window(num_global: int, left: int, right: int = 0, align: str = "bott
     Blocks outside both the window and the global rows/columns are EMPTY and skipped by block-sparse engines.
     """
     if not isinstance(num_global, int) or isinstance(num_global, bool) or num_global < 0:
-        raise ValueError(f"global_window: num_global must be a non-negative int (number of global tokens), got "
-                         f"{num_global!r}; e.g. global_window(1, 256) makes token 0 global")
+        raise ValueError(
+            f"global_window: num_global must be a non-negative int (number of global tokens), got "
+            f"{num_global!r}; e.g. global_window(1, 256) makes token 0 global"
+        )
     return sliding_window(left, right, align) | _GlobalTokens(num_global)

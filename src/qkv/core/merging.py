@@ -8,6 +8,7 @@ For parts ``(out_i, lse_i)`` over key sets ``K_i``, the attention over the union
 computed in float32 with the max-shift trick; parts with ``lse = -inf`` (no key attended) are
 neutral, and rows where every part is empty give ``out = 0``, ``lse = -inf`` -- never NaN.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -39,15 +40,19 @@ def merge(parts: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     if not parts:
         raise ValueError("merge needs at least one (out, lse) part, got an empty list")
     out0, lse0 = parts[0]
-    for i, (o, l) in enumerate(parts):
-        if o.dim() != 4 or l.shape != o.shape[:-1]:
-            raise ValueError(f"part {i}: expected out (B, H, L, Dv) and lse (B, H, L), got out {tuple(o.shape)} "
-                             f"and lse {tuple(l.shape)}; pass the result of attention(..., return_lse=True)")
+    for i, (o, part_lse) in enumerate(parts):
+        if o.dim() != 4 or part_lse.shape != o.shape[:-1]:
+            raise ValueError(
+                f"part {i}: expected out (B, H, L, Dv) and lse (B, H, L), got out {tuple(o.shape)} "
+                f"and lse {tuple(part_lse.shape)}; pass the result of attention(..., return_lse=True)"
+            )
         if o.shape != out0.shape:
-            raise ValueError(f"part {i} has out shape {tuple(o.shape)} but part 0 has {tuple(out0.shape)}; "
-                             "every part must cover the same queries")
+            raise ValueError(
+                f"part {i} has out shape {tuple(o.shape)} but part 0 has {tuple(out0.shape)}; "
+                "every part must cover the same queries"
+            )
     acc = lse_dtype(out0.dtype)
-    lses = torch.stack([l.to(acc) for _, l in parts])  # (P, B, H, L)
+    lses = torch.stack([part_lse.to(acc) for _, part_lse in parts])  # (P, B, H, L)
     p, total, lse = stable_exp(lses, dim=0)
     w = p / total  # (P, B, H, L); 0 for empty parts
     out = sum(w[i, ..., None] * o.to(acc) for i, (o, _) in enumerate(parts))

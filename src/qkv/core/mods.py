@@ -21,6 +21,7 @@ Example:
     >>> mods.alibi(mods.alibi_slopes(2)).apply(s, b, h, q, kv, 1, 3)[0, :, 0].tolist()
     [[-0.125, -0.0625, 0.0], [-0.0078125, -0.00390625, 0.0]]
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,19 @@ from torch import Tensor
 from .mask_base import as_4d, check_broadcast, gather_4d
 from .walk import fingerprint_of, leaves
 
-__all__ = ["ScoreMod", "alibi", "alibi_slopes", "softcap", "bias", "compose", "apply", "offset", "as_mod",
-           "additive", "shift_invariant"]
+__all__ = [
+    "ScoreMod",
+    "alibi",
+    "alibi_slopes",
+    "softcap",
+    "bias",
+    "compose",
+    "apply",
+    "offset",
+    "as_mod",
+    "additive",
+    "shift_invariant",
+]
 
 ScoreFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 
@@ -65,8 +77,10 @@ class ScoreMod:
     def check(self, B: int, H: int, lq: int, lk: int) -> None:
         """Raise ``ValueError`` unless the mod fits a ``(B, H, lq, lk)`` problem."""
         if self.num_heads is not None and self.num_heads != H:
-            raise ValueError(f"score_mod {self!r} has {self.num_heads} per-head parameters but the attention has "
-                             f"{H} query heads; give one per query head")
+            raise ValueError(
+                f"score_mod {self!r} has {self.num_heads} per-head parameters but the attention has "
+                f"{H} query heads; give one per query head"
+            )
         for child in self.children:
             child.check(B, H, lq, lk)
 
@@ -114,27 +128,36 @@ def apply(mod: ScoreMod | None, score: Tensor, b, h, q_idx, kv_idx, lq: int, lk:
     except (ValueError, TypeError) as e:
         if isinstance(e, ValueError) and "score_mod" in str(e):
             raise
-        raise ValueError(f"score_mod {mod!r} failed on a {tuple(score.shape)} score block: {type(e).__name__}: {e}; "
-                         "a score mod gets (score, b, h, q_idx, kv_idx) broadcastable tensors") from e
+        raise ValueError(
+            f"score_mod {mod!r} failed on a {tuple(score.shape)} score block: {type(e).__name__}: {e}; "
+            "a score mod gets (score, b, h, q_idx, kv_idx) broadcastable tensors"
+        ) from e
     except (IndexError, RuntimeError) as e:
-        raise ValueError(f"score_mod {mod!r} failed on a {tuple(score.shape)} score block: {type(e).__name__}: {e}; "
-                         "a score mod must work on any block of the score matrix (use the index tensors, not "
-                         "fixed shapes)") from e
+        raise ValueError(
+            f"score_mod {mod!r} failed on a {tuple(score.shape)} score block: {type(e).__name__}: {e}; "
+            "a score mod must work on any block of the score matrix (use the index tensors, not "
+            "fixed shapes)"
+        ) from e
     if not isinstance(out, Tensor):
-        raise ValueError(f"score_mod {mod!r} must return a tensor, got {type(out).__name__}; return e.g. "
-                         "`score + bias[h]`")
+        raise ValueError(
+            f"score_mod {mod!r} must return a tensor, got {type(out).__name__}; return e.g. `score + bias[h]`"
+        )
     if not out.dtype.is_floating_point:
-        raise ValueError(f"score_mod {mod!r} returned dtype {out.dtype}, expected a floating-point tensor "
-                         f"({score.dtype}); return a float score, e.g. `score + bias`, not a comparison")
+        raise ValueError(
+            f"score_mod {mod!r} returned dtype {out.dtype}, expected a floating-point tensor "
+            f"({score.dtype}); return a float score, e.g. `score + bias`, not a comparison"
+        )
     if out.shape != score.shape:
         try:
             ok = torch.broadcast_shapes(out.shape, score.shape) == score.shape
         except RuntimeError:
             ok = False
         if not ok:
-            raise ValueError(f"score_mod {mod!r} returned shape {tuple(out.shape)} but the score block has "
-                             f"{tuple(score.shape)}; compute it from the index tensors (b, h, q_idx, kv_idx) so it "
-                             "broadcasts to the block -- a fixed (Lq, Lk) tensor belongs in qkv.mods.bias(tensor)")
+            raise ValueError(
+                f"score_mod {mod!r} returned shape {tuple(out.shape)} but the score block has "
+                f"{tuple(score.shape)}; compute it from the index tensors (b, h, q_idx, kv_idx) so it "
+                "broadcasts to the block -- a fixed (Lq, Lk) tensor belongs in qkv.mods.bias(tensor)"
+            )
         out = out.expand(score.shape)
     return out if out.dtype == score.dtype else out.to(score.dtype)
 
@@ -163,8 +186,10 @@ class _Alibi(ScoreMod):
     def __init__(self, slopes, align: str):
         t = torch.as_tensor(slopes, dtype=torch.float32)
         if t.dim() != 1:
-            raise ValueError(f"alibi: slopes must be a 1-D tensor with one slope per head, got shape {tuple(t.shape)}; "
-                             "use qkv.mods.alibi_slopes(num_heads)")
+            raise ValueError(
+                f"alibi: slopes must be a 1-D tensor with one slope per head, got shape {tuple(t.shape)}; "
+                "use qkv.mods.alibi_slopes(num_heads)"
+            )
         if align not in ("bottom_right", "top_left"):
             raise ValueError(f"alibi: align must be 'bottom_right' or 'top_left', got {align!r}")
         self.slopes, self.align = t, align
@@ -173,8 +198,10 @@ class _Alibi(ScoreMod):
     def apply(self, score, b, h, q_idx, kv_idx, lq, lk):
         off = lk - lq if self.align == "bottom_right" else 0
         if h.numel() and int(h.max()) >= self.num_heads:
-            raise ValueError(f"alibi has {self.num_heads} slopes but attention has more heads "
-                             f"(head index {int(h.max())}); give one slope per query head")
+            raise ValueError(
+                f"alibi has {self.num_heads} slopes but attention has more heads "
+                f"(head index {int(h.max())}); give one slope per query head"
+            )
         slope = self.slopes.to(device=score.device, dtype=score.dtype)[h]
         dist = (q_idx + off - kv_idx).abs().to(score.dtype)
         return score - slope * dist
@@ -215,9 +242,11 @@ class _Bias(ScoreMod):
 
     def __init__(self, tensor: Tensor):
         if not isinstance(tensor, Tensor) or not tensor.dtype.is_floating_point:
-            raise ValueError(f"bias: expected a float tensor broadcastable to (B, H, Lq, Lk), got "
-                             f"{tensor.dtype if isinstance(tensor, Tensor) else type(tensor).__name__}; "
-                             "for a boolean mask use mask=... instead")
+            raise ValueError(
+                f"bias: expected a float tensor broadcastable to (B, H, Lq, Lk), got "
+                f"{tensor.dtype if isinstance(tensor, Tensor) else type(tensor).__name__}; "
+                "for a boolean mask use mask=... instead"
+            )
         self.tensor = as_4d(tensor, "bias")
 
     def check(self, B: int, H: int, lq: int, lk: int) -> None:
@@ -270,8 +299,9 @@ class _OffsetMod(ScoreMod):
         return f"offset({self.mod!r}, q+{self.q_offset}, kv+{self.kv_offset})"
 
     def apply(self, score, b, h, q_idx, kv_idx, lq, lk):
-        return apply(self.mod, score, b, h, q_idx + self.q_offset, kv_idx + self.kv_offset,
-                     self.lq_total, self.lk_total)
+        return apply(
+            self.mod, score, b, h, q_idx + self.q_offset, kv_idx + self.kv_offset, self.lq_total, self.lk_total
+        )
 
 
 def offset(mod, q_offset: int, kv_offset: int, lq_total: int, lk_total: int):
@@ -288,5 +318,7 @@ def as_mod(mod) -> ScoreMod | None:
         return compose(*mod)
     if callable(mod):
         return _Function(mod)
-    raise ValueError(f"score_mod must be a callable fn(score, b, h, q_idx, kv_idx) -> score, a qkv.mods "
-                     f"ScoreMod, or a list of them; got {type(mod).__name__}")
+    raise ValueError(
+        f"score_mod must be a callable fn(score, b, h, q_idx, kv_idx) -> score, a qkv.mods "
+        f"ScoreMod, or a list of them; got {type(mod).__name__}"
+    )

@@ -13,6 +13,7 @@ every key, and NaN spreads the same way in every engine.
 
 Shapes: q ``(B, Hq, Lq, D)``, k ``(B, Hkv, Lk, D)``, v ``(B, Hkv, Lk, Dv)``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,7 +50,7 @@ def _rows_touching(inp: AttentionInputs, bad_kv: Tensor) -> Tensor:
     h = torch.arange(Hq, device=touched.device).view(1, Hq, 1, 1)
     qi = torch.arange(Lq, device=touched.device).view(1, 1, Lq, 1)
     for s in range(0, cols.numel(), _CHUNK):
-        c = cols[s:s + _CHUNK]
+        c = cols[s : s + _CHUNK]
         allowed = inp.mask.evaluate(b, h, qi, c.view(1, 1, 1, -1), Lq, inp.Lk)  # (B|1, H|1, Lq, c)
         touched |= (allowed & bad[:, :, c].unsqueeze(2)).any(-1)
     return touched
@@ -59,9 +60,12 @@ def run_with_nonfinite(forward, inp: AttentionInputs) -> tuple[Tensor, Tensor | 
     """``forward(inp)`` under the rule above (call when :func:`needs_rule`)."""
     bad_q = ~torch.isfinite(inp.q.detach()).all(-1)  # (B, Hq, Lq)
     bad_kv = ~(torch.isfinite(inp.k.detach()).all(-1) & torch.isfinite(inp.v.detach()).all(-1))  # (B, Hkv, Lk)
-    clean = dataclasses.replace(inp, q=torch.where(bad_q.unsqueeze(-1), 0.0, inp.q).to(inp.dtype),
-                                k=torch.where(bad_kv.unsqueeze(-1), 0.0, inp.k).to(inp.dtype),
-                                v=torch.where(bad_kv.unsqueeze(-1), 0.0, inp.v).to(inp.dtype))
+    clean = dataclasses.replace(
+        inp,
+        q=torch.where(bad_q.unsqueeze(-1), 0.0, inp.q).to(inp.dtype),
+        k=torch.where(bad_kv.unsqueeze(-1), 0.0, inp.k).to(inp.dtype),
+        v=torch.where(bad_kv.unsqueeze(-1), 0.0, inp.v).to(inp.dtype),
+    )
     out, lse = forward(clean)
     touched = _rows_touching(inp, bad_kv)
     if bool(bad_q.any()):

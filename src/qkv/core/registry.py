@@ -8,6 +8,7 @@ with no reasons; a forced choice that cannot run raises with every reason. Nothi
 silently. The table of implementations and the measurements behind their priorities live in
 :mod:`qkv.core.engines`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,8 +19,16 @@ from torch import Tensor
 
 from .inputs import AttentionInputs
 
-__all__ = ["Supports", "Implementation", "register", "get", "implementations", "select", "not_supported_reasons",
-           "ALL_DTYPES"]
+__all__ = [
+    "Supports",
+    "Implementation",
+    "register",
+    "get",
+    "implementations",
+    "select",
+    "not_supported_reasons",
+    "ALL_DTYPES",
+]
 
 ALL_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
 
@@ -75,8 +84,9 @@ def not_supported_reasons(s: Supports, inp: AttentionInputs) -> list[str]:
     if inp.dropout_p > 0 and not s.dropout:
         why.append(f"dropout_p={inp.dropout_p} is not supported; use {use}")
     elif inp.dropout_p > 0 and inp.generator is not None and not s.dropout_generator:
-        why.append("cannot take a dropout generator (draws from the global RNG); use impl='reference' for "
-                   "reproducible dropout")
+        why.append(
+            "cannot take a dropout generator (draws from the global RNG); use impl='reference' for reproducible dropout"
+        )
     if inp.groups > 1 and not s.gqa:
         why.append(f"no GQA/MQA (Hq={inp.Hq}, Hkv={inp.Hkv}); use {use}")
     if inp.Dv != inp.D and not s.value_dim:
@@ -147,8 +157,11 @@ def select(name: str, inp: AttentionInputs) -> Implementation:
         impl = get(name)
         reasons = impl.not_supported_reasons(inp)
         if reasons:
-            raise ValueError(f"impl={name!r} cannot run these inputs: " + "; ".join(reasons)
-                             + ". Use impl='auto' or another implementation.")
+            raise ValueError(
+                f"impl={name!r} cannot run these inputs: "
+                + "; ".join(reasons)
+                + ". Use impl='auto' or another implementation."
+            )
         return impl
     why = {}
     for impl in sorted(_REGISTRY.values(), key=lambda i: i.rank(inp)):
@@ -156,5 +169,6 @@ def select(name: str, inp: AttentionInputs) -> Implementation:
         if not reasons:
             return impl
         why[impl.name] = reasons
-    raise ValueError("no implementation supports these inputs: "
-                     + "; ".join(f"{n}: {', '.join(r)}" for n, r in why.items()))
+    raise ValueError(
+        "no implementation supports these inputs: " + "; ".join(f"{n}: {', '.join(r)}" for n, r in why.items())
+    )

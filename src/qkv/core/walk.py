@@ -11,6 +11,7 @@ Example:
     >>> all(leaf.translation_invariant for leaf in leaves(m))
     True
 """
+
 from __future__ import annotations
 
 from typing import Iterator

@@ -8,9 +8,21 @@
 * :mod:`qkv.distributed.launch` -- run a function on local gloo processes, bounded and cleaned up.
 * ``python -m qkv.distributed.demo --world-size 4`` -- compare against single-process attention.
 """
+
 from . import launch, plan, sharding
 from .ring import ring_attention
 from .sharding import LAYOUTS, RingError, gather, positions, segments, shard, split
 
-__all__ = ["ring_attention", "shard", "gather", "split", "positions", "segments", "LAYOUTS", "RingError",
-           "launch", "plan", "sharding"]
+__all__ = [
+    "ring_attention",
+    "shard",
+    "gather",
+    "split",
+    "positions",
+    "segments",
+    "LAYOUTS",
+    "RingError",
+    "launch",
+    "plan",
+    "sharding",
+]

@@ -15,6 +15,7 @@ Example:
     >>> print(describe(qkv.masks.causal("top_left")))
     _Diagonal(align='top_left', left=None, name="causal(align='top_left')", right=0)
 """
+
 from __future__ import annotations
 
 import functools
@@ -67,8 +68,16 @@ def _readable(obj) -> str:
     return describe(obj)
 
 
-def check_same_problem(items: dict, *, group=None, rank: int = 0, world: int = 1, device=None,
-                       timeout: float | None = None, who: str = "ring_attention") -> None:
+def check_same_problem(
+    items: dict,
+    *,
+    group=None,
+    rank: int = 0,
+    world: int = 1,
+    device=None,
+    timeout: float | None = None,
+    who: str = "ring_attention",
+) -> None:
     """All-gather a fingerprint of ``items`` (name -> object) and raise if any rank's differs (a collective).
 
     Raises:
@@ -83,8 +92,11 @@ def check_same_problem(items: dict, *, group=None, rank: int = 0, world: int = 1
         row += list(s) + [0] * (_SHORT - len(s))
     mine = torch.tensor(row, dtype=torch.int64, device=device)
     rows = [torch.empty_like(mine) for _ in range(world)]
-    wait_all([dist.all_gather(rows, mine, group=group, async_op=True)],
-             f"{who}: rank {rank} of {world} exchanging the problem's fingerprint", timeout)
+    wait_all(
+        [dist.all_gather(rows, mine, group=group, async_op=True)],
+        f"{who}: rank {rank} of {world} exchanging the problem's fingerprint",
+        timeout,
+    )
     rows = [r.tolist() for r in rows]
     for i, name in enumerate(names):
         digests = [r[i] for r in rows]
@@ -92,16 +104,18 @@ def check_same_problem(items: dict, *, group=None, rank: int = 0, world: int = 1
             continue
         texts = []
         for r in rows:
-            raw = r[len(names) + i * _SHORT: len(names) + (i + 1) * _SHORT]
+            raw = r[len(names) + i * _SHORT : len(names) + (i + 1) * _SHORT]
             texts.append(bytes(b for b in raw if b).decode("utf-8", "replace"))
         groups: dict[int, list[int]] = {}
         for k, dig in enumerate(digests):
             groups.setdefault(dig, []).append(k)
-        how = "; ".join(f"rank{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks))}: {texts[ks[0]]}"
-                        for ks in groups.values())
+        how = "; ".join(
+            f"rank{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks))}: {texts[ks[0]]}" for ks in groups.values()
+        )
         same_text = len({texts[ks[0]] for ks in groups.values()}) == 1
-        raise ValueError(f"{who}: the ranks disagree on the {name} ({how})"
-                         + (" -- equal descriptions, different contents (tensor values or attributes)"
-                            if same_text else "")
-                         + f"; every rank must pass the same {name} for the global problem (build it the same "
-                         "way on every rank, from the global lengths, not the local shard)")
+        raise ValueError(
+            f"{who}: the ranks disagree on the {name} ({how})"
+            + (" -- equal descriptions, different contents (tensor values or attributes)" if same_text else "")
+            + f"; every rank must pass the same {name} for the global problem (build it the same "
+            "way on every rank, from the global lengths, not the local shard)"
+        )

@@ -13,6 +13,7 @@ runs :func:`qkv.distributed.ring_attention` (and its backward), and gathers the 
 process then runs ``qkv.attention`` on the whole sequence and prints the largest differences.
 :func:`ring_job` and :func:`single_job` are also what ``bench/ring.py`` measures (time and peak memory).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -127,8 +128,14 @@ def ring_job(rank: int, world: int, cfg: dict) -> dict:
         out.backward(dout_loc)
         t_bwd = time.perf_counter() - t1
     peak = _peak_rss_mib()
-    res = {"rank": rank, "forward_s": t_fwd, "backward_s": t_bwd, "rss_before_mib": rss_before,
-           "peak_forward_mib": peak_fwd, "peak_rss_mib": peak}
+    res = {
+        "rank": rank,
+        "forward_s": t_fwd,
+        "backward_s": t_bwd,
+        "rss_before_mib": rss_before,
+        "peak_forward_mib": peak_fwd,
+        "peak_rss_mib": peak,
+    }
     if cfg.get("gather", True):
         full = [gather(x.detach(), 2, layout=layout) for x in (out, lse)]
         if cfg["backward"]:
@@ -153,8 +160,14 @@ def single_job(rank: int, world: int, cfg: dict) -> dict:
         t1 = time.perf_counter()
         out.backward(dout)
         t_bwd = time.perf_counter() - t1
-    res = {"rank": rank, "forward_s": t_fwd, "backward_s": t_bwd, "rss_before_mib": rss_before,
-           "peak_forward_mib": peak_fwd, "peak_rss_mib": _peak_rss_mib()}
+    res = {
+        "rank": rank,
+        "forward_s": t_fwd,
+        "backward_s": t_bwd,
+        "rss_before_mib": rss_before,
+        "peak_forward_mib": peak_fwd,
+        "peak_rss_mib": _peak_rss_mib(),
+    }
     if cfg.get("gather", True):
         res["tensors"] = [out.detach(), lse.detach()] + ([x.grad for x in full] if cfg["backward"] else [])
     return res
@@ -185,15 +198,22 @@ def _check_args(p: argparse.ArgumentParser, a) -> None:
     """Reject bad arguments the way argparse does: ``prog: error: ...`` on stderr, status 2."""
     from ..core import implementations
 
-    for flag, value in (("--world-size", a.world_size), ("--length", a.length), ("--batch", a.batch),
-                        ("--heads", a.heads), ("--head-dim", a.head_dim)):
+    for flag, value in (
+        ("--world-size", a.world_size),
+        ("--length", a.length),
+        ("--batch", a.batch),
+        ("--heads", a.heads),
+        ("--head-dim", a.head_dim),
+    ):
         if value < 1:
             p.error(f"{flag} must be at least 1, got {value}")
     if a.world_size > MAX_WORLD:
         p.error(f"--world-size {a.world_size} starts that many local processes; use at most {MAX_WORLD}")
     if a.kv_heads is not None and (a.kv_heads < 1 or a.heads % a.kv_heads):
-        p.error(f"--kv-heads {a.kv_heads} must divide --heads {a.heads} (GQA: each key/value head serves "
-                f"heads/kv-heads query heads); e.g. --kv-heads 1 or --kv-heads {a.heads}")
+        p.error(
+            f"--kv-heads {a.kv_heads} must divide --heads {a.heads} (GQA: each key/value head serves "
+            f"heads/kv-heads query heads); e.g. --kv-heads 1 or --kv-heads {a.heads}"
+        )
     if not a.timeout > 0 or a.timeout == float("inf"):
         p.error(f"--timeout must be a positive number of seconds, got {a.timeout}")
     if a.impl not in implementations() and a.impl != "auto":
@@ -206,8 +226,9 @@ def _check_args(p: argparse.ArgumentParser, a) -> None:
 
 def _failure_line(e: launch.SpawnError) -> str:
     """One line per failed rank: its kind and the last line of its traceback (the exception itself)."""
-    return "; ".join(f"rank {f.rank} {f.kind}: {f.message.strip().splitlines()[-1] if f.message.strip() else ''}"
-                     for f in e.failures)
+    return "; ".join(
+        f"rank {f.rank} {f.kind}: {f.message.strip().splitlines()[-1] if f.message.strip() else ''}" for f in e.failures
+    )
 
 
 def main(argv=None) -> int:
@@ -225,11 +246,24 @@ def main(argv=None) -> int:
 
 
 def _run(a) -> int:
-    cfg = dict(seed=a.seed, dtype=a.dtype, batch=a.batch, heads=a.heads, kv_heads=a.kv_heads or a.heads,
-               length=a.length, head_dim=a.head_dim, mask=a.mask, layout=a.layout, impl=a.impl, backward=a.backward)
-    print(f"ring attention: N={a.length} B={a.batch} Hq={a.heads} Hkv={cfg['kv_heads']} D={a.head_dim} "
-          f"mask={a.mask} layout={a.layout} {a.dtype} impl={a.impl}; {a.world_size} gloo processes on 127.0.0.1 "
-          f"({os.cpu_count()} CPU cores)")
+    cfg = dict(
+        seed=a.seed,
+        dtype=a.dtype,
+        batch=a.batch,
+        heads=a.heads,
+        kv_heads=a.kv_heads or a.heads,
+        length=a.length,
+        head_dim=a.head_dim,
+        mask=a.mask,
+        layout=a.layout,
+        impl=a.impl,
+        backward=a.backward,
+    )
+    print(
+        f"ring attention: N={a.length} B={a.batch} Hq={a.heads} Hkv={cfg['kv_heads']} D={a.head_dim} "
+        f"mask={a.mask} layout={a.layout} {a.dtype} impl={a.impl}; {a.world_size} gloo processes on 127.0.0.1 "
+        f"({os.cpu_count()} CPU cores)"
+    )
     t0 = time.perf_counter()
     ranks = launch.spawn(ring_job, a.world_size, args=(cfg,), timeout=a.timeout)
     wall = time.perf_counter() - t0
@@ -238,14 +272,22 @@ def _run(a) -> int:
     W = a.world_size
     lengths = [local_length(a.length, W, r, a.layout) for r in range(W)]
     plan = plan_ring(make_mask(a.mask, a.length), lengths, lengths, a.layout)
-    print(f"  ring forward   {max(r['forward_s'] for r in ranks):8.3f} s  (slowest rank; per rank: "
-          + ", ".join(f"{r['forward_s']:.3f}" for r in ranks) + ")")
+    print(
+        f"  ring forward   {max(r['forward_s'] for r in ranks):8.3f} s  (slowest rank; per rank: "
+        + ", ".join(f"{r['forward_s']:.3f}" for r in ranks)
+        + ")"
+    )
     if a.backward:
         print(f"  ring backward  {max(r['backward_s'] for r in ranks):8.3f} s")
-    print(f"  single process {single['forward_s']:8.3f} s forward"
-          + (f", {single['backward_s']:.3f} s backward" if a.backward else "") + f"  (impl={a.impl})")
-    print(f"  spawn + run    {wall:8.3f} s wall;  K/V messages per forward: {plan.messages()} "
-          f"(full ring: {W * (W - 1)}); score pairs per rank: {[plan.work(r) for r in range(W)]}")
+    print(
+        f"  single process {single['forward_s']:8.3f} s forward"
+        + (f", {single['backward_s']:.3f} s backward" if a.backward else "")
+        + f"  (impl={a.impl})"
+    )
+    print(
+        f"  spawn + run    {wall:8.3f} s wall;  K/V messages per forward: {plan.messages()} "
+        f"(full ring: {W * (W - 1)}); score pairs per rank: {[plan.work(r) for r in range(W)]}"
+    )
     for name, x, y in zip(names, ranks[0]["tensors"], single["tensors"]):
         fin = torch.isfinite(y)
         diff = (x.double() - y.double())[fin].abs().max().item() if fin.any() else 0.0

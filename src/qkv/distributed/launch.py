@@ -16,6 +16,7 @@ Example (spawns processes, so not a doctest)::
         return rank * 10
     launch.spawn(hello, 2)   # -> [0, 10]
 """
+
 from __future__ import annotations
 
 import os
@@ -72,8 +73,9 @@ def _child(rank, world_size, port, fn, args, pg_timeout, backend, threads, resul
         if threads:
             torch.set_num_threads(threads)
         store = dist.TCPStore("127.0.0.1", port, world_size, is_master=False, timeout=timedelta(seconds=pg_timeout))
-        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
-                                timeout=timedelta(seconds=pg_timeout))
+        dist.init_process_group(
+            backend, store=store, rank=rank, world_size=world_size, timeout=timedelta(seconds=pg_timeout)
+        )
         payload = pickle.dumps(fn(rank, world_size, *args))
         status = "ok"
     except BaseException:  # report everything, including KeyboardInterrupt, to the parent
@@ -85,9 +87,18 @@ def _child(rank, world_size, port, fn, args, pg_timeout, backend, threads, resul
         dist.destroy_process_group()
 
 
-def spawn(fn, world_size: int, args: tuple = (), *, timeout: float = 120.0, pg_timeout: float = 30.0,
-          grace: float = 10.0, backend: str = "gloo", threads: int | None = None,
-          return_failures: bool = False) -> list:
+def spawn(
+    fn,
+    world_size: int,
+    args: tuple = (),
+    *,
+    timeout: float = 120.0,
+    pg_timeout: float = 30.0,
+    grace: float = 10.0,
+    backend: str = "gloo",
+    threads: int | None = None,
+    return_failures: bool = False,
+) -> list:
     """Run ``fn(rank, world_size, *args)`` on ``world_size`` fresh processes; return the results by rank.
 
     Args:
@@ -107,13 +118,20 @@ def spawn(fn, world_size: int, args: tuple = (), *, timeout: float = 120.0, pg_t
     if not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive int, got {world_size!r}")
     threads = threads or max(1, (os.cpu_count() or 1) // world_size)
-    master = dist.TCPStore("127.0.0.1", 0, world_size + 1, is_master=True, wait_for_workers=False,
-                           timeout=timedelta(seconds=pg_timeout))
+    master = dist.TCPStore(
+        "127.0.0.1", 0, world_size + 1, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=pg_timeout)
+    )
     ctx = mp.get_context("spawn")
     results_q = ctx.Queue()
-    procs = [ctx.Process(target=_child, daemon=True, name=f"qkv-rank-{r}",
-                         args=(r, world_size, master.port, fn, args, pg_timeout, backend, threads, results_q))
-             for r in range(world_size)]
+    procs = [
+        ctx.Process(
+            target=_child,
+            daemon=True,
+            name=f"qkv-rank-{r}",
+            args=(r, world_size, master.port, fn, args, pg_timeout, backend, threads, results_q),
+        )
+        for r in range(world_size)
+    ]
     for p in procs:
         p.start()
     results: dict[int, object] = {}
@@ -126,8 +144,12 @@ def spawn(fn, world_size: int, args: tuple = (), *, timeout: float = 120.0, pg_t
             if now >= deadline:
                 for r in range(world_size):
                     if r not in results and r not in failures:
-                        failures[r] = Failure(r, "timeout", f"did not finish within the deadline ({timeout:g} s "
-                                                            f"total, {grace:g} s after another rank failed)")
+                        failures[r] = Failure(
+                            r,
+                            "timeout",
+                            f"did not finish within the deadline ({timeout:g} s "
+                            f"total, {grace:g} s after another rank failed)",
+                        )
                 break
             try:
                 rank, status, payload = results_q.get(timeout=0.1)

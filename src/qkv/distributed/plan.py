@@ -28,6 +28,7 @@ Example (causal, contiguous, W = 4: shard 0 visits every rank, shard 3 stays hom
     >>> [p.holds(0, s) for s in range(4)]
     [0, None, None, None]
 """
+
 from __future__ import annotations
 
 import math
@@ -89,8 +90,7 @@ class RingPlan:
 
     def pairs(self, i: int, j: int):
         """``(a, b, kind)`` for every non-empty (query run ``a`` of rank ``i``, key run ``b`` of rank ``j``)."""
-        return [(a, b, kind) for a, row in enumerate(self.kinds[i][j]) for b, kind in enumerate(row)
-                if kind != EMPTY]
+        return [(a, b, kind) for a, row in enumerate(self.kinds[i][j]) for b, kind in enumerate(row) if kind != EMPTY]
 
     def work(self, rank: int) -> int:
         """(query, key) pairs that ``rank`` computes scores for (EMPTY pairs skipped): a load measure."""
@@ -149,8 +149,13 @@ def pair_kinds(mask, q_segments, kv_segments, nq: int, nk: int, max_blocks: int 
             return EMPTY
         return FULL if bool(full[rows, cols].all()) else PARTIAL
 
-    return tuple(tuple(tuple(tuple(kind(qs, lq, ks, lk) for ks, lk in kv_segments[j]) for qs, lq in q_segments[i])
-                       for j in range(W)) for i in range(W))
+    return tuple(
+        tuple(
+            tuple(tuple(kind(qs, lq, ks, lk) for ks, lk in kv_segments[j]) for qs, lq in q_segments[i])
+            for j in range(W)
+        )
+        for i in range(W)
+    )
 
 
 def _layout_segments(lengths, layout: str, what: str) -> tuple[Segments, ...]:
@@ -160,9 +165,11 @@ def _layout_segments(lengths, layout: str, what: str) -> tuple[Segments, ...]:
         return tuple(((starts[r], lengths[r]),) for r in range(W))
     expected = [sum(length for _, length in segments(n, W, r, "zigzag")) for r in range(W)]
     if list(lengths) != expected:
-        raise ValueError(f"layout='zigzag' but the {what} shard lengths are {list(lengths)}, not the zigzag split of "
-                         f"N={n} over {W} ranks ({expected}, chunks {split_sizes(n, 2 * W)}); shard with "
-                         "qkv.distributed.shard(x, 2, layout='zigzag')")
+        raise ValueError(
+            f"layout='zigzag' but the {what} shard lengths are {list(lengths)}, not the zigzag split of "
+            f"N={n} over {W} ranks ({expected}, chunks {split_sizes(n, 2 * W)}); shard with "
+            "qkv.distributed.shard(x, 2, layout='zigzag')"
+        )
     return tuple(tuple(segments(n, W, r, "zigzag")) for r in range(W))
 
 
@@ -179,8 +186,9 @@ def plan_ring(mask, q_lengths, kv_lengths, layout: str = "contiguous", max_block
     check_layout(layout)
     q_lengths, kv_lengths = [int(x) for x in q_lengths], [int(x) for x in kv_lengths]
     if len(q_lengths) != len(kv_lengths) or not q_lengths:
-        raise ValueError(f"need one query and one key/value length per rank, got {len(q_lengths)} and "
-                         f"{len(kv_lengths)}")
+        raise ValueError(
+            f"need one query and one key/value length per rank, got {len(q_lengths)} and {len(kv_lengths)}"
+        )
     W = len(q_lengths)
     qsegs = _layout_segments(q_lengths, layout, "query")
     kvsegs = _layout_segments(kv_lengths, layout, "key/value")
@@ -188,4 +196,3 @@ def plan_ring(mask, q_lengths, kv_lengths, layout: str = "contiguous", max_block
     proto = RingPlan(W, qsegs, kvsegs, kinds, (0,) * W)
     hops = tuple(max([t for t in range(W) if proto.needs((j + t) % W, j)], default=0) for j in range(W))
     return RingPlan(W, qsegs, kvsegs, kinds, hops)
-

@@ -34,6 +34,7 @@ Limits: no dropout; a score mod whose tensors require grad (e.g. a learnable ``q
 with a reason (detach it or use one process); forward and backward are collective: every rank of the group
 must call them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -83,11 +84,14 @@ class _Ring:
         if not ops:
             return []
         try:
-            return dist.batch_isend_irecv([dist.P2POp(op, t, self.peer(r), group=self.group, tag=tag)
-                                           for op, t, r, tag in ops])
+            return dist.batch_isend_irecv(
+                [dist.P2POp(op, t, self.peer(r), group=self.group, tag=tag) for op, t, r, tag in ops]
+            )
         except Exception as e:
-            raise RingError(f"{what} could not be posted: a peer process died or the group is broken "
-                            f"({type(e).__name__}: {str(e).strip()[:400]})") from e
+            raise RingError(
+                f"{what} could not be posted: a peer process died or the group is broken "
+                f"({type(e).__name__}: {str(e).strip()[:400]})"
+            ) from e
 
     def wait(self, works, what: str) -> None:
         wait_all(works, what, self.timeout)
@@ -95,8 +99,11 @@ class _Ring:
     def describe(self, phase: str, step: int, ops) -> str:
         """``"ring_attention forward: rank 1 of 4, step 2 (send K/V to rank 2, receive K/V from rank 0)"``."""
         W = self.plan.world_size
-        moves = ", ".join(f"{'send' if op is dist.isend else 'receive'} {_LABELS[tag]} "
-                          f"{'to' if op is dist.isend else 'from'} rank {peer % W}" for op, _, peer, tag in ops)
+        moves = ", ".join(
+            f"{'send' if op is dist.isend else 'receive'} {_LABELS[tag]} "
+            f"{'to' if op is dist.isend else 'from'} rank {peer % W}"
+            for op, _, peer, tag in ops
+        )
         return f"ring_attention {phase}: rank {self.rank} of {W}, step {step} ({moves})"
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, q0: int, k0: int, kind: int):
@@ -134,8 +141,8 @@ def _forward(ring: _Ring, q: Tensor, kv_local: Tensor, dv: int):
             for a, b, kind in plan.pairs(r, j):
                 (qs, lq), qo = plan.q_segments[r][a], _offset(plan.q_segments[r], a)
                 (ks, lk), ko = plan.kv_segments[j][b], _offset(plan.kv_segments[j], b)
-                kv = cur[:, :, ko:ko + lk]  # (B, Hkv, lk, D + Dv)
-                o, lse = ring.attend(q[:, :, qo:qo + lq], kv[..., :ring.d], kv[..., ring.d:], qs, ks, kind)
+                kv = cur[:, :, ko : ko + lk]  # (B, Hkv, lk, D + Dv)
+                o, lse = ring.attend(q[:, :, qo : qo + lq], kv[..., : ring.d], kv[..., ring.d :], qs, ks, kind)
                 part = (o.to(lse_dtype(q.dtype)), lse)
                 acc[a] = part if acc[a] is None else merge([acc[a], part])
         ring.wait(works, what)
@@ -164,24 +171,26 @@ def _shard_grads(ring: _Ring, q, kv, j, out, lse, dout, dlse, dq):
     for a, b, kind in plan.pairs(r, j):
         (qs, lq), qo = plan.q_segments[r][a], _offset(plan.q_segments[r], a)
         (ks, lk), ko = plan.kv_segments[j][b], _offset(plan.kv_segments[j], b)
-        qa = q[:, :, qo:qo + lq].detach().requires_grad_()
-        kb = kv[:, :, ko:ko + lk, :d].detach().requires_grad_()
-        vb = kv[:, :, ko:ko + lk, d:].detach().requires_grad_()
+        qa = q[:, :, qo : qo + lq].detach().requires_grad_()
+        kb = kv[:, :, ko : ko + lk, :d].detach().requires_grad_()
+        vb = kv[:, :, ko : ko + lk, d:].detach().requires_grad_()
         with torch.enable_grad():
             o, lse_j = ring.attend(qa, kb, vb, qs, ks, kind)
         if lse_j.grad_fn is None:
-            raise ValueError(f"impl={ring.impl!r} returned an lse without gradient; ring_attention's backward "
-                             "differentiates lse. Use impl='reference' or an implementation with lse autograd.")
-        lse_all, out_a = lse[:, :, qo:qo + lq], out[:, :, qo:qo + lq]
-        do_a, dlse_a = dout[:, :, qo:qo + lq], dlse[:, :, qo:qo + lq]
+            raise ValueError(
+                f"impl={ring.impl!r} returned an lse without gradient; ring_attention's backward "
+                "differentiates lse. Use impl='reference' or an implementation with lse autograd."
+            )
+        lse_all, out_a = lse[:, :, qo : qo + lq], out[:, :, qo : qo + lq]
+        do_a, dlse_a = dout[:, :, qo : qo + lq], dlse[:, :, qo : qo + lq]
         finite = torch.isfinite(lse_j)
         w = torch.where(finite, torch.exp(torch.where(finite, lse_j.detach() - lse_all, 0.0)), 0.0)  # (B, Hq, lq)
         g_out = (w[..., None] * do_a).to(o.dtype)
         g_lse = w * ((do_a * (o.detach().to(do_a.dtype) - out_a)).sum(-1) + dlse_a)
         gq, gk, gv = torch.autograd.grad((o, lse_j), (qa, kb, vb), (g_out, g_lse.to(lse_j.dtype)))
-        dq[:, :, qo:qo + lq] += gq
-        dkv[:, :, ko:ko + lk, :d] += gk
-        dkv[:, :, ko:ko + lk, d:] += gv
+        dq[:, :, qo : qo + lq] += gq
+        dkv[:, :, ko : ko + lk, :d] += gk
+        dkv[:, :, ko : ko + lk, d:] += gv
     return dkv
 
 
@@ -207,8 +216,11 @@ def _backward(ring: _Ring, q, kv_local, out, lse, dout, dlse):
         if j is not None:
             dkv = _shard_grads(ring, q, cur, j, out, lse, dout, dlse, dq)  # while K/V are in flight
             if s > 0:
-                ring.wait(dkv_in_works, f"ring_attention backward: rank {r} of {W}, step {s} (receive the "
-                                        f"dK/dV accumulator of shard {j} from rank {(r - 1) % W})")
+                ring.wait(
+                    dkv_in_works,
+                    f"ring_attention backward: rank {r} of {W}, step {s} (receive the "
+                    f"dK/dV accumulator of shard {j} from rank {(r - 1) % W})",
+                )
                 dkv += dkv_in
             if plan.forwards(r, s):
                 ops.append((dist.isend, dkv, r + 1, _TAG_DKV))
@@ -230,9 +242,11 @@ def _backward(ring: _Ring, q, kv_local, out, lse, dout, dlse):
         home_works += _recv_works(ops, works, _TAG_HOME)
         ring.wait(kv_works, what)
         cur = nxt
-    ring.wait([w for w, _ in sends] + home_works,
-              f"ring_attention backward: rank {r} of {W}, end (receive the finished dK/dV of its shard from "
-              f"rank {plan.last_holder(r)})")
+    ring.wait(
+        [w for w, _ in sends] + home_works,
+        f"ring_attention backward: rank {r} of {W}, end (receive the finished dK/dV of its shard from "
+        f"rank {plan.last_holder(r)})",
+    )
     return dq.to(q.dtype), home
 
 
@@ -260,24 +274,53 @@ class _RingFunction(torch.autograd.Function):
 def _exchange_meta(q, k, v, layout, group, rank, W, timeout):
     """All-gather every rank's lengths and shapes; the same ValueError on every rank if they disagree."""
     dtype_code = _DTYPES.index(q.dtype) if q.dtype in _DTYPES else -1
-    meta = torch.tensor([q.shape[2], k.shape[2], q.shape[0], q.shape[1], k.shape[1], q.shape[3], v.shape[3],
-                         dtype_code, LAYOUTS.index(layout)], dtype=torch.int64, device=q.device)
+    meta = torch.tensor(
+        [
+            q.shape[2],
+            k.shape[2],
+            q.shape[0],
+            q.shape[1],
+            k.shape[1],
+            q.shape[3],
+            v.shape[3],
+            dtype_code,
+            LAYOUTS.index(layout),
+        ],
+        dtype=torch.int64,
+        device=q.device,
+    )
     metas = [torch.empty_like(meta) for _ in range(W)]
-    wait_all([dist.all_gather(metas, meta, group=group, async_op=True)],
-             f"ring_attention: rank {rank} of {W} exchanging shard shapes", timeout)
+    wait_all(
+        [dist.all_gather(metas, meta, group=group, async_op=True)],
+        f"ring_attention: rank {rank} of {W} exchanging shard shapes",
+        timeout,
+    )
     rows = [m.tolist() for m in metas]
     names = ("B", "Hq", "Hkv", "D", "Dv", "dtype", "layout")
     for i, nm in enumerate(names, start=2):
         vals = [row[i] for row in rows]
         if len(set(vals)) > 1:
-            raise ValueError(f"ring_attention: ranks disagree on {nm}: {vals} (rank order); every rank must pass "
-                             "q, k, v with the same batch, heads, head dims and dtype, and the same layout")
+            raise ValueError(
+                f"ring_attention: ranks disagree on {nm}: {vals} (rank order); every rank must pass "
+                "q, k, v with the same batch, heads, head dims and dtype, and the same layout"
+            )
     return [row[0] for row in rows], [row[1] for row in rows]
 
 
-def ring_attention(q: Tensor, k: Tensor, v: Tensor, *, group=None, mask=None, score_mod=None,
-                   scale: float | None = None, return_lse: bool = False, layout: str = "contiguous",
-                   impl: str = "auto", timeout: float | None = None):
+def ring_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    group=None,
+    mask=None,
+    score_mod=None,
+    scale: float | None = None,
+    return_lse: bool = False,
+    layout: str = "contiguous",
+    impl: str = "auto",
+    timeout: float | None = None,
+):
     """Exact attention over a sequence sharded across the ranks of ``group`` (a collective call).
 
     Each rank passes the q, k, v of its own positions; the result equals ``qkv.attention`` on the
@@ -330,8 +373,14 @@ def ring_attention(q: Tensor, k: Tensor, v: Tensor, *, group=None, mask=None, sc
     nq, nk = sum(q_lengths), sum(kv_lengths)
     score_mod = _mods.as_mod(score_mod)
     # first: ranks given different problems would otherwise end in a timeout that blames a peer
-    check_same_problem({"mask": mask, "score_mod": score_mod, "scale": inp.scale}, group=group, rank=rank, world=W,
-                       device=q.device, timeout=timeout)
+    check_same_problem(
+        {"mask": mask, "score_mod": score_mod, "scale": inp.scale},
+        group=group,
+        rank=rank,
+        world=W,
+        device=q.device,
+        timeout=timeout,
+    )
     try:
         if mask is not None:
             mask.check(q.shape[0], q.shape[1], nq, nk)
@@ -340,9 +389,11 @@ def ring_attention(q: Tensor, k: Tensor, v: Tensor, *, group=None, mask=None, sc
     except ValueError as e:
         raise ValueError(f"ring_attention (global problem {nq} x {nk}): {e}") from None
     if torch.is_grad_enabled() and captured_tensors(score_mod, q.shape[0], q.shape[1], nq, nk, q.dtype, q.device):
-        raise ValueError(f"ring_attention cannot pass gradients to tensors the score mod {score_mod!r} computes "
-                         "with (they would need an all-reduce across ranks); detach them, run under "
-                         "torch.no_grad(), or use qkv.attention on one process")
+        raise ValueError(
+            f"ring_attention cannot pass gradients to tensors the score mod {score_mod!r} computes "
+            "with (they would need an all-reduce across ranks); detach them, run under "
+            "torch.no_grad(), or use qkv.attention on one process"
+        )
     plan = plan_ring(mask, q_lengths, kv_lengths, layout)
     ring = _Ring(plan, group, rank, mask, score_mod, inp.scale, impl, timeout, nq, nk, q.shape[3])
     out, lse = _RingFunction.apply(q, k, v, ring)

@@ -32,6 +32,7 @@ Example:
     >>> [p.tolist() for p in sharding.split(x, 0, 2, "zigzag")]
     [[0, 1, 6, 7], [2, 3, 4, 5]]
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -40,8 +41,20 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["LAYOUTS", "split_sizes", "segments", "positions", "local_length", "split", "shard", "gather",
-           "check_layout", "group_info", "wait_all", "RingError"]
+__all__ = [
+    "LAYOUTS",
+    "split_sizes",
+    "segments",
+    "positions",
+    "local_length",
+    "split",
+    "shard",
+    "gather",
+    "check_layout",
+    "group_info",
+    "wait_all",
+    "RingError",
+]
 
 LAYOUTS = ("contiguous", "zigzag")
 
@@ -53,8 +66,10 @@ class RingError(RuntimeError):
 def check_layout(layout: str) -> str:
     """Return ``layout`` if it is one of :data:`LAYOUTS`, else raise a ValueError that says how to fix it."""
     if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}; use 'zigzag' to balance causal "
-                         "masks over ranks, 'contiguous' otherwise")
+        raise ValueError(
+            f"layout must be one of {LAYOUTS}, got {layout!r}; use 'zigzag' to balance causal "
+            "masks over ranks, 'contiguous' otherwise"
+        )
     return layout
 
 
@@ -111,8 +126,10 @@ def _dim(x: Tensor, dim: int) -> int:
     if not isinstance(x, Tensor):
         raise ValueError(f"expected a tensor to shard, got {type(x).__name__}")
     if not isinstance(dim, int) or not -x.dim() <= dim < x.dim():
-        raise ValueError(f"dim must be an int in [{-x.dim()}, {x.dim()}) for a tensor of shape {tuple(x.shape)}, "
-                         f"got {dim!r}; the sequence dim of (B, H, L, D) is 2")
+        raise ValueError(
+            f"dim must be an int in [{-x.dim()}, {x.dim()}) for a tensor of shape {tuple(x.shape)}, "
+            f"got {dim!r}; the sequence dim of (B, H, L, D) is 2"
+        )
     return dim % x.dim()
 
 
@@ -134,8 +151,10 @@ def group_info(group=None) -> tuple[int, int]:
     """``(rank, world_size)`` of this process in ``group`` (default: the world); a clear error if
     ``torch.distributed`` has not been initialised."""
     if not dist.is_available() or not dist.is_initialized():
-        raise ValueError("torch.distributed is not initialised; call torch.distributed.init_process_group(...) "
-                         "first, or run your function with qkv.distributed.launch.spawn(fn, world_size)")
+        raise ValueError(
+            "torch.distributed is not initialised; call torch.distributed.init_process_group(...) "
+            "first, or run your function with qkv.distributed.launch.spawn(fn, world_size)"
+        )
     rank = dist.get_rank(group)
     if rank < 0:
         raise ValueError("this process is not a member of the given process group; pass a group it belongs to")
@@ -170,9 +189,11 @@ def wait_all(works, what: str, timeout: float | None = None) -> None:
             else:
                 w.wait(timedelta(seconds=timeout))
         except Exception as e:  # gloo raises RuntimeError / DistBackendError with a transport message
-            raise RingError(f"{what} failed: a peer process died, hung or timed out "
-                            f"({type(e).__name__}: {str(e).strip()[:400]}). Check the other ranks' logs; every "
-                            "rank must call the same collective operations (forward and backward).") from e
+            raise RingError(
+                f"{what} failed: a peer process died, hung or timed out "
+                f"({type(e).__name__}: {str(e).strip()[:400]}). Check the other ranks' logs; every "
+                "rank must call the same collective operations (forward and backward)."
+            ) from e
 
 
 def gather(x: Tensor, dim: int, group=None, layout: str = "contiguous", timeout: float | None = None) -> Tensor:
@@ -197,21 +218,27 @@ def gather(x: Tensor, dim: int, group=None, layout: str = "contiguous", timeout:
     check_layout(layout)
     n_local = torch.tensor([x.shape[d]], dtype=torch.int64, device=x.device)
     lengths = [torch.zeros_like(n_local) for _ in range(world)]
-    wait_all([dist.all_gather(lengths, n_local, group=group, async_op=True)],
-             f"gather: rank {rank} exchanging shard lengths", timeout)
+    wait_all(
+        [dist.all_gather(lengths, n_local, group=group, async_op=True)],
+        f"gather: rank {rank} exchanging shard lengths",
+        timeout,
+    )
     lengths = [int(t) for t in lengths]
     n = sum(lengths)
     expected = [local_length(n, world, r, layout) for r in range(world)]
     if layout == "zigzag" and lengths != expected:
-        raise ValueError(f"gather(layout='zigzag'): shard lengths {lengths} are not the zigzag split of N={n} "
-                         f"(expected {expected}); shard with qkv.distributed.shard(x, dim, layout='zigzag')")
+        raise ValueError(
+            f"gather(layout='zigzag'): shard lengths {lengths} are not the zigzag split of N={n} "
+            f"(expected {expected}); shard with qkv.distributed.shard(x, dim, layout='zigzag')"
+        )
     longest = max(lengths)
     pad_shape = list(x.shape)
     pad_shape[d] = longest - x.shape[d]
     padded = torch.cat([x, x.new_zeros(pad_shape)], dim=d).contiguous()  # (..., max L_local, ...)
     bufs = [torch.empty_like(padded) for _ in range(world)]
-    wait_all([dist.all_gather(bufs, padded, group=group, async_op=True)],
-             f"gather: rank {rank} exchanging shards", timeout)
+    wait_all(
+        [dist.all_gather(bufs, padded, group=group, async_op=True)], f"gather: rank {rank} exchanging shards", timeout
+    )
     if layout == "contiguous":
         return torch.cat([b.narrow(d, 0, length) for b, length in zip(bufs, lengths)], dim=d)
     pieces = {}

@@ -15,20 +15,35 @@ K/V, sliding-window layers block-sparse, Gemma 2's soft-capping as ``qkv.mods.so
 ``output_attentions=True``. Tested with transformers :data:`TESTED_TRANSFORMERS` (families in
 :data:`TESTED_FAMILIES`). ``import qkv`` never imports transformers; this module does.
 """
+
 from __future__ import annotations
 
 try:
     import transformers as _transformers
 except ImportError:  # pragma: no cover - depends on the environment
-    raise ImportError("qkv.hf needs Hugging Face transformers 5.x; install it with pip install 'qkv[hf]' "
-                      "(or pip install 'transformers>=5,<6')") from None
+    raise ImportError(
+        "qkv.hf needs Hugging Face transformers 5.x; install it with pip install 'qkv[hf]' "
+        "(or pip install 'transformers>=5,<6')"
+    ) from None
 
 from .backend import attention_forward, layer_order
 from .loading import HFModel, check_family, load, wrap
 from .masks import mask_interface, recover
 
-__all__ = ["NAME", "register", "attention_forward", "mask_interface", "recover", "load", "wrap", "HFModel",
-           "check_family", "layer_order", "TESTED_TRANSFORMERS", "TESTED_FAMILIES"]
+__all__ = [
+    "NAME",
+    "register",
+    "attention_forward",
+    "mask_interface",
+    "recover",
+    "load",
+    "wrap",
+    "HFModel",
+    "check_family",
+    "layer_order",
+    "TESTED_TRANSFORMERS",
+    "TESTED_FAMILIES",
+]
 
 #: The ``attn_implementation`` name.
 NAME = "qkv"
@@ -38,8 +53,9 @@ TESTED_TRANSFORMERS = ("5.24.0",)
 TESTED_FAMILIES = ("bert", "roberta", "gpt2", "llama", "mistral", "qwen2", "gemma2", "phi3", "gpt_neox")
 
 if int(_transformers.__version__.split(".")[0]) < 5:  # pragma: no cover - depends on the environment
-    raise ImportError(f"qkv.hf needs transformers>=5 (its mask interface), found {_transformers.__version__}; "
-                      "pip install 'qkv[hf]'")
+    raise ImportError(
+        f"qkv.hf needs transformers>=5 (its mask interface), found {_transformers.__version__}; pip install 'qkv[hf]'"
+    )
 
 
 def register() -> None:

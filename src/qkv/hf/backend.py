@@ -12,6 +12,7 @@ Weights are computed (through :func:`qkv.steps`) only when transformers collects
 :class:`qkv.nn.record.Recorder` wants the layer; the recorder then receives
 ``layers.{i}.attention.{q,k,v,scores,scaled,weights,output}`` of the actual forward pass.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -52,9 +53,11 @@ def _layer_index(module) -> int:
     idx = getattr(module, "layer_idx", None)
     if not isinstance(idx, int):
         if state is None:
-            raise ValueError(f"qkv.hf: {type(module).__name__} has no integer layer_idx, so its recording name "
-                             "layers.{i}.attention is unknown; record through qkv.trace (which numbers layers by "
-                             "call order) or set module.layer_idx")
+            raise ValueError(
+                f"qkv.hf: {type(module).__name__} has no integer layer_idx, so its recording name "
+                "layers.{i}.attention is unknown; record through qkv.trace (which numbers layers by "
+                "call order) or set module.layer_idx"
+            )
         idx = state["order"].setdefault(id(module), len(state["order"]))
     if state is not None:
         state["modules"].setdefault(idx, module)
@@ -83,9 +86,11 @@ def _mask_and_bias(attention_mask, module, lq: int, lk: int, is_causal, sliding_
             return qmasks.sliding_window(int(sliding_window) - 1, 0, align="top_left"), None
         return qmasks.causal(align="top_left"), None
     if not isinstance(attention_mask, Tensor):
-        raise ValueError(f"qkv backend: attention_mask must be a qkv mask, a tensor or None, got "
-                         f"{type(attention_mask).__name__} (a flex BlockMask needs "
-                         "attn_implementation='flex_attention')")
+        raise ValueError(
+            f"qkv backend: attention_mask must be a qkv mask, a tensor or None, got "
+            f"{type(attention_mask).__name__} (a flex BlockMask needs "
+            "attn_implementation='flex_attention')"
+        )
     t = attention_mask[..., :lk]
     if t.dtype.is_floating_point:
         blocked = t <= torch.finfo(t.dtype).min / 2
@@ -94,9 +99,19 @@ def _mask_and_bias(attention_mask, module, lq: int, lk: int, is_causal, sliding_
     return recover(t, lq, lk), None
 
 
-def attention_forward(module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask,
-                      scaling: float | None = None, dropout: float = 0.0, softcap: float | None = None,
-                      sliding_window: int | None = None, is_causal: bool | None = None, **kwargs):
+def attention_forward(
+    module: torch.nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    softcap: float | None = None,
+    sliding_window: int | None = None,
+    is_causal: bool | None = None,
+    **kwargs,
+):
     """transformers' attention-function signature, computed by :func:`qkv.attention`.
 
     Args:
@@ -130,12 +145,27 @@ def attention_forward(module: torch.nn.Module, query: Tensor, key: Tensor, value
             weights = torch.nn.functional.dropout(weights, p=float(dropout), training=True)
             out = weights @ _repeat(value, query.shape[1])
         if name is not None:
-            for step, t in (("q", query), ("k", key), ("v", value), ("scores", s.scores), ("scaled", s.scaled),
-                            ("weights", s.weights), ("output", s.output)):
+            for step, t in (
+                ("q", query),
+                ("k", key),
+                ("v", value),
+                ("scores", s.scores),
+                ("scaled", s.scaled),
+                ("weights", s.weights),
+                ("output", s.output),
+            ):
                 rec.record(f"{name}.{step}", t)
     else:
-        out = qkv_attention(query, key, value, mask=mask, score_mod=score_mod, scale=scale,
-                            dropout_p=float(dropout) if module.training else 0.0, impl=IMPL)
+        out = qkv_attention(
+            query,
+            key,
+            value,
+            mask=mask,
+            score_mod=score_mod,
+            scale=scale,
+            dropout_p=float(dropout) if module.training else 0.0,
+            impl=IMPL,
+        )
     return out.transpose(1, 2).contiguous(), weights
 
 

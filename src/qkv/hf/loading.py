@@ -5,6 +5,7 @@ resolution as :func:`qkv.models.load`), checks that the family's attention goes 
 ``transformers.AttentionInterface`` (:func:`check_family`) and loads it with
 ``attn_implementation="qkv"`` in eval mode, with a tokenizer when the directory has one.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,11 +42,13 @@ def check_family(model_or_class) -> None:
         return
     config = getattr(model_or_class, "config", None) or getattr(cls, "config_class", None)
     family = getattr(config, "model_type", None) or cls.__name__
-    raise ValueError(f"{family} ({cls.__name__}) computes attention in its own modeling code, not through "
-                     "transformers.AttentionInterface, so qkv cannot run or record it; families that route through "
-                     "it include bert, roberta, gpt2, llama, mistral, qwen2, gemma2, phi3 and gpt_neox "
-                     "(their Model class has _supports_attention_backend = True); for this one load it with "
-                     "attn_implementation='eager' and read output_attentions=True")
+    raise ValueError(
+        f"{family} ({cls.__name__}) computes attention in its own modeling code, not through "
+        "transformers.AttentionInterface, so qkv cannot run or record it; families that route through "
+        "it include bert, roberta, gpt2, llama, mistral, qwen2, gemma2, phi3 and gpt_neox "
+        "(their Model class has _supports_attention_backend = True); for this one load it with "
+        "attn_implementation='eager' and read output_attentions=True"
+    )
 
 
 def wrap(model, tokenizer=None, name: str | None = None) -> HFModel:
@@ -80,19 +83,23 @@ def load(name_or_path: str | os.PathLike, *, dtype=None) -> HFModel:
     register()
     directory = Path(resolve(name_or_path))
     if not (directory / "config.json").is_file():
-        raise ValueError(f"{directory / 'config.json'} is missing; point at the directory that holds the "
-                         "checkpoint's config.json (save it with save_pretrained())")
+        raise ValueError(
+            f"{directory / 'config.json'} is missing; point at the directory that holds the "
+            "checkpoint's config.json (save it with save_pretrained())"
+        )
     config = AutoConfig.from_pretrained(directory, local_files_only=True)
     try:
         from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
         cls = MODEL_MAPPING[type(config)]
     except KeyError:
-        raise ValueError(f"{directory}: transformers has no AutoModel class for model_type "
-                         f"{config.model_type!r}") from None
+        raise ValueError(
+            f"{directory}: transformers has no AutoModel class for model_type {config.model_type!r}"
+        ) from None
     check_family(cls)
-    model = AutoModel.from_pretrained(directory, attn_implementation="qkv", local_files_only=True,
-                                      dtype=dtype or torch.float32)
+    model = AutoModel.from_pretrained(
+        directory, attn_implementation="qkv", local_files_only=True, dtype=dtype or torch.float32
+    )
     return HFModel(model.eval(), _tokenizer(directory, model.config), os.fspath(name_or_path))
 
 

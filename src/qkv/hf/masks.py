@@ -19,6 +19,7 @@ float ``(B|1, H|1, Lq, Lk)``; the structure is used only when it reproduces the 
 
 Shape legend: ``B`` batch, ``Lq`` queries, ``Lk`` keys.
 """
+
 from __future__ import annotations
 
 import torch
@@ -51,8 +52,9 @@ def band_of(fn) -> Band | None:
         return _FULL
     if name == "sliding_window_overlay.<locals>.inner_mask" and isinstance(cells.get("sliding_window"), int):
         return (1 - cells["sliding_window"], None)  # kv > q - w
-    if name == "sliding_window_bidirectional_overlay.<locals>.inner_mask" and isinstance(cells.get("sliding_window"),
-                                                                                         int):
+    if name == "sliding_window_bidirectional_overlay.<locals>.inner_mask" and isinstance(
+        cells.get("sliding_window"), int
+    ):
         w = cells["sliding_window"]
         return (-w, w)  # |q - kv| <= w
     if name == "and_masks.<locals>.and_mask" and isinstance(cells.get("mask_functions"), tuple):
@@ -125,8 +127,16 @@ def _and(a: qmasks.Mask | None, b: qmasks.Mask | None) -> qmasks.Mask | None:
     return a & b
 
 
-def mask_interface(batch_size: int, q_length: int, kv_length: int, q_offset: int = 0, kv_offset: int = 0,
-                   mask_function=None, attention_mask: Tensor | None = None, **kwargs) -> qmasks.Mask:
+def mask_interface(
+    batch_size: int,
+    q_length: int,
+    kv_length: int,
+    q_offset: int = 0,
+    kv_offset: int = 0,
+    mask_function=None,
+    attention_mask: Tensor | None = None,
+    **kwargs,
+) -> qmasks.Mask:
     """transformers' mask-interface signature -> a :class:`qkv.masks.Mask` for ``(B, 1, Lq, Lk)``.
 
     ``attention_mask`` is the 2-D padding mask ``(B, >= kv_offset + Lk)`` (True/1 = real token).
@@ -137,15 +147,24 @@ def mask_interface(batch_size: int, q_length: int, kv_length: int, q_offset: int
     band = band_of(mask_function) if mask_function is not None else (None, 0)
     structured = None if band is None else band_mask(band, q_length, kv_length, kv_offset - q_offset)
     if structured is None:
-        dense = mu.sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
-                             kv_offset=kv_offset, mask_function=mask_function, attention_mask=attention_mask,
-                             allow_is_causal_skip=False, allow_is_bidirectional_skip=False,
-                             use_vmap=kwargs.get("use_vmap", False), device=kwargs.get("device", "cpu"))
+        dense = mu.sdpa_mask(
+            batch_size=batch_size,
+            q_length=q_length,
+            kv_length=kv_length,
+            q_offset=q_offset,
+            kv_offset=kv_offset,
+            mask_function=mask_function,
+            attention_mask=attention_mask,
+            allow_is_causal_skip=False,
+            allow_is_bidirectional_skip=False,
+            use_vmap=kwargs.get("use_vmap", False),
+            device=kwargs.get("device", "cpu"),
+        )
         return recover(dense, q_length, kv_length)
     keys = None
     if attention_mask is not None:
         pm = mu.prepare_padding_mask(attention_mask.bool(), kv_length, kv_offset)
-        keys = pm[:, kv_offset:kv_offset + kv_length]
+        keys = pm[:, kv_offset : kv_offset + kv_length]
     every = isinstance(structured, type(qmasks.full()))  # e.g. one decoding step inside its window
     return _and(None if every else structured, padding_mask(keys)) or qmasks.full()
 
@@ -170,12 +189,16 @@ def recover(t: Tensor, lq: int, lk: int) -> qmasks.Mask:
     (float masks with other values than 0 / masked are handled by the caller as a score bias).
     """
     if t.dim() != 4 or t.shape[-2] != lq or t.shape[-1] < lk:
-        raise ValueError(f"qkv backend: expected a mask of shape (B, 1|H, {lq}, >= {lk}), got {tuple(t.shape)}; "
-                         "pass transformers' 4-D mask or a 2-D padding mask (B, L)")
+        raise ValueError(
+            f"qkv backend: expected a mask of shape (B, 1|H, {lq}, >= {lk}), got {tuple(t.shape)}; "
+            "pass transformers' 4-D mask or a 2-D padding mask (B, L)"
+        )
     allowed, bias = _as_bool(t[..., :lk])
     if bias is not None:
-        raise ValueError("qkv backend: the float mask holds biases, not only 0 / -inf; use qkv.hf.attention_forward, "
-                         "which turns it into qkv.mods.bias")
+        raise ValueError(
+            "qkv backend: the float mask holds biases, not only 0 / -inf; use qkv.hf.attention_forward, "
+            "which turns it into qkv.mods.bias"
+        )
     if allowed.shape[1] != 1 and not bool((allowed == allowed[:, :1]).all()):
         return qmasks.from_tensor(allowed)
     allowed = allowed[:, :1]

@@ -7,9 +7,21 @@
 The function ``trace`` is deliberately not re-exported here: ``qkv.lens.trace`` stays the module
 (so ``import qkv.lens.trace as m`` and monkeypatching keep working); call ``qkv.trace``.
 """
+
 from .attribution import normalise_rows, residual_attention, rollout, transformed_value_norms, value_norms
 from .probing import probe
 from .trace import MEASURES, Attended, BreakdownRow, HeadPreference, Trace
 
-__all__ = ["probe", "Trace", "Attended", "HeadPreference", "BreakdownRow", "MEASURES", "value_norms",
-           "transformed_value_norms", "normalise_rows", "residual_attention", "rollout"]
+__all__ = [
+    "probe",
+    "Trace",
+    "Attended",
+    "HeadPreference",
+    "BreakdownRow",
+    "MEASURES",
+    "value_norms",
+    "transformed_value_norms",
+    "normalise_rows",
+    "residual_attention",
+    "rollout",
+]

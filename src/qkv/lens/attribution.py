@@ -27,6 +27,7 @@ Example:
     >>> rollout([w])[0].sum(-1).tolist()                        # rows sum to 1
     [[1.0, 1.0]]
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -39,8 +40,10 @@ __all__ = ["transformed_value_norms", "value_norms", "normalise_rows", "residual
 
 def _check_rank(name: str, t: Tensor, rank: int, legend: str) -> None:
     if t.dim() != rank:
-        raise ValueError(f"{name} must be {rank}-D {legend}, got shape {tuple(t.shape)}; "
-                         f"add the missing batch/head dims with unsqueeze")
+        raise ValueError(
+            f"{name} must be {rank}-D {legend}, got shape {tuple(t.shape)}; "
+            f"add the missing batch/head dims with unsqueeze"
+        )
 
 
 def transformed_value_norms(v: Tensor, out_weight: Tensor, num_heads: int | None = None) -> Tensor:
@@ -61,8 +64,10 @@ def transformed_value_norms(v: Tensor, out_weight: Tensor, num_heads: int | None
     B, Hkv, Lk, D = v.shape
     H = out_weight.shape[1] // D if num_heads is None else num_heads
     if out_weight.shape[1] != H * D:
-        raise ValueError(f"out_weight has {out_weight.shape[1]} input features but {H} heads x head_dim {D} "
-                         f"= {H * D} were expected; pass the output projection's weight (E, H*D)")
+        raise ValueError(
+            f"out_weight has {out_weight.shape[1]} input features but {H} heads x head_dim {D} "
+            f"= {H * D} were expected; pass the output projection's weight (E, H*D)"
+        )
     if H % Hkv:
         raise ValueError(f"{H} query heads cannot share {Hkv} value heads; H must be a multiple of Hkv")
     w = out_weight.to(v.dtype).view(out_weight.shape[0], H, D).permute(1, 2, 0)  # (H, D, E): W_O,h^T per head
@@ -84,8 +89,10 @@ def value_norms(weights: Tensor, v: Tensor, out_weight: Tensor) -> Tensor:
     """
     _check_rank("weights", weights, 4, "(B, H, Lq, Lk)")
     if weights.shape[-1] != v.shape[-2]:
-        raise ValueError(f"weights have {weights.shape[-1]} keys but v has {v.shape[-2]}; they must come "
-                         f"from the same attention call")
+        raise ValueError(
+            f"weights have {weights.shape[-1]} keys but v has {v.shape[-2]}; they must come "
+            f"from the same attention call"
+        )
     norms = transformed_value_norms(v, out_weight, num_heads=weights.shape[1])  # (B, H, Lk)
     return weights * norms.unsqueeze(-2).to(weights.dtype)  # (B, H, Lq, Lk)
 

@@ -2,6 +2,7 @@
 
 Shape legend: ``B`` texts per pass, ``N`` layers, ``H`` query heads, ``L`` tokens (``L_i`` of text ``i``).
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -16,13 +17,24 @@ __all__ = ["trace_batch"]
 
 def _model_info(m, model) -> dict:
     cfg = m.config
-    return {"name": model_name(m, model), "model_type": cfg.model_type,
-            "num_layers": cfg.num_layers, "num_heads": cfg.num_heads, "num_kv_heads": cfg.num_kv_heads,
-            "head_dim": cfg.head_dim}
+    return {
+        "name": model_name(m, model),
+        "model_type": cfg.model_type,
+        "num_layers": cfg.num_layers,
+        "num_heads": cfg.num_heads,
+        "num_kv_heads": cfg.num_kv_heads,
+        "head_dim": cfg.head_dim,
+    }
 
 
-def trace_batch(texts: Sequence[str], model: Any = "minilm", *, steps: Sequence[str] | None = None,
-                batch_size: int = 32, truncate: bool = False) -> list[Trace]:
+def trace_batch(
+    texts: Sequence[str],
+    model: Any = "minilm",
+    *,
+    steps: Sequence[str] | None = None,
+    batch_size: int = 32,
+    truncate: bool = False,
+) -> list[Trace]:
     """Trace many texts in right-padded batches, recording only ``steps``; one :class:`Trace` per text, in order.
 
     Texts are sorted by length so each batch pads little; padding keys are masked (``attention_mask``), so
@@ -66,8 +78,9 @@ def trace_batch(texts: Sequence[str], model: Any = "minilm", *, steps: Sequence[
                 raise ValueError(f"text {i}: {e}") from None
         return out
     if m.tokenizer is None:
-        raise ValueError("the model has no tokenizer (no tokenizer.json next to its config.json); add one to trace "
-                         "text")
+        raise ValueError(
+            "the model has no tokenizer (no tokenizer.json next to its config.json); add one to trace text"
+        )
     cfg, info = m.config, _model_info(m, model)
     encs = []
     for i, t in enumerate(texts):
@@ -79,32 +92,53 @@ def trace_batch(texts: Sequence[str], model: Any = "minilm", *, steps: Sequence[
     out: list[Trace | None] = [None] * len(texts)
     pad = m.tokenizer.pad_token_id
     for lo in range(0, len(order), batch_size):
-        idx = order[lo:lo + batch_size]
+        idx = order[lo : lo + batch_size]
         lens = [len(encs[i]) for i in idx]
         ids = torch.full((len(idx), max(lens)), pad, dtype=torch.long)  # (B, L)
         mask = torch.zeros_like(ids)
         for r, i in enumerate(idx):
-            ids[r, :lens[r]] = torch.tensor(encs[i].ids, dtype=torch.long)
-            mask[r, :lens[r]] = 1
+            ids[r, : lens[r]] = torch.tensor(encs[i].ids, dtype=torch.long)
+            mask[r, : lens[r]] = 1
         rec = Recorder([f"layers.*.attention.{s}" for s in sorted(keep)])
         with torch.no_grad(), recording(rec):
             m(ids, attention_mask=None if all(n == lens[0] for n in lens) else mask)
-        got = {s: torch.stack([rec[f"layers.{n}.attention.{s}"].float() for n in range(cfg.num_layers)], 1)
-               for s in keep}  # step -> (B, N, H, L, L) or (B, N, H, L, D)
+        got = {
+            s: torch.stack([rec[f"layers.{n}.attention.{s}"].float() for n in range(cfg.num_layers)], 1) for s in keep
+        }  # step -> (B, N, H, L, L) or (B, N, H, L, D)
         fv = None
         if "v" in keep:
             with torch.no_grad():
-                fv = torch.stack([transformed_value_norms(got["v"][:, n], m.layers[n].attention.out_proj.weight.float(),
-                                                          num_heads=cfg.num_heads)
-                                  for n in range(cfg.num_layers)], 1)  # (B, N, H, L)
+                fv = torch.stack(
+                    [
+                        transformed_value_norms(
+                            got["v"][:, n], m.layers[n].attention.out_proj.weight.float(), num_heads=cfg.num_heads
+                        )
+                        for n in range(cfg.num_layers)
+                    ],
+                    1,
+                )  # (B, N, H, L)
         for r, i in enumerate(idx):
             n_tok, e = lens[r], encs[i]
-            sq = {s: got[s][r, ..., :n_tok, :n_tok] if s in ("scores", "scaled", "weights")
-                  else got[s][r, ..., :n_tok, :].contiguous() for s in keep}
+            sq = {
+                s: got[s][r, ..., :n_tok, :n_tok]
+                if s in ("scores", "scaled", "weights")
+                else got[s][r, ..., :n_tok, :].contiguous()
+                for s in keep
+            }
             sq = {s: t.contiguous() for s, t in sq.items()}
-            out[i] = Trace(text=texts[i], tokens=list(e.tokens), offsets=[tuple(o) for o in e.offsets],
-                           special=[bool(x) for x in e.special], model=dict(info), weights=sq["weights"],
-                           scores=sq.get("scores"), scaled=sq.get("scaled"),
-                           fv_norms=None if fv is None else fv[r, :, :, :n_tok].contiguous(), q=sq.get("q"),
-                           k=sq.get("k"), v=sq.get("v"), output=sq.get("output"))
+            out[i] = Trace(
+                text=texts[i],
+                tokens=list(e.tokens),
+                offsets=[tuple(o) for o in e.offsets],
+                special=[bool(x) for x in e.special],
+                model=dict(info),
+                weights=sq["weights"],
+                scores=sq.get("scores"),
+                scaled=sq.get("scaled"),
+                fv_norms=None if fv is None else fv[r, :, :, :n_tok].contiguous(),
+                q=sq.get("q"),
+                k=sq.get("k"),
+                v=sq.get("v"),
+                output=sq.get("output"),
+            )
     return out  # type: ignore[return-value]

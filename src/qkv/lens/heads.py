@@ -11,6 +11,7 @@ Example:
     >>> choose_head(t, "it", prefer="cat", over="mat")        # the head that most prefers cat over mat
     (0, 0)
 """
+
 from __future__ import annotations
 
 from .trace import Trace
@@ -18,9 +19,16 @@ from .trace import Trace
 __all__ = ["choose_head"]
 
 
-def choose_head(trace: Trace, query: str | int, *, layer: int | None = None, head: int | None = None,
-                measure: str = "weights", prefer: str | int | None = None,
-                over: str | int | None = None) -> tuple[int, int]:
+def choose_head(
+    trace: Trace,
+    query: str | int,
+    *,
+    layer: int | None = None,
+    head: int | None = None,
+    measure: str = "weights",
+    prefer: str | int | None = None,
+    over: str | int | None = None,
+) -> tuple[int, int]:
     """The ``(layer, head)`` to show for ``query``.
 
     Given both ``layer`` and ``head``: those. Otherwise, among the heads of the given layer (or of every

@@ -9,6 +9,7 @@ is found (``o_proj``, ``out_proj``, ``dense``, GPT-2's ``c_proj``, BERT's ``outp
 
 Shapes as in :class:`qkv.lens.trace.Trace`: q ``(N, H, L, D)``, k/v ``(N, Hkv, L, D)``, weights ``(N, H, L, L)``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -45,14 +46,21 @@ def _encode(tokenizer, text: str, truncate: bool, limit: int | None):
         enc = tokenizer.encode(text, truncate=truncate)
         return enc.ids, list(enc.tokens), [tuple(o) for o in enc.offsets], [bool(s) for s in enc.special]
     try:
-        enc = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True,
-                        truncation=bool(truncate and limit), max_length=limit if truncate else None)
+        enc = tokenizer(
+            text,
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+            truncation=bool(truncate and limit),
+            max_length=limit if truncate else None,
+        )
     except (NotImplementedError, TypeError, ValueError):  # slow tokenizers have no offsets
         enc = tokenizer(text, return_special_tokens_mask=True)
     ids = list(enc["input_ids"])
     if limit and len(ids) > limit and not truncate:
-        raise ValueError(f"text is {len(ids)} tokens long but the model accepts at most {limit} positions; "
-                         "pass truncate=True to keep the first tokens, or split the text")
+        raise ValueError(
+            f"text is {len(ids)} tokens long but the model accepts at most {limit} positions; "
+            "pass truncate=True to keep the first tokens, or split the text"
+        )
     special = [bool(s) for s in enc.get("special_tokens_mask", [0] * len(ids))]
     offsets = enc.get("offset_mapping") or [(0, 0)] * len(ids)
     offsets = [(0, 0) if s else (int(a), int(b)) for (a, b), s in zip(offsets, special)]
@@ -94,8 +102,10 @@ def trace_transformers(text: str, model: Any, tokenizer: Any = None, *, truncate
 
     hm = as_hf_model(model, tokenizer)
     if hm.tokenizer is None:
-        raise ValueError(f"model {hm.name!r} has no tokenizer; pass tokenizer=AutoTokenizer.from_pretrained(...) "
-                         "(or put tokenizer.json next to config.json)")
+        raise ValueError(
+            f"model {hm.name!r} has no tokenizer; pass tokenizer=AutoTokenizer.from_pretrained(...) "
+            "(or put tokenizer.json next to config.json)"
+        )
     cfg = hm.model.config
     limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
     ids, tokens, offsets, special = _encode(hm.tokenizer, text, truncate, limit)
@@ -111,9 +121,11 @@ def trace_transformers(text: str, model: Any, tokenizer: Any = None, *, truncate
         hm.model.train(was_training)
     N = len({n.split(".")[1] for n in rec.names()})
     if N == 0:
-        raise ValueError(f"nothing was recorded from {hm.name!r}: its attention did not reach the qkv backend "
-                         f"(attn_implementation is {getattr(cfg, '_attn_implementation', None)!r}); load it with "
-                         "attn_implementation='qkv' after import qkv.hf")
+        raise ValueError(
+            f"nothing was recorded from {hm.name!r}: its attention did not reach the qkv backend "
+            f"(attn_implementation is {getattr(cfg, '_attn_implementation', None)!r}); load it with "
+            "attn_implementation='qkv' after import qkv.hf"
+        )
 
     def stack(step: str) -> Tensor:
         return torch.stack([rec[f"layers.{n}.attention.{step}"][0].float().cpu() for n in range(N)])
@@ -127,9 +139,27 @@ def trace_transformers(text: str, model: Any, tokenizer: Any = None, *, truncate
             norms.append(torch.ones(H, len(ids)))
             continue
         with torch.no_grad():
-            norms.append(transformed_value_norms(v[n:n + 1], w.detach().float().cpu(), num_heads=H)[0])
-    info = {"name": hm.name, "model_type": getattr(cfg, "model_type", "transformers"), "num_layers": N,
-            "num_heads": H, "num_kv_heads": Hkv, "head_dim": D}
-    return Trace(text=text, tokens=tokens, offsets=offsets, special=special, model=info, weights=stack("weights"),
-                 scores=stack("scores"), scaled=stack("scaled"), fv_norms=torch.stack(norms), q=q, k=stack("k"),
-                 v=v, output=stack("output"))
+            norms.append(transformed_value_norms(v[n : n + 1], w.detach().float().cpu(), num_heads=H)[0])
+    info = {
+        "name": hm.name,
+        "model_type": getattr(cfg, "model_type", "transformers"),
+        "num_layers": N,
+        "num_heads": H,
+        "num_kv_heads": Hkv,
+        "head_dim": D,
+    }
+    return Trace(
+        text=text,
+        tokens=tokens,
+        offsets=offsets,
+        special=special,
+        model=info,
+        weights=stack("weights"),
+        scores=stack("scores"),
+        scaled=stack("scaled"),
+        fv_norms=torch.stack(norms),
+        q=q,
+        k=stack("k"),
+        v=v,
+        output=stack("output"),
+    )

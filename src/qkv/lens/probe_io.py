@@ -22,6 +22,7 @@ with the same answers (ignoring case and a leading "the") share a pair id: the t
 
 Malformed input raises ``ValueError`` naming the file, the line and the field.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,9 +31,19 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Span", "Item", "Skipped", "Dataset", "read_items", "parse_jsonl", "parse_items", "parse_wsc_xml",
-           "twins_path",
-           "load_twins", "find_word"]
+__all__ = [
+    "Span",
+    "Item",
+    "Skipped",
+    "Dataset",
+    "read_items",
+    "parse_jsonl",
+    "parse_items",
+    "parse_wsc_xml",
+    "twins_path",
+    "load_twins",
+    "find_word",
+]
 
 
 @dataclass(frozen=True)
@@ -107,7 +118,7 @@ def _span(raw, text: str, where: str, *, optional_missing: bool) -> Span | None:
         if start is not None and (not isinstance(start, int) or isinstance(start, bool)):
             raise _Bad(f"{where}: 'start' must be an integer character offset, got {start!r}")
     else:
-        raise _Bad(f"{where}: expected a string or {{\"text\": str, \"start\": int}}, got {json.dumps(raw)[:60]}")
+        raise _Bad(f'{where}: expected a string or {{"text": str, "start": int}}, got {json.dumps(raw)[:60]}')
     if not word.strip():
         raise _Bad(f"{where}: the span text is empty; give the word as it appears in 'text'")
     if start is None:
@@ -116,14 +127,16 @@ def _span(raw, text: str, where: str, *, optional_missing: bool) -> Span | None:
             if optional_missing:
                 return None
             raise _Bad(f"{where}: {word!r} does not occur in the text; give the word as it appears in 'text'")
-        return Span(text[start:start + len(word)], start, start + len(word))
+        return Span(text[start : start + len(word)], start, start + len(word))
     end = start + len(word)
     if start < 0 or end > len(text):
         raise _Bad(f"{where}: span {word!r} at {start}..{end} is out of range; the text has {len(text)} characters")
     if text[start:end].lower() != word.lower():
         at = find_word(text, word)
-        raise _Bad(f"{where}: text[{start}:{end}] is {text[start:end]!r}, not {word!r}; fix 'start' "
-                   + (f"(the word occurs at {at})" if at is not None else "(the word does not occur in the text)"))
+        raise _Bad(
+            f"{where}: text[{start}:{end}] is {text[start:end]!r}, not {word!r}; fix 'start' "
+            + (f"(the word occurs at {at})" if at is not None else "(the word does not occur in the text)")
+        )
     return Span(text[start:end], start, end)
 
 
@@ -139,8 +152,10 @@ def _item(obj, n: int, source: str, *, loc: str | None = None, unit: str = "line
         raise _Bad(f"{loc}: expected a JSON object per {unit}, got {type(obj).__name__}")
     for key in ("text", "query", "candidates", "answer"):
         if key not in obj:
-            raise _Bad(f"{loc}: missing field {key!r}; each {unit} needs text, query, candidates and answer "
-                       f"(see qkv.lens.probe_io)")
+            raise _Bad(
+                f"{loc}: missing field {key!r}; each {unit} needs text, query, candidates and answer "
+                f"(see qkv.lens.probe_io)"
+            )
     text, ident = obj["text"], str(obj.get("id", f"{unit} {n}"))
     if not isinstance(text, str) or not text.strip():
         raise _Bad(f"{where('text')}: expected a non-empty string, got {text!r}")
@@ -148,8 +163,10 @@ def _item(obj, n: int, source: str, *, loc: str | None = None, unit: str = "line
     if obj["query"] and isinstance(obj["query"], str):
         hits = [m.start() for m in re.finditer(r"(?<!\w)" + re.escape(obj["query"]) + r"(?!\w)", text, re.IGNORECASE)]
         if len(hits) > 1:
-            raise _Bad(f"{where('query')}: {obj['query']!r} occurs {len(hits)} times (at {hits}); say which with "
-                       f'{{"text": {json.dumps(obj["query"])}, "start": {hits[-1]}}}')
+            raise _Bad(
+                f"{where('query')}: {obj['query']!r} occurs {len(hits)} times (at {hits}); say which with "
+                f'{{"text": {json.dumps(obj["query"])}, "start": {hits[-1]}}}'
+            )
     cands = obj["candidates"]
     if not isinstance(cands, list) or len(cands) < 2:
         raise _Bad(f"{where('candidates')}: expected a list of at least 2 candidates, got {json.dumps(cands)[:60]}")
@@ -162,8 +179,9 @@ def _item(obj, n: int, source: str, *, loc: str | None = None, unit: str = "line
             raise _Bad(f"{where('answer')}: {answer!r} is not one of the candidates {names}; give its text or index")
         answer = low.index(answer.lower())
     if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(cands):
-        raise _Bad(f"{where('answer')}: expected a candidate index 0..{len(cands) - 1} or a candidate's text, "
-                   f"got {answer!r}")
+        raise _Bad(
+            f"{where('answer')}: expected a candidate index 0..{len(cands) - 1} or a candidate's text, got {answer!r}"
+        )
     pair = obj.get("pair")
     if pair is not None and not isinstance(pair, (str, int)):
         raise _Bad(f"{where('pair')}: expected a string or integer pair id, got {pair!r}")
@@ -182,8 +200,9 @@ def parse_jsonl(text: str, source: str = "<jsonl>") -> Dataset:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{source}:{n}: not valid JSON ({e.msg} at column {e.colno}); each line must be one "
-                             f"JSON object") from None
+            raise ValueError(
+                f"{source}:{n}: not valid JSON ({e.msg} at column {e.colno}); each line must be one JSON object"
+            ) from None
         try:
             got = _item(obj, n, source)
         except _Bad as e:
@@ -241,8 +260,10 @@ def parse_wsc_xml(text: str, source: str = "<xml>") -> Dataset:
         root = ET.fromstring(re.sub(r"<!DOCTYPE[^>]*>", "", text, count=1))
     except ET.ParseError as e:
         line, col = e.position
-        raise ValueError(f"{source}:{line}: malformed XML at column {col} ({e.msg}); expected WSCollection.xml's "
-                         "<collection><schema>...</schema></collection>") from None
+        raise ValueError(
+            f"{source}:{line}: malformed XML at column {col} ({e.msg}); expected WSCollection.xml's "
+            "<collection><schema>...</schema></collection>"
+        ) from None
     schemas = root.findall("schema") if root.tag != "schema" else [root]
     if not schemas:
         raise ValueError(f"{source}: no <schema> elements under <{root.tag}>; expected WSCollection.xml's format")
@@ -261,8 +282,9 @@ def parse_wsc_xml(text: str, source: str = "<xml>") -> Dataset:
             raise ValueError(f"{where}: field 'answers' needs at least 2 non-empty <answer>, got {answers}")
         letter = _flat(el.find("correctAnswer")).strip().rstrip(".").strip().upper()
         if len(letter) != 1 or not 0 <= ord(letter) - ord("A") < len(answers):
-            raise ValueError(f"{where}: field 'correctAnswer' must be a letter A..{chr(ord('A') + len(answers) - 1)}, "
-                             f"got {letter!r}")
+            raise ValueError(
+                f"{where}: field 'correctAnswer' must be a letter A..{chr(ord('A') + len(answers) - 1)}, got {letter!r}"
+            )
         key = tuple(sorted(_norm_answer(a) for a in answers))
         pair += key != prev
         prev = key
@@ -280,10 +302,11 @@ def parse_wsc_xml(text: str, source: str = "<xml>") -> Dataset:
             if at is None:
                 missing = missing or (a, word)
                 continue
-            spans.append(Span(sentence[at:at + len(word)], at, at + len(word)))
+            spans.append(Span(sentence[at : at + len(word)], at, at + len(word)))
         if missing is not None:
-            data.skipped.append(Skipped(ident, n, f"candidate {missing[0]!r} (head word {missing[1]!r}) does not "
-                                                  f"occur in the text"))
+            data.skipped.append(
+                Skipped(ident, n, f"candidate {missing[0]!r} (head word {missing[1]!r}) does not occur in the text")
+            )
             continue
         data.items.append(Item(ident, sentence, query, tuple(spans), ord(letter) - ord("A"), f"wsc-pair-{pair}", n))
     return data

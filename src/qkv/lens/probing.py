@@ -16,6 +16,7 @@ Token choice, by character span (never by first string match):
 
 Shape legend: ``N`` layers, ``H`` heads (``1`` for rollout), ``M`` used items, ``C`` candidates.
 """
+
 from __future__ import annotations
 
 import re
@@ -29,9 +30,26 @@ from . import stats
 from .probe_io import Dataset, Item, Skipped, Span, load_twins, read_items
 from .trace import Trace, load_model, model_name, trace_batch
 
-__all__ = ["probe", "analyse", "head_word", "map_item", "item_scores", "ProbeResult", "PROBE_SCHEMA",
-           "MEASURES", "PIECES", "TRACKS", "ABOVE_CHANCE", "NO_EVIDENCE", "Dataset", "Item", "Skipped", "Span",
-           "read_items", "load_twins"]
+__all__ = [
+    "probe",
+    "analyse",
+    "head_word",
+    "map_item",
+    "item_scores",
+    "ProbeResult",
+    "PROBE_SCHEMA",
+    "MEASURES",
+    "PIECES",
+    "TRACKS",
+    "ABOVE_CHANCE",
+    "NO_EVIDENCE",
+    "Dataset",
+    "Item",
+    "Skipped",
+    "Span",
+    "read_items",
+    "load_twins",
+]
 
 PROBE_SCHEMA = "qkv.probe"
 MEASURES = ("weights", "values", "rollout")
@@ -41,8 +59,9 @@ TRACKS, ABOVE_CHANCE, NO_EVIDENCE = "tracks the referent", "does not clear the b
 #: Words dropped from the front of a candidate before its head word is chosen.
 DETERMINERS = frozenset("the a an this that these those his her its their my your our some every each".split())
 #: A candidate is cut before the first of these (after its first word): "the sack of potatoes" -> "the sack".
-PREPOSITIONS = frozenset("of in on at with from for to by about under over near behind into onto "
-                         "without between".split())
+PREPOSITIONS = frozenset(
+    "of in on at with from for to by about under over near behind into onto without between".split()
+)
 
 
 def head_word(span: Span) -> Span:
@@ -85,21 +104,27 @@ def map_item(item: Item, t: Trace, pieces: str = "sum") -> Mapped | Skipped:
     for a in range(len(heads)):
         for b in range(a + 1, len(heads)):
             if names[a] == names[b]:
-                return Skipped(item.id, item.line, f"candidates {item.candidates[a].text!r} and "
-                               f"{item.candidates[b].text!r} share the head word {heads[a].text!r}")
+                return Skipped(
+                    item.id,
+                    item.line,
+                    f"candidates {item.candidates[a].text!r} and "
+                    f"{item.candidates[b].text!r} share the head word {heads[a].text!r}",
+                )
     for c in item.candidates:
         if c.start < item.query.end and item.query.start < c.end:
             return Skipped(item.id, item.line, f"candidate {c.text!r} overlaps the query {item.query.text!r}")
     q = t.span(item.query.start, item.query.end)
     if not q:
-        return Skipped(item.id, item.line, f"the query {item.query.text!r} has no token (text cut at the model's "
-                                           f"{len(t)} tokens?)")
+        return Skipped(
+            item.id, item.line, f"the query {item.query.text!r} has no token (text cut at the model's {len(t)} tokens?)"
+        )
     cands = []
     for c, h in zip(item.candidates, heads):
         toks = t.span(h.start, h.end)
         if not toks:
-            return Skipped(item.id, item.line, f"candidate {c.text!r} has no token (text cut at the model's "
-                                               f"{len(t)} tokens?)")
+            return Skipped(
+                item.id, item.line, f"candidate {c.text!r} has no token (text cut at the model's {len(t)} tokens?)"
+            )
         cands.append(toks[:1] if pieces == "first" else toks)
     return Mapped(item, q, cands, heads)
 
@@ -176,18 +201,34 @@ class ProbeResult:
         ho = None
         if self.heldout is not None:
             sp = sorted(self.heldout.splits)
-            ho = {**self.heldout.score.to_dict(), "seed": self.heldout.seed,
-                  "splits": {"n": len(sp), "min": sp[0], "median": sp[(len(sp) - 1) // 2], "max": sp[-1]},
-                  "heads_chosen": [{"layer": self.head(k)[0], "head": self.head(k)[1], "train_accuracy": acc}
-                                   for k, acc in self.heldout.chosen]}
-        return {"schema": PROBE_SCHEMA, "version": 1, "model": self.model, "measure": self.measure,
-                "pieces": self.pieces, "source": self.source,
-                "items": {"total": self.total, "used": len(self.used), "skipped": [s.to_dict() for s in self.skipped]},
-                "layers": self.shape[0], "heads_per_layer": self.shape[1],
-                "heads": [{"layer": n, "head": h, **a.to_dict()} for n, h, a in self.ranked()],
-                "baselines": self.baselines, "heldout": ho, "mean_over_heads": self.mean_over_heads,
-                "null": {"best_of_heads": self.null_best, "best_of_heads_p": self.null_p, "rounds": self.null_rounds},
-                "twins": self.twins.to_dict(), "verdict": self.verdict, "reason": self.reason}
+            ho = {
+                **self.heldout.score.to_dict(),
+                "seed": self.heldout.seed,
+                "splits": {"n": len(sp), "min": sp[0], "median": sp[(len(sp) - 1) // 2], "max": sp[-1]},
+                "heads_chosen": [
+                    {"layer": self.head(k)[0], "head": self.head(k)[1], "train_accuracy": acc}
+                    for k, acc in self.heldout.chosen
+                ],
+            }
+        return {
+            "schema": PROBE_SCHEMA,
+            "version": 1,
+            "model": self.model,
+            "measure": self.measure,
+            "pieces": self.pieces,
+            "source": self.source,
+            "items": {"total": self.total, "used": len(self.used), "skipped": [s.to_dict() for s in self.skipped]},
+            "layers": self.shape[0],
+            "heads_per_layer": self.shape[1],
+            "heads": [{"layer": n, "head": h, **a.to_dict()} for n, h, a in self.ranked()],
+            "baselines": self.baselines,
+            "heldout": ho,
+            "mean_over_heads": self.mean_over_heads,
+            "null": {"best_of_heads": self.null_best, "best_of_heads_p": self.null_p, "rounds": self.null_rounds},
+            "twins": self.twins.to_dict(),
+            "verdict": self.verdict,
+            "reason": self.reason,
+        }
 
 
 def _distance(c: Span, q: Span) -> int:
@@ -216,8 +257,10 @@ def _verdict(ho: stats.HeldOut | None, base: dict[str, dict]) -> tuple[str, str]
     if ho is None:
         return NO_EVIDENCE, "too few pairs of items for held-out selection (need at least 2 groups)"
     s = ho.score
-    fig = (f"held-out best head {s.accuracy:.0%} [{s.ci_low:.0%}, {s.ci_high:.0%}] ({s.correct}/{s.n}, median of "
-           f"{len(ho.splits)} splits: {min(ho.splits):.0%}..{max(ho.splits):.0%})")
+    fig = (
+        f"held-out best head {s.accuracy:.0%} [{s.ci_low:.0%}, {s.ci_high:.0%}] ({s.correct}/{s.n}, median of "
+        f"{len(ho.splits)} splits: {min(ho.splits):.0%}..{max(ho.splits):.0%})"
+    )
     uncleared = [k for k, v in base.items() if s.ci_low <= v["accuracy"]]
     if not uncleared:
         return TRACKS, f"{fig}: the interval clears every baseline ({named})"
@@ -226,9 +269,20 @@ def _verdict(ho: stats.HeldOut | None, base: dict[str, dict]) -> tuple[str, str]
     return NO_EVIDENCE, f"{fig}: the interval does not clear chance ({named})"
 
 
-def analyse(scores: np.ndarray, items: Sequence[Item], *, skipped: Sequence[Skipped] = (), total: int | None = None,
-            model: str = "model", measure: str = "weights", pieces: str = "sum", source: str = "",
-            rounds: int = 1000, seed: int = 0, splits: int = 21) -> ProbeResult:
+def analyse(
+    scores: np.ndarray,
+    items: Sequence[Item],
+    *,
+    skipped: Sequence[Skipped] = (),
+    total: int | None = None,
+    model: str = "model",
+    measure: str = "weights",
+    pieces: str = "sum",
+    source: str = "",
+    rounds: int = 1000,
+    seed: int = 0,
+    splits: int = 21,
+) -> ProbeResult:
     """Statistics from per-item scores.
 
     Args:
@@ -242,8 +296,10 @@ def analyse(scores: np.ndarray, items: Sequence[Item], *, skipped: Sequence[Skip
     items = list(items)
     if len(items) == 0:
         why = "; ".join(f"{s.id}: {s.reason}" for s in list(skipped)[:3])
-        raise ValueError("no usable items: every item was skipped or the file is empty"
-                         + (f" ({why}{'; ...' if len(skipped) > 3 else ''})" if why else ""))
+        raise ValueError(
+            "no usable items: every item was skipped or the file is empty"
+            + (f" ({why}{'; ...' if len(skipped) > 3 else ''})" if why else "")
+        )
     if len(scores) != len(items):
         raise ValueError(f"got scores for {len(scores)} items but {len(items)} items")
     N, H = np.asarray(scores[0]).shape[:2]
@@ -253,26 +309,56 @@ def analyse(scores: np.ndarray, items: Sequence[Item], *, skipped: Sequence[Skip
     M = len(items)
     heads = [stats.accuracy(int(c), M) for c in correct.sum(1)]
     first = sum(min(range(len(it.candidates)), key=lambda c: it.candidates[c].start) == it.answer for it in items)
-    near = sum(min(range(len(it.candidates)), key=lambda c: (_distance(it.candidates[c], it.query), -c)) == it.answer
-               for it in items)
+    near = sum(
+        min(range(len(it.candidates)), key=lambda c: (_distance(it.candidates[c], it.query), -c)) == it.answer
+        for it in items
+    )
     expected = float(sum(1.0 / len(it.candidates) for it in items))
     rand = stats.accuracy(round(expected), M)._replace(accuracy=expected / M)
-    base = {"first": stats.accuracy(int(first), M).to_dict(), "nearest": stats.accuracy(int(near), M).to_dict(),
-            "random": rand.to_dict()}
+    base = {
+        "first": stats.accuracy(int(first), M).to_dict(),
+        "nearest": stats.accuracy(int(near), M).to_dict(),
+        "random": rand.to_dict(),
+    }
     groups = [it.pair if it.pair is not None else f"item:{i}" for i, it in enumerate(items)]
     ho = stats.heldout_median(correct, groups, seed, splits) if len(set(groups)) >= 2 else None
     twins = _twins(items)
     best, p, _ = stats.permutation_null(preds, answers, [len(it.candidates) for it in items], twins, rounds, seed)
     verdict, reason = _verdict(ho, base)
-    return ProbeResult(model, measure, pieces, source, len(items) + len(skipped) if total is None else total,
-                       [it.id for it in items], list(skipped), (N, H), heads, base, ho,
-                       float(np.mean([a.accuracy for a in heads])), p, best, rounds,
-                       stats.twin_flips(preds, answers, twins), verdict, reason)
+    return ProbeResult(
+        model,
+        measure,
+        pieces,
+        source,
+        len(items) + len(skipped) if total is None else total,
+        [it.id for it in items],
+        list(skipped),
+        (N, H),
+        heads,
+        base,
+        ho,
+        float(np.mean([a.accuracy for a in heads])),
+        p,
+        best,
+        rounds,
+        stats.twin_flips(preds, answers, twins),
+        verdict,
+        reason,
+    )
 
 
-def probe(items: Dataset | Sequence[Item] | str, model: Any = "minilm", *, measure: str = "weights",
-          pieces: str = "sum", batch_size: int = 32, rounds: int = 1000, seed: int = 0, splits: int = 21,
-          progress=None) -> ProbeResult:
+def probe(
+    items: Dataset | Sequence[Item] | str,
+    model: Any = "minilm",
+    *,
+    measure: str = "weights",
+    pieces: str = "sum",
+    batch_size: int = 32,
+    rounds: int = 1000,
+    seed: int = 0,
+    splits: int = 21,
+    progress=None,
+) -> ProbeResult:
     """Run the probe: trace every item in padded batches, map spans to tokens, score each head, analyse.
 
     Args:
@@ -296,7 +382,7 @@ def probe(items: Dataset | Sequence[Item] | str, model: Any = "minilm", *, measu
     steps = ("weights", "v") if measure == "values" else ("weights",)
     used, scores, skipped = [], [], list(data.skipped)
     for lo in range(0, len(data.items), batch_size * 4):
-        chunk = data.items[lo:lo + batch_size * 4]
+        chunk = data.items[lo : lo + batch_size * 4]
         traces = trace_batch([it.text for it in chunk], m, steps=steps, batch_size=batch_size, truncate=True)
         for it, t in zip(chunk, traces):
             got = map_item(it, t, pieces)
@@ -308,5 +394,16 @@ def probe(items: Dataset | Sequence[Item] | str, model: Any = "minilm", *, measu
         if progress is not None:
             progress(min(lo + len(chunk), len(data.items)), len(data.items))
     name = model_name(m, model)
-    return analyse(scores, used, skipped=skipped, total=data.total, model=name, measure=measure, pieces=pieces,
-                   source=data.source, rounds=rounds, seed=seed, splits=splits)
+    return analyse(
+        scores,
+        used,
+        skipped=skipped,
+        total=data.total,
+        model=name,
+        measure=measure,
+        pieces=pieces,
+        source=data.source,
+        rounds=rounds,
+        seed=seed,
+        splits=splits,
+    )

@@ -18,6 +18,7 @@ Example:
     >>> round(sign_test(9, 1), 4)
     0.0215
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,22 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-__all__ = ["binom_cdf", "binom_sf", "clopper_pearson", "sign_test", "Accuracy", "accuracy", "best_head",
-           "HeldOut", "heldout", "heldout_median", "split_groups", "permutation_null", "TwinStats", "twin_flips"]
+__all__ = [
+    "binom_cdf",
+    "binom_sf",
+    "clopper_pearson",
+    "sign_test",
+    "Accuracy",
+    "accuracy",
+    "best_head",
+    "HeldOut",
+    "heldout",
+    "heldout_median",
+    "split_groups",
+    "permutation_null",
+    "TwinStats",
+    "twin_flips",
+]
 
 
 @lru_cache(maxsize=64)
@@ -44,7 +59,7 @@ def _pmf_sum(lo: int, hi: int, n: int, p: float) -> float:
     if p >= 1.0:
         return 1.0 if hi == n else 0.0
     i = np.arange(lo, hi + 1)
-    terms = np.exp(_log_comb(n)[lo:hi + 1] + i * math.log(p) + (n - i) * math.log1p(-p))
+    terms = np.exp(_log_comb(n)[lo : hi + 1] + i * math.log(p) + (n - i) * math.log1p(-p))
     return min(1.0, math.fsum(terms.tolist()))
 
 
@@ -181,8 +196,9 @@ def heldout(correct: np.ndarray, groups: Sequence, seed: int = 0, level: float =
     return HeldOut(score, chosen, seed, (score.accuracy,))
 
 
-def heldout_median(correct: np.ndarray, groups: Sequence, seed: int = 0, splits: int = 21,
-                   level: float = 0.95) -> HeldOut:
+def heldout_median(
+    correct: np.ndarray, groups: Sequence, seed: int = 0, splits: int = 21, level: float = 0.95
+) -> HeldOut:
     """:func:`heldout` over ``splits`` random splits (seeds ``seed .. seed + splits - 1``); the median split.
 
     One split's figure depends on which pairs land in which half; the split whose accuracy is the (lower) median
@@ -196,8 +212,13 @@ def heldout_median(correct: np.ndarray, groups: Sequence, seed: int = 0, splits:
     return mid._replace(splits=tuple(r.score.accuracy for r in runs))
 
 
-def _null_answers(answers: np.ndarray, n_candidates: np.ndarray, twins: Sequence[tuple[int, int]],
-                  rounds: int, rng: np.random.Generator) -> np.ndarray:
+def _null_answers(
+    answers: np.ndarray,
+    n_candidates: np.ndarray,
+    twins: Sequence[tuple[int, int]],
+    rounds: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """``(R, M)`` answers under the null: twin pairs swap answers with probability 1/2; lone items draw one."""
     M = len(answers)
     out = np.floor(rng.random((rounds, M)) * n_candidates[None, :]).astype(np.int64)  # lone items: uniform
@@ -209,9 +230,14 @@ def _null_answers(answers: np.ndarray, n_candidates: np.ndarray, twins: Sequence
     return out
 
 
-def permutation_null(preds: np.ndarray, answers: Sequence[int], n_candidates: Sequence[int],
-                     twins: Sequence[tuple[int, int]] = (), rounds: int = 1000,
-                     seed: int = 0) -> tuple[float, float, np.ndarray]:
+def permutation_null(
+    preds: np.ndarray,
+    answers: Sequence[int],
+    n_candidates: Sequence[int],
+    twins: Sequence[tuple[int, int]] = (),
+    rounds: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float, np.ndarray]:
     """``p`` of the best-of-heads accuracy under a null where heads do not see the answer.
 
     Under the null each twin pair's two answers are swapped with probability 1/2 (the head's picks stay):
@@ -235,7 +261,7 @@ def permutation_null(preds: np.ndarray, answers: Sequence[int], n_candidates: Se
     for start in range(0, rounds, 100):  # bounded memory: (100, K, M) at a time
         r = min(100, rounds - start)
         a = _null_answers(answers, n_candidates, twins, r, rng)  # (r, M)
-        null[start:start + r] = (preds[None, :, :] == a[:, None, :]).mean(2).max(1)
+        null[start : start + r] = (preds[None, :, :] == a[:, None, :]).mean(2).max(1)
     p = (1 + int((null >= observed - 1e-12).sum())) / (1 + rounds)
     return observed, p, null
 
@@ -277,5 +303,6 @@ def twin_flips(preds: np.ndarray, answers: Sequence[int], twins: Sequence[tuple[
     wrong = flip & (preds[:, i] != answers[i]) & (preds[:, j] != answers[j])
     r, w = right.sum(0), wrong.sum(0)  # (P,) per pair
     up, down = int((r > w).sum()), int((w > r).sum())
-    return TwinStats(len(twins), K, float(flip.sum(0).mean()), int(r.sum()), int(w.sum()), up, down,
-                     sign_test(up, down))
+    return TwinStats(
+        len(twins), K, float(flip.sum(0).mean()), int(r.sum()), int(w.sum()), up, down, sign_test(up, down)
+    )

@@ -22,6 +22,7 @@ Example (a synthetic trace; ``qkv.trace(text)`` builds one from a model):
     >>> [(a.token, a.value) for a in t.top("b", k=2)]
     [('a', 0.75), ('b', 0.25)]
 """
+
 from __future__ import annotations
 
 import difflib
@@ -36,8 +37,18 @@ from torch import Tensor
 
 from .attribution import normalise_rows, rollout, transformed_value_norms
 
-__all__ = ["trace", "trace_batch", "Trace", "Attended", "HeadPreference", "BreakdownRow", "MEASURES",
-           "SCHEMA_VERSION", "UNKNOWN_TOKENS", "load_model"]
+__all__ = [
+    "trace",
+    "trace_batch",
+    "Trace",
+    "Attended",
+    "HeadPreference",
+    "BreakdownRow",
+    "MEASURES",
+    "SCHEMA_VERSION",
+    "UNKNOWN_TOKENS",
+    "load_model",
+]
 
 MEASURES = ("weights", "values", "rollout")
 _html_display = None  # fn(trace) -> html for notebooks: the lens does not draw, the view layer installs one
@@ -47,6 +58,8 @@ def set_html_display(fn) -> None:
     """Install ``fn(trace) -> html`` as :meth:`Trace._repr_html_` (done by :mod:`qkv.view.notebook`)."""
     global _html_display
     _html_display = fn
+
+
 #: How tokenizers spell "not in my vocabulary" (WordPiece, SentencePiece, some BPEs).
 UNKNOWN_TOKENS = frozenset({"[UNK]", "<unk>", "<|unk|>"})
 SCHEMA_VERSION = 1
@@ -127,26 +140,53 @@ class Trace:
 
     # ---------------------------------------------------------------- construction
     @classmethod
-    def from_tensors(cls, text: str, tokens: Sequence[str], *, weights: Tensor, scores: Tensor | None = None,
-                     scaled: Tensor | None = None, fv_norms: Tensor | None = None,
-                     offsets: Sequence[tuple[int, int]] | None = None, special: Sequence[bool] | None = None,
-                     model: dict | None = None, **tensors: Tensor) -> "Trace":
+    def from_tensors(
+        cls,
+        text: str,
+        tokens: Sequence[str],
+        *,
+        weights: Tensor,
+        scores: Tensor | None = None,
+        scaled: Tensor | None = None,
+        fv_norms: Tensor | None = None,
+        offsets: Sequence[tuple[int, int]] | None = None,
+        special: Sequence[bool] | None = None,
+        model: dict | None = None,
+        **tensors: Tensor,
+    ) -> "Trace":
         """A trace from given tensors (``weights`` ``(N, H, L, L)``; others default from it) -- for tests and views."""
         if weights.dim() != 4 or weights.shape[-1] != weights.shape[-2] or weights.shape[-1] != len(tokens):
             raise ValueError(f"weights must be (N, H, L, L) with L = {len(tokens)} tokens, got {tuple(weights.shape)}")
         N, H, L, _ = weights.shape
         scaled = weights.clamp_min(1e-12).log() if scaled is None else scaled
         scores = scaled if scores is None else scores
-        info = {"name": "synthetic", "model_type": "synthetic", "num_layers": N, "num_heads": H,
-                "num_kv_heads": H, "head_dim": 0, **(model or {})}
-        return cls(text=text, tokens=list(tokens), offsets=list(offsets or [(0, 0)] * L),
-                   special=list(special or [False] * L), model=info, weights=weights.float(),
-                   scores=scores.float(), scaled=scaled.float(),
-                   fv_norms=torch.ones(N, H, L) if fv_norms is None else fv_norms.float(), **tensors)
+        info = {
+            "name": "synthetic",
+            "model_type": "synthetic",
+            "num_layers": N,
+            "num_heads": H,
+            "num_kv_heads": H,
+            "head_dim": 0,
+            **(model or {}),
+        }
+        return cls(
+            text=text,
+            tokens=list(tokens),
+            offsets=list(offsets or [(0, 0)] * L),
+            special=list(special or [False] * L),
+            model=info,
+            weights=weights.float(),
+            scores=scores.float(),
+            scaled=scaled.float(),
+            fv_norms=torch.ones(N, H, L) if fv_norms is None else fv_norms.float(),
+            **tensors,
+        )
 
     def __repr__(self) -> str:
-        return (f"Trace({self.text!r}, model={self.model['name']!r}, tokens={len(self.tokens)}, "
-                f"layers={self.num_layers}, heads={self.num_heads})")
+        return (
+            f"Trace({self.text!r}, model={self.model['name']!r}, tokens={len(self.tokens)}, "
+            f"layers={self.num_layers}, heads={self.num_heads})"
+        )
 
     # ---------------------------------------------------------------- sizes and names
     @property
@@ -198,8 +238,9 @@ class Trace:
         if len(hits) >= nth >= 1:
             return hits[nth - 1]
         if hits:
-            raise ValueError(f"{query!r}: the text has only {len(hits)} occurrence(s) of {want!r}; "
-                             f"use {want}@1..{want}@{len(hits)}")
+            raise ValueError(
+                f"{query!r}: the text has only {len(hits)} occurrence(s) of {want!r}; use {want}@1..{want}@{len(hits)}"
+            )
         note = self.vocabulary_note()
         if note:
             raise ValueError(f"token {query!r} is not in the text as the model reads it: {note}")
@@ -239,12 +280,17 @@ class Trace:
         words = sum(1 for s in self.special if not s)
         spelled = "/".join(dict.fromkeys(self.tokens[j] for j in unknown))
         name = self.model.get("name", "the model")
-        english = (" (the embedded MiniLM's vocabulary is English; Chinese characters become [UNK])"
-                   if name == "minilm" else "")
-        return (f"{len(unknown)} of the {words} tokens of the text became {spelled}: the vocabulary of {name} has "
-                f"no entry for them{english}. To see attention on this text, trace it with a model whose vocabulary "
-                f'covers it: pass model="DIR" with DIR a local checkpoint directory, e.g. a copy of '
-                f"bert-base-chinese for Chinese.")
+        english = (
+            " (the embedded MiniLM's vocabulary is English; Chinese characters become [UNK])"
+            if name == "minilm"
+            else ""
+        )
+        return (
+            f"{len(unknown)} of the {words} tokens of the text became {spelled}: the vocabulary of {name} has "
+            f"no entry for them{english}. To see attention on this text, trace it with a model whose vocabulary "
+            f'covers it: pass model="DIR" with DIR a local checkpoint directory, e.g. a copy of '
+            f"bert-base-chinese for Chinese."
+        )
 
     def span(self, start: int, end: int) -> list[int]:
         """Indices of the (non-special) tokens overlapping characters ``[start, end)`` of the text, in order.
@@ -252,10 +298,14 @@ class Trace:
         Example: in ``"it is it"`` ``span(6, 8)`` is the second ``it`` whatever the first one is.
         """
         if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(self.text)):
-            raise ValueError(f"character span {start}..{end} is not a non-empty range within the text "
-                             f"(0..{len(self.text)})")
-        return [j for j, ((a, b), sp) in enumerate(zip(self.offsets, self.special))
-                if not sp and a < end and b > start and b > a]
+            raise ValueError(
+                f"character span {start}..{end} is not a non-empty range within the text (0..{len(self.text)})"
+            )
+        return [
+            j
+            for j, ((a, b), sp) in enumerate(zip(self.offsets, self.special))
+            if not sp and a < end and b > start and b > a
+        ]
 
     def token_at(self, offset: int) -> int:
         """Index of the token covering character ``offset`` of the text.
@@ -267,16 +317,19 @@ class Trace:
             raise ValueError(f"character offset {offset!r} is out of range; the text has {len(self.text)} characters")
         hits = self.span(offset, offset + 1)
         if not hits:
-            raise ValueError(f"no token covers character {offset} ({self.text[offset]!r}); pick an offset inside a "
-                             f"word")
+            raise ValueError(
+                f"no token covers character {offset} ({self.text[offset]!r}); pick an offset inside a word"
+            )
         return hits[0]
 
     # ---------------------------------------------------------------- measures
     def _need(self, what: str, steps: str):
         value = getattr(self, what)
         if value is None:
-            raise ValueError(f"this trace did not record {steps}; trace with steps including {steps} "
-                             f"(or qkv.trace(text) for every step)")
+            raise ValueError(
+                f"this trace did not record {steps}; trace with steps including {steps} "
+                f"(or qkv.trace(text) for every step)"
+            )
         return value
 
     @cached_property
@@ -313,8 +366,9 @@ class Trace:
             return self.values
         raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
 
-    def row(self, query: str | int, layer: int | None = None, head: int | None = None,
-            measure: str = "weights") -> Tensor:
+    def row(
+        self, query: str | int, layer: int | None = None, head: int | None = None, measure: str = "weights"
+    ) -> Tensor:
         """``(L,)`` how much ``query`` takes from each key; ``None`` layer/head average over them.
 
         ``rollout`` combines all heads (``head`` must be None) and ``layer=None`` means the last layer.
@@ -328,34 +382,55 @@ class Trace:
         m = m.mean(0) if layer is None else m[self.check_layer(layer)]
         return m.mean(0) if head is None else m[self.check_head(head)]
 
-    def top(self, query: str | int, k: int = 5, layer: int | None = None, head: int | None = None,
-            measure: str = "weights", skip_special: bool = False) -> list[Attended]:
+    def top(
+        self,
+        query: str | int,
+        k: int = 5,
+        layer: int | None = None,
+        head: int | None = None,
+        measure: str = "weights",
+        skip_special: bool = False,
+    ) -> list[Attended]:
         """The ``k`` keys ``query`` attends to most (see :meth:`row` for ``layer``/``head``/``measure``)."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         r = self.row(query, layer, head, measure)
-        order = [j for j in torch.argsort(r, descending=True, stable=True).tolist()
-                 if not (skip_special and self.special[j])]
+        order = [
+            j for j in torch.argsort(r, descending=True, stable=True).tolist() if not (skip_special and self.special[j])
+        ]
         return [Attended(j, self.tokens[j], float(r[j])) for j in order[:k]]
 
-    def heads(self, query: str | int, prefer: str | int, over: str | int,
-              measure: str = "weights") -> list[HeadPreference]:
+    def heads(
+        self, query: str | int, prefer: str | int, over: str | int, measure: str = "weights"
+    ) -> list[HeadPreference]:
         """Every head ranked by ``measure(query -> prefer) - measure(query -> over)``, best first."""
         i, a, b = self.index(query), self.index(prefer), self.index(over)
         if a == b:
             raise ValueError(f"prefer and over name the same token ({self.tokens[a]!r} at {a}); pick two tokens")
         m = self._measure(measure)[:, :, i]  # (N, H, L)
-        out = [HeadPreference(n, h, float(m[n, h, a]), float(m[n, h, b]), float(m[n, h, a] - m[n, h, b]))
-               for n in range(self.num_layers) for h in range(self.num_heads)]
+        out = [
+            HeadPreference(n, h, float(m[n, h, a]), float(m[n, h, b]), float(m[n, h, a] - m[n, h, b]))
+            for n in range(self.num_layers)
+            for h in range(self.num_heads)
+        ]
         return sorted(out, key=lambda p: -p.diff)
 
     def breakdown(self, query: str | int, layer: int, head: int) -> list[BreakdownRow]:
         """One row per key token: ``q.k``, scaled score, softmax weight, ``||a f(v)||`` and its share."""
         i, n, h = self.index(query), self.check_layer(layer), self.check_head(head)
         raw, share = self.value_norms[n, h, i], self.values[n, h, i]
-        return [BreakdownRow(j, t, float(self.scores[n, h, i, j]), float(self.scaled[n, h, i, j]),
-                             float(self.weights[n, h, i, j]), float(raw[j]), float(share[j]))
-                for j, t in enumerate(self.tokens)]
+        return [
+            BreakdownRow(
+                j,
+                t,
+                float(self.scores[n, h, i, j]),
+                float(self.scaled[n, h, i, j]),
+                float(self.weights[n, h, i, j]),
+                float(raw[j]),
+                float(share[j]),
+            )
+            for j, t in enumerate(self.tokens)
+        ]
 
     # ---------------------------------------------------------------- export
     def to_dict(self, decimals: int = 5) -> dict:
@@ -377,17 +452,33 @@ class Trace:
 
         Numbers are rounded to ``decimals`` places.
         """
+
         def num(t: Tensor) -> list:
             return t.double().round(decimals=decimals).tolist()
 
-        parts = {"scores": self.scores, "scaled": self.scaled, "weights": self.weights,  # a batch trace may lack some
-                 "values": None if self.fv_norms is None else self.values, "value_norms": self.fv_norms}
-        layers = [{"layer": n, **{k: num(v[n]) for k, v in parts.items() if v is not None},
-                   "rollout": num(self.rollout[n])} for n in range(self.num_layers)]
-        tokens = [{"index": j, "text": t, "start": s, "end": e, "special": sp}
-                  for j, (t, (s, e), sp) in enumerate(zip(self.tokens, self.offsets, self.special))]
-        return {"schema": "qkv.trace", "version": SCHEMA_VERSION, "text": self.text, "model": dict(self.model),
-                "tokens": tokens, "layers": layers}
+        parts = {
+            "scores": self.scores,
+            "scaled": self.scaled,
+            "weights": self.weights,  # a batch trace may lack some
+            "values": None if self.fv_norms is None else self.values,
+            "value_norms": self.fv_norms,
+        }
+        layers = [
+            {"layer": n, **{k: num(v[n]) for k, v in parts.items() if v is not None}, "rollout": num(self.rollout[n])}
+            for n in range(self.num_layers)
+        ]
+        tokens = [
+            {"index": j, "text": t, "start": s, "end": e, "special": sp}
+            for j, (t, (s, e), sp) in enumerate(zip(self.tokens, self.offsets, self.special))
+        ]
+        return {
+            "schema": "qkv.trace",
+            "version": SCHEMA_VERSION,
+            "text": self.text,
+            "model": dict(self.model),
+            "tokens": tokens,
+            "layers": layers,
+        }
 
     def to_json(self, indent: int | None = None, decimals: int = 5) -> str:
         """:meth:`to_dict` as a JSON string (see its schema)."""
@@ -419,8 +510,10 @@ def load_model(model: Any = "minilm"):
         if is_transformers_model(model) or type(model).__name__ == "HFModel":
             return as_hf_model(model)
         if not (hasattr(model, "layers") and hasattr(model, "tokenizer") and hasattr(model, "config")):
-            raise ValueError(f"model must be a name/path, a qkv model with .layers, .tokenizer and .config, or a "
-                             f"transformers PreTrainedModel, got {type(model).__name__}")
+            raise ValueError(
+                f"model must be a name/path, a qkv model with .layers, .tokenizer and .config, or a "
+                f"transformers PreTrainedModel, got {type(model).__name__}"
+            )
         return model
     if not model.strip():
         raise ValueError("model name is empty; use e.g. 'minilm' or a checkpoint directory")
@@ -440,8 +533,7 @@ def load_model(model: Any = "minilm"):
 
 def model_name(m, given: Any = None) -> str:
     """The name a trace shows for loaded model ``m`` (``given``: what the caller passed to load it)."""
-    return (getattr(m, "name", None) or getattr(m.config, "name", None)
-            or (given if isinstance(given, str) else "model"))
+    return getattr(m, "name", None) or getattr(m.config, "name", None) or (given if isinstance(given, str) else "model")
 
 
 def _model_type(directory) -> str | None:
@@ -452,8 +544,9 @@ def _model_type(directory) -> str | None:
     return raw.get("model_type") if isinstance(raw, dict) else None
 
 
-def trace(text: str | Sequence[str], model: Any = "minilm", *, tokenizer: Any = None, truncate: bool = False,
-          **batch) -> Trace | list[Trace]:
+def trace(
+    text: str | Sequence[str], model: Any = "minilm", *, tokenizer: Any = None, truncate: bool = False, **batch
+) -> Trace | list[Trace]:
     """Run ``model`` on ``text`` once and record every attention step of every layer and head.
 
     Args:
@@ -478,8 +571,9 @@ def trace(text: str | Sequence[str], model: Any = "minilm", *, tokenizer: Any = 
     if batch:
         raise ValueError(f"{', '.join(batch)} only apply to a list of texts; got one text")
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"text is empty; give a sentence such as 'The cat sat on the mat because it was tired.' "
-                         f"(got {text!r})")
+        raise ValueError(
+            f"text is empty; give a sentence such as 'The cat sat on the mat because it was tired.' (got {text!r})"
+        )
     m = load_model(model)
     if tokenizer is not None or type(m).__name__ == "HFModel":
         from .hf_trace import trace_transformers
@@ -488,8 +582,10 @@ def trace(text: str | Sequence[str], model: Any = "minilm", *, tokenizer: Any = 
             raise ValueError(f"tokenizer= goes with a transformers model; {type(m).__name__} brings its own tokenizer")
         return trace_transformers(text, m, tokenizer, truncate=truncate)
     if m.tokenizer is None:
-        raise ValueError(f"model {m.config.name or ''!s} has no tokenizer (no tokenizer.json next to its config.json); "
-                         f"add one to trace text")
+        raise ValueError(
+            f"model {m.config.name or ''!s} has no tokenizer (no tokenizer.json next to its config.json); "
+            f"add one to trace text"
+        )
     enc = m.tokenizer.encode(text, truncate=truncate)
     cfg = m.config
     ids = torch.tensor([enc.ids], dtype=torch.long)  # (B=1, L)
@@ -502,17 +598,37 @@ def trace(text: str | Sequence[str], model: Any = "minilm", *, tokenizer: Any = 
 
     v = stack("v")  # (N, Hkv, L, D)
     with torch.no_grad():
-        fv = torch.stack([transformed_value_norms(v[n:n + 1], m.layers[n].attention.out_proj.weight.float(),
-                                                  num_heads=cfg.num_heads)[0]
-                          for n in range(cfg.num_layers)])  # (N, H, L)
-    info = {"name": model_name(m, model), "model_type": cfg.model_type,
-            "num_layers": cfg.num_layers, "num_heads": cfg.num_heads, "num_kv_heads": cfg.num_kv_heads,
-            "head_dim": cfg.head_dim}
-    return Trace(text=text, tokens=list(enc.tokens), offsets=[tuple(o) for o in enc.offsets],
-                 special=[bool(s) for s in enc.special], model=info, weights=stack("weights"),
-                 scores=stack("scores"), scaled=stack("scaled"), fv_norms=fv, q=stack("q"), k=stack("k"),
-                 v=v, output=stack("output"))
-
+        fv = torch.stack(
+            [
+                transformed_value_norms(
+                    v[n : n + 1], m.layers[n].attention.out_proj.weight.float(), num_heads=cfg.num_heads
+                )[0]
+                for n in range(cfg.num_layers)
+            ]
+        )  # (N, H, L)
+    info = {
+        "name": model_name(m, model),
+        "model_type": cfg.model_type,
+        "num_layers": cfg.num_layers,
+        "num_heads": cfg.num_heads,
+        "num_kv_heads": cfg.num_kv_heads,
+        "head_dim": cfg.head_dim,
+    }
+    return Trace(
+        text=text,
+        tokens=list(enc.tokens),
+        offsets=[tuple(o) for o in enc.offsets],
+        special=[bool(s) for s in enc.special],
+        model=info,
+        weights=stack("weights"),
+        scores=stack("scores"),
+        scaled=stack("scaled"),
+        fv_norms=fv,
+        q=stack("q"),
+        k=stack("k"),
+        v=v,
+        output=stack("output"),
+    )
 
 
 from .batch import trace_batch  # noqa: E402  (batch.py builds on Trace and load_model above)

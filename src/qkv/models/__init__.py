@@ -13,6 +13,7 @@ Example:
     >>> out.last_hidden_state.shape, out.pooled.shape
     (torch.Size([2, 9, 384]), torch.Size([2, 384]))
 """
+
 from .bert import BertModel
 from .common import CausalLMOutput, EncoderOutput
 from .config import ModelConfig, WeightRule
@@ -21,5 +22,17 @@ from .llama import LlamaModel
 from .loading import known_model_types, load, resolve
 from .tokenizer import Encoding, Tokenizer
 
-__all__ = ["load", "resolve", "known_model_types", "ModelConfig", "WeightRule", "Tokenizer", "Encoding",
-           "EncoderOutput", "CausalLMOutput", "BertModel", "GPT2Model", "LlamaModel"]
+__all__ = [
+    "load",
+    "resolve",
+    "known_model_types",
+    "ModelConfig",
+    "WeightRule",
+    "Tokenizer",
+    "Encoding",
+    "EncoderOutput",
+    "CausalLMOutput",
+    "BertModel",
+    "GPT2Model",
+    "LlamaModel",
+]

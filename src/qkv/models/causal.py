@@ -10,6 +10,7 @@ mask is aligned bottom-right, so the new queries (the last positions) see every 
 
 Shape legend: ``B`` batch, ``L`` new tokens, ``Lk`` all keys (cached + new), ``V`` vocabulary.
 """
+
 from __future__ import annotations
 
 import torch
@@ -44,9 +45,16 @@ class CausalLM(nn.Module):
         """One empty :class:`KVCache` per layer."""
         return [KVCache() for _ in self.layers]
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, *, positions: Tensor | None = None,
-                cache: list[KVCache] | None = None, output_hidden_states: bool = False,
-                last_logits_only: bool = False) -> CausalLMOutput:
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        *,
+        positions: Tensor | None = None,
+        cache: list[KVCache] | None = None,
+        output_hidden_states: bool = False,
+        last_logits_only: bool = False,
+    ) -> CausalLMOutput:
         """Next-token logits for ``input_ids`` ``(B, L)``.
 
         Args:
@@ -59,16 +67,18 @@ class CausalLM(nn.Module):
                 a 4,096-token prompt otherwise spends ~100 GFLOP on the vocabulary projection).
         """
         if cache is not None and len(cache) != len(self.layers):
-            raise ValueError(f"cache has {len(cache)} entries but the model has {len(self.layers)} layers; "
-                             "use model.new_cache()")
+            raise ValueError(
+                f"cache has {len(cache)} entries but the model has {len(self.layers)} layers; use model.new_cache()"
+            )
         past = 0 if cache is None else len(cache[0])
         check_input_ids(input_ids, attention_mask, self.config, past)
         L = input_ids.shape[1]
         if positions is None:
             positions = torch.arange(past, past + L, device=input_ids.device)  # (L,)
         elif positions.shape[-1] != L:
-            raise ValueError(f"positions must have {L} entries per row (one per new token), got shape "
-                             f"{tuple(positions.shape)}")
+            raise ValueError(
+                f"positions must have {L} entries per row (one per new token), got shape {tuple(positions.shape)}"
+            )
         mask = self._mask(attention_mask, L)
         h = self.embed(input_ids, positions)  # (B, L, hidden)
         record_point("embeddings", h)
@@ -80,8 +90,11 @@ class CausalLM(nn.Module):
             hidden.append(h)
         h = self.norm(h)
         record_point("final", h)
-        return CausalLMOutput(logits=self.lm_head(h[:, -1:] if last_logits_only else h), last_hidden_state=h,
-                              hidden_states=tuple(hidden) if output_hidden_states else None)
+        return CausalLMOutput(
+            logits=self.lm_head(h[:, -1:] if last_logits_only else h),
+            last_hidden_state=h,
+            hidden_states=tuple(hidden) if output_hidden_states else None,
+        )
 
     @staticmethod
     def _mask(attention_mask: Tensor | None, L: int):
@@ -91,8 +104,15 @@ class CausalLM(nn.Module):
         return masks.causal(align="bottom_right") & masks.as_mask(km)
 
     @torch.no_grad()
-    def generate(self, input_ids: Tensor, max_new_tokens: int, *, attention_mask: Tensor | None = None,
-                 eos_token_id: int | None = None, pad_token_id: int | None = None) -> Tensor:
+    def generate(
+        self,
+        input_ids: Tensor,
+        max_new_tokens: int,
+        *,
+        attention_mask: Tensor | None = None,
+        eos_token_id: int | None = None,
+        pad_token_id: int | None = None,
+    ) -> Tensor:
         """Greedy decoding with the KV cache: ``(B, L)`` -> ``(B, L + max_new_tokens)``.
 
         The prompt runs once; then each step feeds one token per row and attends over the cache.
@@ -105,8 +125,10 @@ class CausalLM(nn.Module):
         check_input_ids(input_ids, attention_mask, self.config)
         B, L = input_ids.shape
         if L + max_new_tokens > self.config.max_positions:
-            raise ValueError(f"{L} prompt tokens + {max_new_tokens} new exceed the model's "
-                             f"{self.config.max_positions} positions; shorten the prompt or ask for fewer tokens")
+            raise ValueError(
+                f"{L} prompt tokens + {max_new_tokens} new exceed the model's "
+                f"{self.config.max_positions} positions; shorten the prompt or ask for fewer tokens"
+            )
         if max_new_tokens == 0:
             return input_ids.clone()
         am = torch.ones_like(input_ids) if attention_mask is None else attention_mask.long()

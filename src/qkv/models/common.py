@@ -3,6 +3,7 @@ activations and recording of model-level points (``embeddings``, ``layers.{i}.in
 
 Shape legend: ``B`` batch, ``L`` length, ``Lk`` keys (cached + new), ``V`` vocabulary.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,16 @@ from torch import Tensor, nn
 from .. import masks
 from ..nn.record import current
 
-__all__ = ["EncoderOutput", "CausalLMOutput", "check_input_ids", "key_mask", "RMSNorm", "activation",
-           "record_point", "ACTIVATIONS"]
+__all__ = [
+    "EncoderOutput",
+    "CausalLMOutput",
+    "check_input_ids",
+    "key_mask",
+    "RMSNorm",
+    "activation",
+    "record_point",
+    "ACTIVATIONS",
+]
 
 
 @dataclass
@@ -54,31 +63,45 @@ class CausalLMOutput:
 
 def check_input_ids(input_ids, attention_mask, config, past: int = 0) -> None:
     """Validate ``input_ids`` ``(B, L)`` and ``attention_mask`` ``(B, past + L)``; raise ValueError otherwise."""
-    if not isinstance(input_ids, Tensor) or input_ids.dim() != 2 or input_ids.dtype.is_floating_point \
-            or input_ids.dtype == torch.bool:
-        got = f"{input_ids.dtype} {tuple(input_ids.shape)}" if isinstance(input_ids, Tensor) else type(input_ids).__name__
-        raise ValueError(f"input_ids must be an integer tensor (B, L), got {got}; use model.tokenizer.encode_batch(texts) "
-                         "or torch.tensor([ids]) (add a batch dim with .unsqueeze(0))")
+    if (
+        not isinstance(input_ids, Tensor)
+        or input_ids.dim() != 2
+        or input_ids.dtype.is_floating_point
+        or input_ids.dtype == torch.bool
+    ):
+        got = (
+            f"{input_ids.dtype} {tuple(input_ids.shape)}" if isinstance(input_ids, Tensor) else type(input_ids).__name__
+        )
+        raise ValueError(
+            f"input_ids must be an integer tensor (B, L), got {got}; use model.tokenizer.encode_batch(texts) "
+            "or torch.tensor([ids]) (add a batch dim with .unsqueeze(0))"
+        )
     B, L = input_ids.shape
     if L == 0:
         raise ValueError("input_ids has length 0; give at least one token")
     if past + L > config.max_positions:
-        raise ValueError(f"input has {past + L} tokens ({past} cached + {L} new) but {config.name or config.model_type} "
-                         f"accepts at most {config.max_positions} positions; truncate it: "
-                         f"tokenizer.encode(text, truncate=True) or input_ids[:, :{config.max_positions}]"
-                         if past else
-                         f"input has {L} tokens but {config.name or config.model_type} accepts at most "
-                         f"{config.max_positions} positions (config.max_positions); truncate it: "
-                         f"tokenizer.encode(text, truncate=True) or input_ids[:, :{config.max_positions}]")
+        raise ValueError(
+            f"input has {past + L} tokens ({past} cached + {L} new) but {config.name or config.model_type} "
+            f"accepts at most {config.max_positions} positions; truncate it: "
+            f"tokenizer.encode(text, truncate=True) or input_ids[:, :{config.max_positions}]"
+            if past
+            else f"input has {L} tokens but {config.name or config.model_type} accepts at most "
+            f"{config.max_positions} positions (config.max_positions); truncate it: "
+            f"tokenizer.encode(text, truncate=True) or input_ids[:, :{config.max_positions}]"
+        )
     lo, hi = int(input_ids.min()), int(input_ids.max())
     if lo < 0 or hi >= config.vocab_size:
-        raise ValueError(f"input_ids must be in [0, {config.vocab_size}) (the vocabulary), got values in [{lo}, {hi}]; "
-                         "use the model's own tokenizer")
+        raise ValueError(
+            f"input_ids must be in [0, {config.vocab_size}) (the vocabulary), got values in [{lo}, {hi}]; "
+            "use the model's own tokenizer"
+        )
     if attention_mask is not None:
         if not isinstance(attention_mask, Tensor) or tuple(attention_mask.shape) != (B, past + L):
             got = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
-            raise ValueError(f"attention_mask must have shape (B, cached + new) = {(B, past + L)} (1 = real token, "
-                             f"0 = padding), got {got}")
+            raise ValueError(
+                f"attention_mask must have shape (B, cached + new) = {(B, past + L)} (1 = real token, "
+                f"0 = padding), got {got}"
+            )
 
 
 def key_mask(attention_mask: Tensor | None):
@@ -135,8 +158,10 @@ def activation(name: str):
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(f"activation {name!r} (hidden_act / activation_function in config.json) is not supported; "
-                         f"known: {', '.join(ACTIVATIONS)}") from None
+        raise ValueError(
+            f"activation {name!r} (hidden_act / activation_function in config.json) is not supported; "
+            f"known: {', '.join(ACTIVATIONS)}"
+        ) from None
 
 
 def record_point(name: str, tensor: Tensor) -> None:

@@ -5,6 +5,7 @@ A :class:`ModelConfig` is read from a checkpoint's ``config.json`` by the family
 each of its parameters lives in the checkpoint (:class:`WeightRule`: explicit names, a transpose
 flag for GPT-2's Conv1D, a split for fused projections).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -109,22 +110,41 @@ def require(raw: dict, key: str, where: str, *alternatives: str):
         if k in raw and raw[k] is not None:
             return raw[k]
     names = " or ".join(repr(k) for k in (key, *alternatives))
-    raise ValueError(f"{where}: config.json has no {names} (model_type {raw.get('model_type')!r}); "
-                     "add it (copy the model's original config.json) or check that this is the right checkpoint")
+    raise ValueError(
+        f"{where}: config.json has no {names} (model_type {raw.get('model_type')!r}); "
+        "add it (copy the model's original config.json) or check that this is the right checkpoint"
+    )
 
 
 # Types of the config.json keys the families read: checked before any family reads them, so that a
 # string, a list or a zero where a size belongs is one clear ValueError instead of a TypeError or a
 # ZeroDivisionError deep inside the model.
-SIZE_KEYS = ("hidden_size", "n_embd", "num_attention_heads", "n_head", "num_key_value_heads", "num_hidden_layers",
-             "n_layer", "vocab_size", "max_position_embeddings", "n_positions", "intermediate_size", "n_inner",
-             "head_dim")
+SIZE_KEYS = (
+    "hidden_size",
+    "n_embd",
+    "num_attention_heads",
+    "n_head",
+    "num_key_value_heads",
+    "num_hidden_layers",
+    "n_layer",
+    "vocab_size",
+    "max_position_embeddings",
+    "n_positions",
+    "intermediate_size",
+    "n_inner",
+    "head_dim",
+)
 COUNT_KEYS = ("type_vocab_size",)  # may be 0
 ID_KEYS = ("pad_token_id", "bos_token_id", "eos_token_id")
 POSITIVE_FLOAT_KEYS = ("layer_norm_eps", "layer_norm_epsilon", "rms_norm_eps", "rope_theta")
 STRING_KEYS = ("model_type", "hidden_act", "activation_function", "position_embedding_type")
-FLAG_KEYS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "scale_attn_by_inverse_layer_idx",
-             "add_cross_attention")
+FLAG_KEYS = (
+    "tie_word_embeddings",
+    "attention_bias",
+    "mlp_bias",
+    "scale_attn_by_inverse_layer_idx",
+    "add_cross_attention",
+)
 OBJECT_KEYS = ("rope_scaling", "rope_parameters")
 
 
@@ -159,8 +179,10 @@ def check_raw_config(raw, path) -> None:
         ValueError: naming the file, the key, what was expected, what arrived and the fix.
     """
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a JSON object ({{\"model_type\": ..., \"hidden_size\": ...}}) at the top "
-                         f"level, got {_kind(raw)}; restore the model's original config.json")
+        raise ValueError(
+            f'{path}: expected a JSON object ({{"model_type": ..., "hidden_size": ...}}) at the top '
+            f"level, got {_kind(raw)}; restore the model's original config.json"
+        )
 
     def bad(key, expected, fix="restore the value from the model's original config.json"):
         return ValueError(f"{path}: {key!r} must be {expected}, got {_kind(raw[key])}; {fix}")
@@ -170,8 +192,11 @@ def check_raw_config(raw, path) -> None:
         if key in present:
             n, low = _as_int(present[key]), 0 if key in COUNT_KEYS else 1
             if n is None:
-                hint = (f"write it as a JSON number without quotes (\"{key}\": {present[key].strip()})"
-                        if isinstance(present[key], str) and present[key].strip().isdigit() else None)
+                hint = (
+                    f'write it as a JSON number without quotes ("{key}": {present[key].strip()})'
+                    if isinstance(present[key], str) and present[key].strip().isdigit()
+                    else None
+                )
                 raise bad(key, "an integer" + (" >= 0" if low == 0 else " >= 1"), *([hint] if hint else []))
             if n < low:
                 raise bad(key, f"an integer >= {low}")
@@ -188,13 +213,13 @@ def check_raw_config(raw, path) -> None:
                 raise bad(key, "a positive finite number (e.g. 1e-12)")
     for key in STRING_KEYS:
         if key in present and not isinstance(present[key], str):
-            raise bad(key, "a string (e.g. \"gelu\")")
+            raise bad(key, 'a string (e.g. "gelu")')
     for key in FLAG_KEYS:
         if key in present and not isinstance(present[key], bool) and present[key] not in (0, 1):
             raise bad(key, "true or false", "write true or false without quotes")
     for key in OBJECT_KEYS:
         if key in present and not isinstance(present[key], dict):
-            raise bad(key, "a JSON object ({\"rope_type\": ..., \"factor\": ...}) or null")
+            raise bad(key, 'a JSON object ({"rope_type": ..., "factor": ...}) or null')
     _check_heads_split_hidden(present, path)
 
 
@@ -204,9 +229,13 @@ def _check_heads_split_hidden(present: dict, path) -> None:
         return
     gpt2 = present.get("model_type") == "gpt2"  # GPT-2 reads n_embd / n_head first
     hk = next((k for k in (("n_embd", "hidden_size") if gpt2 else ("hidden_size", "n_embd")) if k in present), None)
-    nk = next((k for k in (("n_head", "num_attention_heads") if gpt2 else ("num_attention_heads", "n_head"))
-               if k in present), None)
+    nk = next(
+        (k for k in (("n_head", "num_attention_heads") if gpt2 else ("num_attention_heads", "n_head")) if k in present),
+        None,
+    )
     if hk and nk and int(present[hk]) % int(present[nk]):
-        raise ValueError(f"{path}: {hk!r} {int(present[hk])} is not divisible by {nk!r} {int(present[nk])}, so "
-                         f"the heads cannot split the hidden size ({hk} = {nk} x head size); restore both values "
-                         "from the model's original config.json")
+        raise ValueError(
+            f"{path}: {hk!r} {int(present[hk])} is not divisible by {nk!r} {int(present[nk])}, so "
+            f"the heads cannot split the hidden size ({hk} = {nk} x head size); restore both values "
+            "from the model's original config.json"
+        )

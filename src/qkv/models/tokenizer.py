@@ -8,6 +8,7 @@ Example:
     >>> enc.tokens, enc.offsets[1], enc.special[0]
     (['[CLS]', 'the', 'cat', 'sat', '.', '[SEP]'], (0, 3), True)
 """
+
 from __future__ import annotations
 
 import json
@@ -47,13 +48,15 @@ def _check_encodable(text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        bad = text[e.start:e.end]
+        bad = text[e.start : e.end]
         raw = bytes(ord(c) - 0xDC00 for c in bad if 0xDC80 <= ord(c) <= 0xDCFF)
         what = f"undecodable byte(s) {raw!r}" if raw else f"lone surrogate(s) {bad!r}"
-        context = text[max(0, e.start - 10):e.end + 10]
-        raise ValueError(f"the text contains {what} at character {e.start} ({context!r}), which is not valid "
-                         "Unicode; decode the input with its real encoding (e.g. bytes.decode('latin-1')) or "
-                         "replace the bad bytes (bytes.decode('utf-8', 'replace'))") from None
+        context = text[max(0, e.start - 10) : e.end + 10]
+        raise ValueError(
+            f"the text contains {what} at character {e.start} ({context!r}), which is not valid "
+            "Unicode; decode the input with its real encoding (e.g. bytes.decode('latin-1')) or "
+            "replace the bad bytes (bytes.decode('utf-8', 'replace'))"
+        ) from None
 
 
 class Tokenizer:
@@ -75,8 +78,10 @@ class Tokenizer:
             json.loads(text)
             self._tok = _HFTokenizer.from_str(text)
         except Exception as e:  # the library's and json's errors -> one clear message
-            raise ValueError(f"cannot read tokenizer {self.path}: {e}; replace it with the model's original "
-                             "tokenizer.json (or remove it to load the model without a tokenizer)") from None
+            raise ValueError(
+                f"cannot read tokenizer {self.path}: {e}; replace it with the model's original "
+                "tokenizer.json (or remove it to load the model without a tokenizer)"
+            ) from None
         self._tok.no_truncation()
         self._tok.no_padding()
         self._truncating = _HFTokenizer.from_str(self._tok.to_str())
@@ -112,9 +117,11 @@ class Tokenizer:
         enc = self._tok.encode(text)
         if len(enc.ids) > self.max_positions:
             if not truncate:
-                raise ValueError(f"text is {len(enc.ids)} tokens long but the model accepts at most "
-                                 f"{self.max_positions} positions; pass truncate=True to keep the first "
-                                 f"{self.max_positions} tokens, or split the text")
+                raise ValueError(
+                    f"text is {len(enc.ids)} tokens long but the model accepts at most "
+                    f"{self.max_positions} positions; pass truncate=True to keep the first "
+                    f"{self.max_positions} tokens, or split the text"
+                )
             enc = self._truncating.encode(text)
         special = [bool(s) for s in enc.special_tokens_mask]
         offsets = [(0, 0) if s else (int(a), int(b)) for (a, b), s in zip(enc.offsets, special)]
@@ -128,8 +135,10 @@ class Tokenizer:
             (1 = token, 0 = padding), ``L`` the longest encoding.
         """
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts) or not len(texts):
-            raise ValueError("encode_batch expects a non-empty list of str, got "
-                             f"{type(texts).__name__}; for one text use encode(text) or encode_batch([text])")
+            raise ValueError(
+                "encode_batch expects a non-empty list of str, got "
+                f"{type(texts).__name__}; for one text use encode(text) or encode_batch([text])"
+            )
         encs = [self.encode(t, truncate=truncate) for t in texts]
         L = max(len(e) for e in encs)
         ids = torch.full((len(encs), L), self.pad_token_id, dtype=torch.long)

@@ -1,5 +1,6 @@
 """qkv.nn -- modules built on :func:`qkv.attention`: multi-head attention, KV cache, rotary embedding,
 and the recording mechanism (:mod:`qkv.nn.record`) that makes every attention step observable."""
+
 from . import record
 from .attention import MultiHeadAttention
 from .cache import KVCache

@@ -13,6 +13,7 @@ each key/value head between a group of query heads (GQA; 1 = MQA).
 
 Shape legend: ``B`` batch, ``Hq``/``Hkv`` query/key-value heads, ``Lq``/``Lk`` lengths, ``D`` head dim.
 """
+
 from __future__ import annotations
 
 import torch
@@ -54,10 +55,21 @@ class MultiHeadAttention(nn.Module):
         torch.Size([2, 5, 32])
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, *, num_kv_heads: int | None = None,
-                 kv_embed_dim: int | None = None, head_dim: int | None = None, bias: bool = True,
-                 out_bias: bool | None = None, dropout: float = 0.0, impl: str = "auto",
-                 scale: float | None = None, name: str = "attention"):
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        num_kv_heads: int | None = None,
+        kv_embed_dim: int | None = None,
+        head_dim: int | None = None,
+        bias: bool = True,
+        out_bias: bool | None = None,
+        dropout: float = 0.0,
+        impl: str = "auto",
+        scale: float | None = None,
+        name: str = "attention",
+    ):
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         for nm, val in (("embed_dim", embed_dim), ("num_heads", num_heads), ("num_kv_heads", num_kv_heads)):
@@ -65,13 +77,17 @@ class MultiHeadAttention(nn.Module):
                 raise ValueError(f"MultiHeadAttention: {nm} must be a positive int, got {val!r}")
         if head_dim is None:
             if embed_dim % num_heads:
-                raise ValueError(f"MultiHeadAttention: embed_dim {embed_dim} is not divisible by num_heads "
-                                 f"{num_heads}; "
-                                 "choose num_heads that divides embed_dim or pass head_dim explicitly")
+                raise ValueError(
+                    f"MultiHeadAttention: embed_dim {embed_dim} is not divisible by num_heads "
+                    f"{num_heads}; "
+                    "choose num_heads that divides embed_dim or pass head_dim explicitly"
+                )
             head_dim = embed_dim // num_heads
         if num_heads % num_kv_heads:
-            raise ValueError(f"MultiHeadAttention: num_heads {num_heads} is not a multiple of num_kv_heads "
-                             f"{num_kv_heads}; each key/value head serves a whole group of query heads (GQA)")
+            raise ValueError(
+                f"MultiHeadAttention: num_heads {num_heads} is not a multiple of num_kv_heads "
+                f"{num_kv_heads}; each key/value head serves a whole group of query heads (GQA)"
+            )
         if not (0.0 <= dropout < 1.0):
             raise ValueError(f"MultiHeadAttention: dropout must be in [0, 1), got {dropout!r}")
         kv_embed_dim = embed_dim if kv_embed_dim is None else kv_embed_dim
@@ -87,9 +103,17 @@ class MultiHeadAttention(nn.Module):
         B, L, _ = t.shape
         return t.view(B, L, heads, self.head_dim).transpose(1, 2)  # (B, L, H*D) -> (B, H, L, D)
 
-    def forward(self, x: Tensor, context: Tensor | None = None, *, mask=None, score_mod=None,
-                cache: KVCache | None = None, rope: RotaryEmbedding | None = None,
-                positions: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        mask=None,
+        score_mod=None,
+        cache: KVCache | None = None,
+        rope: RotaryEmbedding | None = None,
+        positions: Tensor | None = None,
+    ) -> Tensor:
         """Attend from ``x`` ``(B, Lq, embed_dim)`` to itself or to ``context`` ``(B, Lk, kv_embed_dim)``.
 
         Args:
@@ -116,8 +140,9 @@ class MultiHeadAttention(nn.Module):
             if rope is not None:
                 raise ValueError(f"{self.name}: rope applies to self-attention; drop rope= for cross-attention")
             if context.dim() != 3 or context.shape[0] != B or context.shape[-1] != self.kv_embed_dim:
-                raise ValueError(f"{self.name}: expected context of shape ({B}, Lk, {self.kv_embed_dim}), "
-                                 f"got {tuple(context.shape)}")
+                raise ValueError(
+                    f"{self.name}: expected context of shape ({B}, Lk, {self.kv_embed_dim}), got {tuple(context.shape)}"
+                )
             if cache is not None and past:
                 k, v = cache.keys, cache.values  # the context's K/V were computed on the first call
             else:
@@ -155,8 +180,11 @@ class MultiHeadAttention(nn.Module):
                 object.__setattr__(self, "_fused_qkv", cached)  # not a parameter, buffer or state
             w, b = cached[1], cached[2]
         if b is None and any(m.bias is not None for m in parts):  # mixed biases: project separately
-            return (self._heads(self.q_proj(x), self.num_heads), self._heads(self.k_proj(x), self.num_kv_heads),
-                    self._heads(self.v_proj(x), self.num_kv_heads))
+            return (
+                self._heads(self.q_proj(x), self.num_heads),
+                self._heads(self.k_proj(x), self.num_kv_heads),
+                self._heads(self.v_proj(x), self.num_kv_heads),
+            )
         y = torch.nn.functional.linear(x, w, b)  # (B, L, (Hq + 2 Hkv) * D)
         nq, nkv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         q, k, v = y.split([nq, nkv, nkv], dim=-1)
@@ -168,15 +196,22 @@ class MultiHeadAttention(nn.Module):
         rec = current()
         if rec is not None and rec.wants(self.name):
             s = qkv_steps(q, k, v, mask=mask, score_mod=score_mod, scale=self.scale)
-            for step, t in (("q", q), ("k", k), ("v", v), ("scores", s.scores), ("scaled", s.scaled),
-                            ("weights", s.weights), ("output", s.output)):
+            for step, t in (
+                ("q", q),
+                ("k", k),
+                ("v", v),
+                ("scores", s.scores),
+                ("scaled", s.scaled),
+                ("weights", s.weights),
+                ("output", s.output),
+            ):
                 rec.record(f"{self.name}.{step}", t)
             return s.output
         p = self.dropout if self.training else 0.0
-        return qkv_attention(q, k, v, mask=mask, score_mod=score_mod, scale=self.scale, dropout_p=p,
-                                    impl=self.impl)
+        return qkv_attention(q, k, v, mask=mask, score_mod=score_mod, scale=self.scale, dropout_p=p, impl=self.impl)
 
     def extra_repr(self) -> str:
-        return (f"name={self.name!r}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, "
-                f"head_dim={self.head_dim}, impl={self.impl!r}")
-
+        return (
+            f"name={self.name!r}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, "
+            f"head_dim={self.head_dim}, impl={self.impl!r}"
+        )

@@ -19,6 +19,7 @@ Example:
     >>> len(cache), tuple(k.shape), k[0, 0, :, 0].tolist()
     (4, (1, 2, 4, 4), [0.0, 0.0, 0.0, 1.0])
 """
+
 from __future__ import annotations
 
 from torch import Tensor
@@ -58,8 +59,10 @@ class KVCache:
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append new ``k`` ``(B, Hkv, Ln, D)`` and ``v`` ``(B, Hkv, Ln, Dv)``; return all keys and values so far."""
         if k.dim() != 4 or v.dim() != 4 or k.shape[:3] != v.shape[:3]:
-            raise ValueError(f"KVCache.append: expected k (B, Hkv, L, D) and v (B, Hkv, L, Dv) with matching B, Hkv, L; "
-                             f"got k {tuple(k.shape)}, v {tuple(v.shape)}")
+            raise ValueError(
+                f"KVCache.append: expected k (B, Hkv, L, D) and v (B, Hkv, L, Dv) with matching B, Hkv, L; "
+                f"got k {tuple(k.shape)}, v {tuple(v.shape)}"
+            )
         n = k.shape[2]
         if self._k is None:
             cap = max(self._capacity, n)
@@ -69,17 +72,21 @@ class KVCache:
             want_k = (self._k.shape[0], self._k.shape[1], self._k.shape[3])
             want_v = (self._v.shape[0], self._v.shape[1], self._v.shape[3])
             if (k.shape[0], k.shape[1], k.shape[3]) != want_k or (v.shape[0], v.shape[1], v.shape[3]) != want_v:
-                raise ValueError(f"KVCache.append: cache holds (B, Hkv, D) = {want_k} and Dv = {want_v[2]}, but got "
-                                 f"k {tuple(k.shape)}, v {tuple(v.shape)}; use one cache per attention module and batch")
+                raise ValueError(
+                    f"KVCache.append: cache holds (B, Hkv, D) = {want_k} and Dv = {want_v[2]}, but got "
+                    f"k {tuple(k.shape)}, v {tuple(v.shape)}; use one cache per attention module and batch"
+                )
             if k.dtype != self._k.dtype or k.device != self._k.device:
-                raise ValueError(f"KVCache.append: cache is {self._k.dtype} on {self._k.device}, got k {k.dtype} on "
-                                 f"{k.device}; keep one dtype/device per cache (or reset() it)")
+                raise ValueError(
+                    f"KVCache.append: cache is {self._k.dtype} on {self._k.device}, got k {k.dtype} on "
+                    f"{k.device}; keep one dtype/device per cache (or reset() it)"
+                )
             if self._length + n > self._k.shape[2]:
                 cap = max(2 * self._k.shape[2], self._length + n)
                 self._k = self._grow(self._k, cap)
                 self._v = self._grow(self._v, cap)
-        self._k[:, :, self._length: self._length + n] = k
-        self._v[:, :, self._length: self._length + n] = v
+        self._k[:, :, self._length : self._length + n] = k
+        self._v[:, :, self._length : self._length + n] = v
         self._length += n
         return self.keys, self.values
 

@@ -22,6 +22,7 @@ Example:
     ...     current().wants("layers.0.attention.weights"), current().wants("layers.1.attention.weights")
     (True, False)
 """
+
 from __future__ import annotations
 
 import contextvars

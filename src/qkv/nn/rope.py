@@ -17,6 +17,7 @@ Example:
     >>> torch.allclose(s1, s2, atol=1e-5)   # only the distance 2 matters
     True
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,9 @@ __all__ = ["RotaryEmbedding", "rope_frequencies", "rotate_half", "ROPE_TYPES"]
 ROPE_TYPES = ("default", "linear", "llama3")
 
 
-def rope_frequencies(head_dim: int, theta: float = 10000.0, scaling: dict | None = None,
-                     dtype: torch.dtype = torch.float32) -> Tensor:
+def rope_frequencies(
+    head_dim: int, theta: float = 10000.0, scaling: dict | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Inverse frequencies ``(D/2,)`` in ``dtype``, with optional ``rope_scaling`` (Hugging Face keys).
 
     float32 reproduces Hugging Face's numbers bit for bit; float64 is used for float64 inputs.
@@ -43,16 +45,22 @@ def rope_frequencies(head_dim: int, theta: float = 10000.0, scaling: dict | None
             "high_freq_factor", "original_max_position_embeddings"}`` (Llama 3.1).
     """
     if not isinstance(head_dim, int) or head_dim <= 0 or head_dim % 2:
-        raise ValueError(f"RotaryEmbedding: head_dim must be a positive even int (dims rotate in pairs), got {head_dim!r}")
+        raise ValueError(
+            f"RotaryEmbedding: head_dim must be a positive even int (dims rotate in pairs), got {head_dim!r}"
+        )
     if not (isinstance(theta, (int, float)) and math.isfinite(theta) and theta > 0):
-        raise ValueError(f"RotaryEmbedding: theta (rope_theta) must be a positive number, got {theta!r}; Llama uses 10000.0")
+        raise ValueError(
+            f"RotaryEmbedding: theta (rope_theta) must be a positive number, got {theta!r}; Llama uses 10000.0"
+        )
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device="cpu").to(dtype) / head_dim))
     kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
     if kind == "default":
         return inv_freq
     if kind not in ROPE_TYPES:
-        raise ValueError(f"RotaryEmbedding: rope_scaling type {kind!r} is not supported; known: {', '.join(ROPE_TYPES)}. "
-                         "Remove rope_scaling from config.json to use plain RoPE (exact only within the trained length)")
+        raise ValueError(
+            f"RotaryEmbedding: rope_scaling type {kind!r} is not supported; known: {', '.join(ROPE_TYPES)}. "
+            "Remove rope_scaling from config.json to use plain RoPE (exact only within the trained length)"
+        )
     try:
         factor = float(scaling["factor"])
         if kind == "linear":
@@ -60,8 +68,10 @@ def rope_frequencies(head_dim: int, theta: float = 10000.0, scaling: dict | None
         low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
         old_len = float(scaling["original_max_position_embeddings"])
     except KeyError as e:
-        raise ValueError(f"RotaryEmbedding: rope_scaling {scaling} of type {kind!r} lacks the key {e.args[0]!r}; "
-                         "copy the rope_scaling block from the model's original config.json") from None
+        raise ValueError(
+            f"RotaryEmbedding: rope_scaling {scaling} of type {kind!r} lacks the key {e.args[0]!r}; "
+            "copy the rope_scaling block from the model's original config.json"
+        ) from None
     # llama3: keep high frequencies, divide low ones by `factor`, interpolate in between.
     wavelen = 2 * math.pi / inv_freq
     scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
@@ -99,12 +109,23 @@ class RotaryEmbedding(nn.Module):
     def cos_sin(self, positions: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
         """``cos, sin`` of shape ``(L, D)`` or ``(B, 1, L, D)`` (broadcast over heads)."""
         if not isinstance(positions, Tensor) or positions.dtype.is_floating_point or positions.dim() not in (1, 2):
-            got = f"{positions.dtype} {tuple(positions.shape)}" if isinstance(positions, Tensor) else type(positions).__name__
-            raise ValueError(f"RotaryEmbedding: positions must be an integer tensor (L,) or (B, L), got {got}; "
-                             "pass e.g. torch.arange(L)")
+            got = (
+                f"{positions.dtype} {tuple(positions.shape)}"
+                if isinstance(positions, Tensor)
+                else type(positions).__name__
+            )
+            raise ValueError(
+                f"RotaryEmbedding: positions must be an integer tensor (L,) or (B, L), got {got}; "
+                "pass e.g. torch.arange(L)"
+            )
         c = self._cached
-        if c is not None and c[1] == dtype and c[0].shape == positions.shape and c[0].device == positions.device \
-                and torch.equal(c[0], positions):  # O(L) check; works for inference tensors too
+        if (
+            c is not None
+            and c[1] == dtype
+            and c[0].shape == positions.shape
+            and c[0].device == positions.device
+            and torch.equal(c[0], positions)
+        ):  # O(L) check; works for inference tensors too
             return c[2], c[3]
         inv = (self._inv_freq64 if dtype == torch.float64 else self._inv_freq).to(positions.device)
         freqs = positions.to(inv.dtype).unsqueeze(-1) * inv  # (..., L, D/2)
@@ -120,8 +141,9 @@ class RotaryEmbedding(nn.Module):
         if x.dim() != 4 or x.shape[-1] != self.head_dim:
             raise ValueError(f"RotaryEmbedding: expected x of shape (B, H, L, {self.head_dim}), got {tuple(x.shape)}")
         if positions.shape[-1] != x.shape[2]:
-            raise ValueError(f"RotaryEmbedding: {positions.shape[-1]} positions for length {x.shape[2]}; "
-                             "give one position per token")
+            raise ValueError(
+                f"RotaryEmbedding: {positions.shape[-1]} positions for length {x.shape[2]}; give one position per token"
+            )
         cos, sin = self.cos_sin(positions, x.dtype)
         return x * cos + rotate_half(x) * sin
 

@@ -7,6 +7,7 @@
 This package sits at the view level: it uses :mod:`qkv.lens`, :mod:`qkv.models` and :mod:`qkv.view`, and
 nothing below it imports it; ``import qkv`` never imports FastAPI or uvicorn.
 """
+
 from __future__ import annotations
 
 __all__ = ["require_extra", "EXTRA_HINT"]
@@ -20,5 +21,7 @@ def require_extra() -> None:
 
     missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
-        raise ValueError(f"qkv serve needs the optional web stack ({' and '.join(missing)} not installed); "
-                         f"install it with: {EXTRA_HINT}")
+        raise ValueError(
+            f"qkv serve needs the optional web stack ({' and '.join(missing)} not installed); "
+            f"install it with: {EXTRA_HINT}"
+        )

@@ -13,6 +13,7 @@ Every error is JSON ``{"error": "..."}``: 400 malformed JSON or a bad Host, 404/
 413 body too large, 422 a body of the wrong shape, a text the model cannot take or a bad probe item (same wording
 as the ``qkv`` command and the probe's reader), 503 with ``Retry-After`` when every trace slot and queue place is taken.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,10 @@ class _Guard:
         name = name.strip("[]").lower()
         if self.allowed is not None and name not in self.allowed:
             names = ", ".join(sorted(self.allowed))
-            return await _error(400, f"Host {host!r} is not served here; this server answers to {names} "
-                                     f"(open it as http://127.0.0.1:PORT/)")(scope, receive, send)
+            return await _error(
+                400,
+                f"Host {host!r} is not served here; this server answers to {names} (open it as http://127.0.0.1:PORT/)",
+            )(scope, receive, send)
 
         async def with_headers(message):
             if message["type"] == "http.response.start":
@@ -75,8 +78,13 @@ class _Guard:
         await self.app(scope, receive, with_headers)
 
 
-def create_app(model: Any = "minilm", *, limits: Limits | None = None, host: str = "127.0.0.1",
-               tracer: Callable[[str, Any], Trace] = trace) -> FastAPI:
+def create_app(
+    model: Any = "minilm",
+    *,
+    limits: Limits | None = None,
+    host: str = "127.0.0.1",
+    tracer: Callable[[str, Any], Trace] = trace,
+) -> FastAPI:
     """The app for one model, loaded now (a name/path for :func:`qkv.models.load` or a loaded model).
 
     Args:
@@ -89,16 +97,25 @@ def create_app(model: Any = "minilm", *, limits: Limits | None = None, host: str
     limits = limits or Limits()
     m = load_model(model)
     cfg = m.config
-    info = {"name": cfg.name or (model if isinstance(model, str) else "model"), "model_type": cfg.model_type,
-            "num_layers": cfg.num_layers, "num_heads": cfg.num_heads, "head_dim": cfg.head_dim,
-            "max_positions": m.tokenizer.max_positions if m.tokenizer is not None else None}
+    info = {
+        "name": cfg.name or (model if isinstance(model, str) else "model"),
+        "model_type": cfg.model_type,
+        "num_layers": cfg.num_layers,
+        "num_heads": cfg.num_heads,
+        "head_dim": cfg.head_dim,
+        "max_positions": m.tokenizer.max_positions if m.tokenizer is not None else None,
+    }
     gate = TraceGate(limits.running, limits.waiting, limits.retry_after)
     files = assets()
     page = index_html(limits.max_chars).encode()
 
-    app = FastAPI(title="qkv serve", version="1",
-                  description="Attention in a real model, one sentence at a time: the JSON API behind the page.",
-                  docs_url=None, redoc_url=None)  # Swagger UI would load from a CDN; the schema is at /openapi.json
+    app = FastAPI(
+        title="qkv serve",
+        version="1",
+        description="Attention in a real model, one sentence at a time: the JSON API behind the page.",
+        docs_url=None,
+        redoc_url=None,
+    )  # Swagger UI would load from a CDN; the schema is at /openapi.json
     app.state.gate, app.state.limits, app.state.model_info = gate, limits, info
 
     # ------------------------------------------------------------------------------------------ errors
@@ -111,13 +128,19 @@ def create_app(model: Any = "minilm", *, limits: Limits | None = None, host: str
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
         if exc.status_code == 404:
-            return _error(404, f"no such page or endpoint: {request.method} {request.url.path}; the API is "
-                               "POST /api/trace, POST /api/compare, POST /api/probe, GET /api/health "
-                               "(schema at /openapi.json)")
+            return _error(
+                404,
+                f"no such page or endpoint: {request.method} {request.url.path}; the API is "
+                "POST /api/trace, POST /api/compare, POST /api/probe, GET /api/health "
+                "(schema at /openapi.json)",
+            )
         if exc.status_code == 405:
-            return _error(405, f"{request.method} is not allowed on {request.url.path}; "
-                               f"use {exc.headers.get('Allow', 'another method') if exc.headers else 'POST'}",
-                          headers=exc.headers)
+            return _error(
+                405,
+                f"{request.method} is not allowed on {request.url.path}; "
+                f"use {exc.headers.get('Allow', 'another method') if exc.headers else 'POST'}",
+                headers=exc.headers,
+            )
         return _error(exc.status_code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(Busy)
@@ -126,8 +149,11 @@ def create_app(model: Any = "minilm", *, limits: Limits | None = None, host: str
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception):
-        return _error(500, f"internal error ({type(exc).__name__}: {exc}); this is a bug in qkv serve, please "
-                           "report it with the request that caused it")
+        return _error(
+            500,
+            f"internal error ({type(exc).__name__}: {exc}); this is a bug in qkv serve, please "
+            "report it with the request that caused it",
+        )
 
     @app.exception_handler(ValueError)
     async def _bad_value(request: Request, exc: ValueError):
@@ -137,16 +163,21 @@ def create_app(model: Any = "minilm", *, limits: Limits | None = None, host: str
     def check_text(text: str, field: str = "text") -> None:
         """The CLI's checks, before the model runs: non-empty, not too long in characters or tokens."""
         if not text.strip():
-            raise ValueError(f'"{field}" is empty; give a sentence such as "The cat sat on the mat because it was '
-                             f'tired."')
+            raise ValueError(
+                f'"{field}" is empty; give a sentence such as "The cat sat on the mat because it was tired."'
+            )
         if len(text) > limits.max_chars:
-            raise ValueError(f'"{field}" has {len(text):,} characters; this server traces at most '
-                             f"{limits.max_chars:,} (shorten the text, or start qkv serve with a larger limit)")
+            raise ValueError(
+                f'"{field}" has {len(text):,} characters; this server traces at most '
+                f"{limits.max_chars:,} (shorten the text, or start qkv serve with a larger limit)"
+            )
         if m.tokenizer is not None:
             n = len(m.tokenizer.encode(text, truncate=True).ids)
             if n > limits.max_tokens:
-                raise ValueError(f'"{field}" is {n} tokens long; this server traces at most {limits.max_tokens} '
-                                 f"tokens (shorten the text)")
+                raise ValueError(
+                    f'"{field}" is {n} tokens long; this server traces at most {limits.max_tokens} '
+                    f"tokens (shorten the text)"
+                )
 
     async def run(work: Callable[[], dict]) -> Response:
         async with gate.slot():
@@ -156,8 +187,11 @@ def create_app(model: Any = "minilm", *, limits: Limits | None = None, host: str
     # ------------------------------------------------------------------------------------------ routes
     @app.get("/", include_in_schema=False)
     async def index() -> Response:
-        return Response(page, media_type="text/html; charset=utf-8",
-                        headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
+        return Response(
+            page,
+            media_type="text/html; charset=utf-8",
+            headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"},
+        )
 
     @app.get("/static/{name}", include_in_schema=False)
     async def static(name: str) -> Response:
@@ -169,24 +203,46 @@ def create_app(model: Any = "minilm", *, limits: Limits | None = None, host: str
     @app.get("/api/health", response_model=Health)
     async def health() -> dict:
         """The model served, the limits, and how many traces are running or waiting."""
-        return {"status": "ok", "model": info, "limits": {k: getattr(limits, k) for k in limits.__dataclass_fields__},
-                "in_flight": gate.in_flight, "refused": gate.refused}
+        return {
+            "status": "ok",
+            "model": info,
+            "limits": {k: getattr(limits, k) for k in limits.__dataclass_fields__},
+            "in_flight": gate.in_flight,
+            "refused": gate.refused,
+        }
 
     @app.post("/api/trace", response_model=TraceResponse, responses=_ERRORS)
     async def api_trace(req: TraceRequest) -> Response:
         """Trace one text: what the query attends to in every head, and one head step by step."""
         check_text(req.text)
-        return await run(lambda: trace_payload(
-            tracer(req.text, m), query=req.query, layer=req.layer, head=req.head, measure=req.measure,
-            prefer=req.prefer, over=req.over, include_trace=req.include_trace))
+        return await run(
+            lambda: trace_payload(
+                tracer(req.text, m),
+                query=req.query,
+                layer=req.layer,
+                head=req.head,
+                measure=req.measure,
+                prefer=req.prefer,
+                over=req.over,
+                include_trace=req.include_trace,
+            )
+        )
 
     @app.post("/api/compare", response_model=CompareResponse, responses=_ERRORS)
     async def api_compare(req: CompareRequest) -> Response:
         """A minimal pair: which heads change preference between ``prefer`` and ``over`` when one word changes."""
         check_text(req.text_a, "text_a")
         check_text(req.text_b, "text_b")
-        return await run(lambda: compare_payload(tracer(req.text_a, m), tracer(req.text_b, m), query=req.query,
-                                                 prefer=req.prefer, over=req.over, measure=req.measure))
+        return await run(
+            lambda: compare_payload(
+                tracer(req.text_a, m),
+                tracer(req.text_b, m),
+                query=req.query,
+                prefer=req.prefer,
+                over=req.over,
+                measure=req.measure,
+            )
+        )
 
     @app.post("/api/probe", response_model=ProbeResponse, responses=_ERRORS)
     async def api_probe(req: ProbeRequest) -> Response:

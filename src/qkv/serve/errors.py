@@ -5,6 +5,7 @@ Example:
     ...           "input": 5}], "POST /api/trace")
     (422, 'field "text": expected a string, got 5 (int); send e.g. {"text": "The cat sat on the mat.", "query": "cat"}')
 """
+
 from __future__ import annotations
 
 import json
@@ -15,15 +16,21 @@ __all__ = ["message", "EXAMPLES"]
 EXAMPLES = {
     "POST /api/trace": '{"text": "The cat sat on the mat.", "query": "cat"}',
     "POST /api/compare": '{"text_a": "... because it was tired.", "text_b": "... because it was soft.", '
-                         '"query": "it", "prefer": "cat", "over": "mat"}',
+    '"query": "it", "prefer": "cat", "over": "mat"}',
     "POST /api/probe": '{"items": [{"text": "The cat sat on the mat because it was tired.", "query": "it", '
-                       '"candidates": ["cat", "mat"], "answer": "cat"}, ...]}',
+    '"candidates": ["cat", "mat"], "answer": "cat"}, ...]}',
 }
 
 _EXPECTED = {
-    "string_type": "a string", "int_type": "an integer", "bool_type": "true or false", "list_type": "an array",
-    "literal_error": None, "missing": None, "extra_forbidden": None,
-    "model_attributes_type": "a JSON object", "dict_type": "a JSON object",
+    "string_type": "a string",
+    "int_type": "an integer",
+    "bool_type": "true or false",
+    "list_type": "an array",
+    "literal_error": None,
+    "missing": None,
+    "extra_forbidden": None,
+    "model_attributes_type": "a JSON object",
+    "dict_type": "a JSON object",
 }
 
 
@@ -33,8 +40,15 @@ def _shown(value: Any) -> str:
     except (TypeError, ValueError):
         text = repr(value)
     text = text if len(text) <= 60 else text[:57] + "..."
-    kind = {str: "string", int: "int", float: "float", bool: "bool", list: "array", dict: "object",
-            type(None): "null"}.get(type(value), type(value).__name__)
+    kind = {
+        str: "string",
+        int: "int",
+        float: "float",
+        bool: "bool",
+        list: "array",
+        dict: "object",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
     return f"{text} ({kind})"
 
 
@@ -58,13 +72,17 @@ def message(errors: Sequence[dict], endpoint: str, content_type: str | None = "a
     """
     example = EXAMPLES.get(endpoint, "{...}")
     if any(isinstance(err.get("input"), (bytes, bytearray)) for err in errors):
-        return 422, (f"the body was sent as Content-Type: {content_type or 'none'}; send JSON with "
-                     f"Content-Type: application/json, e.g. {example}")
+        return 422, (
+            f"the body was sent as Content-Type: {content_type or 'none'}; send JSON with "
+            f"Content-Type: application/json, e.g. {example}"
+        )
     for err in errors:
         if err.get("type") == "json_invalid":
             why = err.get("ctx", {}).get("error", "invalid JSON")
-            return 400, (f"malformed JSON in the request body ({why}); send a JSON object with "
-                         f"Content-Type: application/json, e.g. {example}")
+            return 400, (
+                f"malformed JSON in the request body ({why}); send a JSON object with "
+                f"Content-Type: application/json, e.g. {example}"
+            )
     parts: dict[str, str] = {}
     wanted: dict[str, list[str]] = {}
     for err in errors:

@@ -17,6 +17,7 @@ Example:
     >>> ThreadPoolExecutor(1).submit(asyncio.run, two_at_once()).result()
     'second refused: 1 in flight'
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -138,10 +139,20 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send, got: str) -> None:
-        doc = {"error": f"the request body is {got}; this server accepts at most {self.max_body:,} bytes "
-                        f"(send a shorter text)"}
+        doc = {
+            "error": f"the request body is {got}; this server accepts at most {self.max_body:,} bytes "
+            f"(send a shorter text)"
+        }
         body = json.dumps(doc).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -4,6 +4,7 @@ Assets are looked up by name in a fixed table built at start-up (:func:`assets`)
 is ever opened. The page loads only its own scripts and styles (``script-src 'self'``) and may talk only to
 its own server (``connect-src 'self'``).
 """
+
 from __future__ import annotations
 
 import html
@@ -15,11 +16,17 @@ from .schemas import DEFAULT_QUERY, DEFAULT_TEXT
 
 __all__ = ["Asset", "assets", "index_html", "CSP", "SECURITY_HEADERS"]
 
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src data:; connect-src 'self'; "
-       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
-SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-                    (b"x-frame-options", b"DENY"), (b"cross-origin-opener-policy", b"same-origin")]
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -71,8 +78,12 @@ def _packaged(name: str) -> bytes:
 def assets() -> dict[str, Asset]:
     """``{name: Asset}`` for ``/static/{name}``: the view's script and style, the form's script and style."""
     js, css = "text/javascript; charset=utf-8", "text/css; charset=utf-8"
-    return {"view.js": Asset(JS.encode(), js), "view.css": Asset(CSS.encode(), css),
-            "app.js": Asset(_packaged("app.js"), js), "app.css": Asset(_packaged("app.css"), css)}
+    return {
+        "view.js": Asset(JS.encode(), js),
+        "view.css": Asset(CSS.encode(), css),
+        "app.js": Asset(_packaged("app.js"), js),
+        "app.css": Asset(_packaged("app.css"), css),
+    }
 
 
 def index_html(max_chars: int, text: str = DEFAULT_TEXT, query: str = DEFAULT_QUERY) -> str:

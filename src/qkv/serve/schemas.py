@@ -4,14 +4,26 @@ Requests are strict: a number where a string is expected (or ``true`` where an i
 unknown fields too (a typo such as ``"qeury"`` should not be silently ignored). Shape legend: ``N`` layers,
 ``H`` heads, ``L`` tokens.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-__all__ = ["TraceRequest", "CompareRequest", "ProbeRequest", "TraceResponse", "CompareResponse", "ProbeResponse",
-           "Health", "ErrorResponse", "DEFAULT_TEXT", "DEFAULT_QUERY", "PROBE_ITEM_SCHEMA"]
+__all__ = [
+    "TraceRequest",
+    "CompareRequest",
+    "ProbeRequest",
+    "TraceResponse",
+    "CompareResponse",
+    "ProbeResponse",
+    "Health",
+    "ErrorResponse",
+    "DEFAULT_TEXT",
+    "DEFAULT_QUERY",
+    "PROBE_ITEM_SCHEMA",
+]
 
 DEFAULT_TEXT = "The cat sat on the mat because it was tired."  #: the essay's sentence (as ``qkv explain``)
 DEFAULT_QUERY = "it"
@@ -29,18 +41,22 @@ class _Strict(BaseModel):
 class TraceRequest(_Strict):
     """``POST /api/trace``: one text, traced once."""
 
-    text: StrictStr = Field(description="the text (non-empty; at most the server's max_chars characters)",
-                            examples=[DEFAULT_TEXT])
-    query: TokenRef | None = Field(None, description=_QUERY + "; default: the first non-special token",
-                                   examples=[DEFAULT_QUERY])
+    text: StrictStr = Field(
+        description="the text (non-empty; at most the server's max_chars characters)", examples=[DEFAULT_TEXT]
+    )
+    query: TokenRef | None = Field(
+        None, description=_QUERY + "; default: the first non-special token", examples=[DEFAULT_QUERY]
+    )
     layer: StrictInt | None = Field(None, description="layer of the breakdown (default: the best head's layer)")
-    head: StrictInt | None = Field(None, description="head of the breakdown (default: the sharpest or the one "
-                                                     "that most prefers `prefer`)")
+    head: StrictInt | None = Field(
+        None, description="head of the breakdown (default: the sharpest or the one that most prefers `prefer`)"
+    )
     measure: Measure = Field("weights", description="weights: softmax(q.k/sqrt(d)); values: ||a f(v)||; rollout")
     prefer: TokenRef | None = Field(None, description="a token the query may prefer (with `over`)")
     over: TokenRef | None = Field(None, description="the token it is compared with (with `prefer`)")
-    include_trace: StrictBool = Field(False, description="also return the whole trace (every layer, head and "
-                                                         "query; what the page draws)")
+    include_trace: StrictBool = Field(
+        False, description="also return the whole trace (every layer, head and query; what the page draws)"
+    )
 
 
 class CompareRequest(_Strict):
@@ -54,41 +70,73 @@ class CompareRequest(_Strict):
     measure: Literal["weights", "values"] = "weights"
 
 
-_SPAN = {"oneOf": [{"type": "string", "description": "a word of the text (its first whole-word occurrence)"},
-                  {"type": "object", "required": ["text", "start"],
-                   "properties": {"text": {"type": "string"},
-                                  "start": {"type": "integer", "description": "character offset in text"}}}]}
+_SPAN = {
+    "oneOf": [
+        {"type": "string", "description": "a word of the text (its first whole-word occurrence)"},
+        {
+            "type": "object",
+            "required": ["text", "start"],
+            "properties": {
+                "text": {"type": "string"},
+                "start": {"type": "integer", "description": "character offset in text"},
+            },
+        },
+    ]
+}
 
 #: One probe item, qkv's JSONL schema (:mod:`qkv.lens.probe_io`); checked by the probe's reader, not by pydantic,
 #: so that a bad item is refused in the probe's own words.
 PROBE_ITEM_SCHEMA = {
-    "type": "object", "required": ["text", "query", "candidates", "answer"],
+    "type": "object",
+    "required": ["text", "query", "candidates", "answer"],
     "properties": {
         "id": {"type": "string", "description": "optional; default 'item i'"},
         "text": {"type": "string", "description": "the sentence (at most the server's max_chars / max_tokens)"},
         "query": {**_SPAN, "description": "the pronoun; a plain string must occur once (whole word)"},
         "candidates": {"type": "array", "minItems": 2, "items": _SPAN, "description": "the possible referents"},
-        "answer": {"oneOf": [{"type": "integer"}, {"type": "string"}],
-                   "description": "index into candidates, or the text of one"},
-        "pair": {"oneOf": [{"type": "string"}, {"type": "integer"}],
-                 "description": "optional: two items sharing it are twins (held-out splits keep them together)"},
+        "answer": {
+            "oneOf": [{"type": "integer"}, {"type": "string"}],
+            "description": "index into candidates, or the text of one",
+        },
+        "pair": {
+            "oneOf": [{"type": "string"}, {"type": "integer"}],
+            "description": "optional: two items sharing it are twins (held-out splits keep them together)",
+        },
     },
 }
 _CANDIDATES = [{"text": "The cat", "start": 0}, {"text": "the mat", "start": 15}]
-_TWINS = [{"id": "cat-a", "text": DEFAULT_TEXT, "query": {"text": "it", "start": 31}, "candidates": _CANDIDATES,
-           "answer": 0, "pair": "cat"},
-          {"id": "cat-b", "text": "The cat sat on the mat because it was soft.", "query": {"text": "it", "start": 31},
-           "candidates": _CANDIDATES, "answer": 1, "pair": "cat"}]
+_TWINS = [
+    {
+        "id": "cat-a",
+        "text": DEFAULT_TEXT,
+        "query": {"text": "it", "start": 31},
+        "candidates": _CANDIDATES,
+        "answer": 0,
+        "pair": "cat",
+    },
+    {
+        "id": "cat-b",
+        "text": "The cat sat on the mat because it was soft.",
+        "query": {"text": "it", "start": 31},
+        "candidates": _CANDIDATES,
+        "answer": 1,
+        "pair": "cat",
+    },
+]
 
 
 class ProbeRequest(_Strict):
     """``POST /api/probe``: a small inline list of items, probed at once (as ``qkv.lens.probe(items, model)``)."""
 
-    items: list[Any] = Field(description="probe items in qkv's JSONL schema, one object each (at most the server's "
-                                         "max_items, 64 by default: see /api/health)",
-                             json_schema_extra={"items": PROBE_ITEM_SCHEMA}, examples=[_TWINS])
-    measure: Literal["weights", "values"] = Field("weights", description="weights: softmax(q.k/sqrt(d)); values: "
-                                                                         "||a f(v)|| shares")
+    items: list[Any] = Field(
+        description="probe items in qkv's JSONL schema, one object each (at most the server's "
+        "max_items, 64 by default: see /api/health)",
+        json_schema_extra={"items": PROBE_ITEM_SCHEMA},
+        examples=[_TWINS],
+    )
+    measure: Literal["weights", "values"] = Field(
+        "weights", description="weights: softmax(q.k/sqrt(d)); values: ||a f(v)|| shares"
+    )
     seed: StrictInt = Field(0, ge=0, le=2**63 - 1, description="seed of the held-out splits and the permutation null")
 
 
@@ -244,8 +292,10 @@ class ProbeResponse(BaseModel):
     heads_per_layer: int
     heads: list[HeadScore] = Field(description="N * H heads, best first")
     baselines: dict[str, Score] = Field(description="first-mentioned, nearest and random candidate on the same items")
-    heldout: HeldOutScore | None = Field(description="best head chosen on half the pairs, scored on the other half "
-                                                     "(median of 21 splits); null with fewer than 2 groups")
+    heldout: HeldOutScore | None = Field(
+        description="best head chosen on half the pairs, scored on the other half "
+        "(median of 21 splits); null with fewer than 2 groups"
+    )
     mean_over_heads: float
     null: NullScore
     twins: TwinScore

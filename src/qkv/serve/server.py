@@ -3,6 +3,7 @@
 uvicorn handles SIGINT/SIGTERM: it stops accepting, lets running requests finish, then re-raises the signal;
 :func:`serve` takes that as the end it asked for and returns 0 after saying so.
 """
+
 from __future__ import annotations
 
 import errno
@@ -38,16 +39,24 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as e:
         sock.close()
         if e.errno == errno.EADDRINUSE:
-            raise ValueError(f"port {port} on {host} is already in use; stop what uses it or pick another "
-                             f"port with --port") from None
+            raise ValueError(
+                f"port {port} on {host} is already in use; stop what uses it or pick another port with --port"
+            ) from None
         raise ValueError(f"cannot listen on {host}:{port} ({e.strerror}); pick another --host or --port") from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
 
 
-def serve(model: str = "minilm", host: str = "127.0.0.1", port: int = 8000, *, limits: Limits | None = None,
-          say: Callable[[str], None] | None = None, status=None) -> int:
+def serve(
+    model: str = "minilm",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    limits: Limits | None = None,
+    say: Callable[[str], None] | None = None,
+    status=None,
+) -> int:
     """Serve ``model`` on ``host:port`` until interrupted; returns 0.
 
     Args:
@@ -69,8 +78,10 @@ def serve(model: str = "minilm", host: str = "127.0.0.1", port: int = 8000, *, l
     try:
         port = sock.getsockname()[1]
         if not is_loopback(host):
-            say(f"WARNING: listening on {host}:{port} -- every machine that can reach this one can use the app and "
-                f"its CPU. qkv serve has no authentication; use --host 127.0.0.1 unless you mean it.")
+            say(
+                f"WARNING: listening on {host}:{port} -- every machine that can reach this one can use the app and "
+                f"its CPU. qkv serve has no authentication; use --host 127.0.0.1 unless you mean it."
+            )
         start = time.perf_counter()
         say(f"qkv serve: loading {model} ...")
         if status is not None:
@@ -81,14 +92,24 @@ def serve(model: str = "minilm", host: str = "127.0.0.1", port: int = 8000, *, l
             m = load(model)
             trace("warm up", m)
         cfg = m.config
-        say(f"loaded {cfg.name or model} ({cfg.num_layers} layers x {cfg.num_heads} heads, head_dim {cfg.head_dim}) "
-            f"in {time.perf_counter() - start:.1f} s")
+        say(
+            f"loaded {cfg.name or model} ({cfg.num_layers} layers x {cfg.num_heads} heads, head_dim {cfg.head_dim}) "
+            f"in {time.perf_counter() - start:.1f} s"
+        )
         app = create_app(m, limits=limits, host=host)
         shown = f"[{host}]" if ":" in host else host
-        say(f"qkv serve: open http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{port}/ "
-            f"(API schema at /openapi.json; Ctrl-C stops)")
-        config = uvicorn.Config(app, log_level="warning", access_log=False, limit_concurrency=limits.running
-                                + limits.waiting + 64, timeout_graceful_shutdown=10, server_header=False)
+        say(
+            f"qkv serve: open http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{port}/ "
+            f"(API schema at /openapi.json; Ctrl-C stops)"
+        )
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            limit_concurrency=limits.running + limits.waiting + 64,
+            timeout_graceful_shutdown=10,
+            server_header=False,
+        )
         _run_until_stopped(uvicorn.Server(config), sock)
     finally:
         sock.close()
@@ -99,6 +120,7 @@ def serve(model: str = "minilm", host: str = "127.0.0.1", port: int = 8000, *, l
 def _run_until_stopped(server, sock: socket.socket) -> None:
     """``server.run`` until Ctrl-C or SIGTERM, both taken as a clean stop (uvicorn re-raises them after its
     graceful shutdown; SIGTERM's default action would kill the process without a word)."""
+
     def stop(signum, frame):
         raise KeyboardInterrupt
 

@@ -12,6 +12,7 @@ Example:
     >>> doc["query"], [round(w, 3) for w in doc["weights"][0][0]], round(doc["breakdown"]["rows"][0]["weight"], 3)
     ({'index': 2, 'token': 'it'}, [0.6, 0.3, 0.1], 0.6)
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
@@ -23,8 +24,16 @@ from ..lens.trace import Trace
 from ..view.html import masked_keys, token_labels
 from ..view.terminal import attention_summary, head_flips, preference_summary
 
-__all__ = ["query_index", "choose_head", "trace_payload", "compare_payload", "probe_items", "probe_payload",
-           "QUERY_HINT", "PROBE_SOURCE"]
+__all__ = [
+    "query_index",
+    "choose_head",
+    "trace_payload",
+    "compare_payload",
+    "probe_items",
+    "probe_payload",
+    "QUERY_HINT",
+    "PROBE_SOURCE",
+]
 
 PROBE_SOURCE = "request"  #: the probe result's ``source`` for inline items
 QUERY_HINT = 'choose the query with the "query" field: a token ("it"), its n-th occurrence ("it@2") or an index'
@@ -58,16 +67,26 @@ def _pair(t: Trace, prefer, over) -> tuple[int, int] | None:
     return idx[0], idx[1]
 
 
-def choose_head(t: Trace, i: int, layer: int | None, head: int | None, measure: str = "weights",
-                pair: tuple[int, int] | None = None) -> tuple[int, int]:
+def choose_head(
+    t: Trace, i: int, layer: int | None, head: int | None, measure: str = "weights", pair: tuple[int, int] | None = None
+) -> tuple[int, int]:
     """The head shown first: the lens's one rule (:func:`qkv.lens.heads.choose_head`)."""
     p = pair or (None, None)
     return lens_choose_head(t, i, layer=layer, head=head, measure=measure, prefer=p[0], over=p[1])
 
 
-def trace_payload(t: Trace, *, query: str | int | None = None, layer: int | None = None, head: int | None = None,
-                  measure: str = "weights", prefer: str | int | None = None, over: str | int | None = None,
-                  include_trace: bool = False, decimals: int = 4) -> dict:
+def trace_payload(
+    t: Trace,
+    *,
+    query: str | int | None = None,
+    layer: int | None = None,
+    head: int | None = None,
+    measure: str = "weights",
+    prefer: str | int | None = None,
+    over: str | int | None = None,
+    include_trace: bool = False,
+    decimals: int = 4,
+) -> dict:
     """The answer of ``POST /api/trace`` (see :class:`qkv.serve.schemas.TraceResponse`).
 
     ``weights`` and ``values`` are the query's rows ``(N, H, L)``, ``rollout`` ``(N, L)``, unrounded;
@@ -83,22 +102,36 @@ def trace_payload(t: Trace, *, query: str | int | None = None, layer: int | None
         summary = preference_summary(t, i, pair[0], pair[1], measure)
     else:
         summary = attention_summary(t, i, measure)
-    tokens = [{"index": j, "text": s, "start": a, "end": b, "special": sp}
-              for j, (s, (a, b), sp) in enumerate(zip(t.tokens, t.offsets, t.special))]
-    return {"schema": "qkv.serve.trace", "version": 1, "text": t.text, "model": dict(t.model), "tokens": tokens,
-            "query": {"index": i, "token": t.tokens[i]}, "layer": n, "head": h, "measure": measure,
-            "prefer": None if pair is None else t.tokens[pair[0]], "over": None if pair is None else t.tokens[pair[1]],
-            "weights": t.weights[:, :, i].tolist(), "values": t.values[:, :, i].tolist(),
-            "rollout": t.rollout[:, i].tolist(),
-            "breakdown": {"layer": n, "head": h, "rows": [r._asdict() for r in t.breakdown(i, n, h)]},
-            "summary": summary,
-            "trace": t.to_dict(decimals) if include_trace else None,
-            "masked": masked_keys(t) if include_trace else None,
-            "labels": token_labels(t) if include_trace else None}
+    tokens = [
+        {"index": j, "text": s, "start": a, "end": b, "special": sp}
+        for j, (s, (a, b), sp) in enumerate(zip(t.tokens, t.offsets, t.special))
+    ]
+    return {
+        "schema": "qkv.serve.trace",
+        "version": 1,
+        "text": t.text,
+        "model": dict(t.model),
+        "tokens": tokens,
+        "query": {"index": i, "token": t.tokens[i]},
+        "layer": n,
+        "head": h,
+        "measure": measure,
+        "prefer": None if pair is None else t.tokens[pair[0]],
+        "over": None if pair is None else t.tokens[pair[1]],
+        "weights": t.weights[:, :, i].tolist(),
+        "values": t.values[:, :, i].tolist(),
+        "rollout": t.rollout[:, i].tolist(),
+        "breakdown": {"layer": n, "head": h, "rows": [r._asdict() for r in t.breakdown(i, n, h)]},
+        "summary": summary,
+        "trace": t.to_dict(decimals) if include_trace else None,
+        "masked": masked_keys(t) if include_trace else None,
+        "labels": token_labels(t) if include_trace else None,
+    }
 
 
-def compare_payload(a: Trace, b: Trace, *, query: str | int, prefer: str | int, over: str | int,
-                    measure: str = "weights") -> dict:
+def compare_payload(
+    a: Trace, b: Trace, *, query: str | int, prefer: str | int, over: str | int, measure: str = "weights"
+) -> dict:
     """The answer of ``POST /api/compare``: per head ``diff = measure(query->prefer) - measure(query->over)``
     in text A and in text B, heads that flip first (as ``qkv compare``)."""
     rankings, summaries = [], []
@@ -117,17 +150,31 @@ def compare_payload(a: Trace, b: Trace, *, query: str | int, prefer: str | int, 
     to_b = [f for f in flips if f.flipped and f.diff_a > 0]
     to_a = [f for f in flips if f.flipped and f.diff_a < 0]
     n = len(flips)
-    summary = (f"{len(to_b)} of {n} heads switch from '{pa}' to '{po}' and {len(to_a)} from '{po}' to '{pa}'; "
-               f"the other {n - len(to_a) - len(to_b)} keep their preference.")
-    return {"schema": "qkv.serve.compare", "version": 1, "texts": [a.text, b.text], "model": dict(a.model),
-            "measure": measure, "query": a.tokens[query_index(a, query)], "prefer": pa, "over": po,
-            "heads": [{"layer": f.layer, "head": f.head, "diff_a": f.diff_a, "diff_b": f.diff_b, "flipped": f.flipped}
-                      for f in ordered],
-            "summaries": summaries, "summary": summary}
+    summary = (
+        f"{len(to_b)} of {n} heads switch from '{pa}' to '{po}' and {len(to_a)} from '{po}' to '{pa}'; "
+        f"the other {n - len(to_a) - len(to_b)} keep their preference."
+    )
+    return {
+        "schema": "qkv.serve.compare",
+        "version": 1,
+        "texts": [a.text, b.text],
+        "model": dict(a.model),
+        "measure": measure,
+        "query": a.tokens[query_index(a, query)],
+        "prefer": pa,
+        "over": po,
+        "heads": [
+            {"layer": f.layer, "head": f.head, "diff_a": f.diff_a, "diff_b": f.diff_b, "flipped": f.flipped}
+            for f in ordered
+        ],
+        "summaries": summaries,
+        "summary": summary,
+    }
 
 
-def probe_items(items: Sequence[Any], *, max_items: int = 64,
-                check_text: Callable[[str, str], None] | None = None) -> Dataset:
+def probe_items(
+    items: Sequence[Any], *, max_items: int = 64, check_text: Callable[[str, str], None] | None = None
+) -> Dataset:
     """The items of ``POST /api/probe``, read and checked before the model runs.
 
     At most ``max_items``; each object in qkv's JSONL schema, read by :func:`qkv.lens.probe_io.parse_items`
@@ -135,8 +182,10 @@ def probe_items(items: Sequence[Any], *, max_items: int = 64,
     limits) on every item's text. Raises ``ValueError`` for the first problem.
     """
     if len(items) > max_items:
-        raise ValueError(f'"items" has {len(items)} items; this server probes at most {max_items} per request '
-                         f"(send fewer, or run qkv probe FILE on the command line for a whole dataset)")
+        raise ValueError(
+            f'"items" has {len(items)} items; this server probes at most {max_items} per request '
+            f"(send fewer, or run qkv probe FILE on the command line for a whole dataset)"
+        )
     data = parse_items(list(items), "items")
     if check_text is not None:
         for i, obj in enumerate(items):

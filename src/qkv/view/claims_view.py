@@ -14,6 +14,7 @@ Example:
     >>> verdict_style("holds"), verdict_style("does not hold")
     ('bold green', 'bold red')
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,8 +44,9 @@ def verdict_table(report: ClaimsReport) -> Table:
     table.add_column("figure", ratio=5)
     table.add_column("verdict", no_wrap=True)
     for claim, measured, figure, verdict in report.rows:
-        table.add_row(Text(claim), Text(measured, style="dim"), Text(figure),
-                      Text(verdict, style=verdict_style(verdict)))
+        table.add_row(
+            Text(claim), Text(measured, style="dim"), Text(figure), Text(verdict, style=verdict_style(verdict))
+        )
     return table
 
 
@@ -65,6 +67,7 @@ def report_renderable(report: ClaimsReport, reasons: bool = True) -> Group:
 
 def markdown_table(report: ClaimsReport, summaries: bool = True) -> str:
     """The verdict table as GitHub markdown (``|`` in cells escaped), optionally followed by the summaries."""
+
     def cell(s: str) -> str:
         return s.replace("|", "\\|").replace("\n", " ")
 
@@ -72,8 +75,9 @@ def markdown_table(report: ClaimsReport, summaries: bool = True) -> str:
     lines += [f"| {cell(a)} | {cell(b)} | {cell(c)} | **{cell(d)}** |" for a, b, c, d in report.rows]
     if summaries:
         lines.append("")
-        lines += [f"{c.number}. **{c.verdict}** -- {cell(c.summary)}  \n   *Why:* {cell(c.reason)}"
-                  for c in report.claims]
+        lines += [
+            f"{c.number}. **{c.verdict}** -- {cell(c.summary)}  \n   *Why:* {cell(c.reason)}" for c in report.claims
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -150,8 +154,14 @@ def _sharpening_figure(report: ClaimsReport, path: Path) -> None:
     a.bar([x - 1.5 * w for x in layers], [r["top1"] for r in real], w, label="top-1 mass")
     a.bar([x - 0.5 * w for x in layers], [r["top3"] for r in real], w, label="top-3 mass")
     a.bar([x + 0.5 * w for x in layers], [r["top1_linear"] for r in real], w, label="top-1, linear normalisation")
-    a.bar([x + 1.5 * w for x in layers], [r["top1_special"] for r in real], w, color="grey", alpha=0.6,
-          label="rows whose top key is special")
+    a.bar(
+        [x + 1.5 * w for x in layers],
+        [r["top1_special"] for r in real],
+        w,
+        color="grey",
+        alpha=0.6,
+        label="rows whose top key is special",
+    )
     a.plot(layers, [r["uniform1"] for r in real], "k--", label="uniform 1/n")
     a.plot(layers, [r["uniform3"] for r in real], "k:", label="uniform 3/n")
     a.set_ylim(0, 1.0)

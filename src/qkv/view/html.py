@@ -22,6 +22,7 @@ Example:
     >>> "</script><" not in page.split('id="qkv-data">')[1].split("</script>")[0], "http" + "://" in page
     (True, False)
 """
+
 from __future__ import annotations
 
 import base64
@@ -76,7 +77,7 @@ def embed_json(obj) -> str:
 def extract_json(page: str) -> dict:
     """The data embedded by :func:`render_html` (for tests and tools)."""
     start = page.index('id="qkv-data">') + len('id="qkv-data">')
-    return json.loads(page[start:page.index("</script>", start)])
+    return json.loads(page[start : page.index("</script>", start)])
 
 
 def masked_keys(trace: Trace) -> list[list[int]]:
@@ -98,8 +99,16 @@ def token_labels(trace: Trace) -> list[str]:
     return labels
 
 
-def render_html(trace: Trace, *, query: str | int | None = None, layer: int | None = None, head: int | None = None,
-                measure: str = "weights", summary: str = "", decimals: int = 4) -> str:
+def render_html(
+    trace: Trace,
+    *,
+    query: str | int | None = None,
+    layer: int | None = None,
+    head: int | None = None,
+    measure: str = "weights",
+    summary: str = "",
+    decimals: int = 4,
+) -> str:
     """The page as a string.
 
     Args:
@@ -114,18 +123,27 @@ def render_html(trace: Trace, *, query: str | int | None = None, layer: int | No
         raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
     numbers = trace.num_layers * len(trace) ** 2 * (4 * trace.num_heads + 1)  # scores, scaled, weights, values, rollout
     if numbers > MAX_NUMBERS:
-        raise ValueError(f"the HTML view embeds {numbers:,} numbers for {len(trace)} tokens (at most {MAX_NUMBERS:,}: "
-                         f"layers x (4 x heads + 1) x tokens^2); shorten the text, or save the trace as JSON "
-                         "(Trace.to_dict) or a heatmap (qkv.view.png.save_heatmap) instead")
+        raise ValueError(
+            f"the HTML view embeds {numbers:,} numbers for {len(trace)} tokens (at most {MAX_NUMBERS:,}: "
+            f"layers x (4 x heads + 1) x tokens^2); shorten the text, or save the trace as JSON "
+            "(Trace.to_dict) or a heatmap (qkv.view.png.save_heatmap) instead"
+        )
     if query is None:
         query = next((j for j, s in enumerate(trace.special) if not s), 0)
     i = trace.index(query)
     layer, head = choose_head(trace, i, layer=layer, head=head)
-    data = {"trace": trace.to_dict(decimals), "labels": token_labels(trace), "summary": summary, "masked": masked_keys(trace),
-            "initial": {"query": i, "layer": layer, "head": head, "measure": measure}}
+    data = {
+        "trace": trace.to_dict(decimals),
+        "labels": token_labels(trace),
+        "summary": summary,
+        "masked": masked_keys(trace),
+        "initial": {"query": i, "layer": layer, "head": head, "measure": measure},
+    }
     script_hash = base64.b64encode(hashlib.sha256(JS.encode("utf-8")).digest()).decode("ascii")
-    csp = (f"default-src 'none'; script-src 'sha256-{script_hash}'; style-src 'unsafe-inline'; "
-           f"img-src data:; base-uri 'none'; form-action 'none'")
+    csp = (
+        f"default-src 'none'; script-src 'sha256-{script_hash}'; style-src 'unsafe-inline'; "
+        f"img-src data:; base-uri 'none'; form-action 'none'"
+    )
     return _PAGE.format(csp=csp, css=CSS, body=BODY, data=embed_json(data), js=JS)
 
 

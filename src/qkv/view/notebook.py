@@ -13,6 +13,7 @@ Example:
     >>> cell.startswith("<iframe"), 'sandbox="allow-scripts"' in cell, "<script" in cell
     (True, True, False)
 """
+
 from __future__ import annotations
 
 import html
@@ -38,8 +39,10 @@ def notebook_html(trace: Trace, *, height: int | None = None, **kwargs) -> str:
     if height is None:
         height = max(480, min(900, 260 + 28 * trace.num_layers + 6 * len(trace)))
     title = html.escape(f"qkv trace: {trace.text[:60]}", quote=True)
-    return (f'<iframe srcdoc="{html.escape(page, quote=True)}" sandbox="allow-scripts" title="{title}" '
-            f'style="width: 100%; height: {int(height)}px; border: 1px solid #ddd; border-radius: 4px;"></iframe>')
+    return (
+        f'<iframe srcdoc="{html.escape(page, quote=True)}" sandbox="allow-scripts" title="{title}" '
+        f'style="width: 100%; height: {int(height)}px; border: 1px solid #ddd; border-radius: 4px;"></iframe>'
+    )
 
 
 set_html_display(notebook_html)  # Trace._repr_html_ draws with this from now on

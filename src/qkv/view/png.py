@@ -2,6 +2,7 @@
 
 Rows are queries, columns are keys; the colour is the weight (or value-norm share, or rollout).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,15 @@ from ..lens.trace import Trace
 __all__ = ["save_heatmap"]
 
 
-def save_heatmap(trace: Trace, path: str | Path, layer: int, head: int | None, measure: str = "weights",
-                 query: str | int | None = None, dpi: int = 150) -> Path:
+def save_heatmap(
+    trace: Trace,
+    path: str | Path,
+    layer: int,
+    head: int | None,
+    measure: str = "weights",
+    query: str | int | None = None,
+    dpi: int = 150,
+) -> Path:
     """Write the ``(L, L)`` map of one head (``head=None``: mean of heads; rollout ignores it) to ``path``.
 
     Args:
@@ -42,9 +50,15 @@ def save_heatmap(trace: Trace, path: str | Path, layer: int, head: int | None, m
     ax.set_yticks(range(L), labels, fontsize=8)
     ax.set_xlabel("key")
     ax.set_ylabel("query")
-    where = f"layer {trace.check_layer(layer)} (rollout)" if measure == "rollout" else (
-        f"layer {trace.check_layer(layer)} head {trace.check_head(head)}" if head is not None
-        else f"layer {trace.check_layer(layer)} (mean of heads)")
+    where = (
+        f"layer {trace.check_layer(layer)} (rollout)"
+        if measure == "rollout"
+        else (
+            f"layer {trace.check_layer(layer)} head {trace.check_head(head)}"
+            if head is not None
+            else f"layer {trace.check_layer(layer)} (mean of heads)"
+        )
+    )
     ax.set_title(f"{measure}: {where}", fontsize=10)
     if query is not None:
         i = trace.index(query)

@@ -6,6 +6,7 @@ Example:
     >>> verdict_style("tracks the referent")
     'bold green'
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,8 +42,12 @@ def heads_table(r: ProbeResult, top: int = 10) -> Table:
     t.add_column("accuracy", justify="right")
     t.add_column("95% CI (exact)", justify="right")
     for n, h, a in r.ranked()[:top]:
-        t.add_row(f"L{n}" if r.measure == "rollout" else f"L{n}H{h}", f"{a.correct}/{a.n}", _pct(a.accuracy),
-                  _ci(a.ci_low, a.ci_high))
+        t.add_row(
+            f"L{n}" if r.measure == "rollout" else f"L{n}H{h}",
+            f"{a.correct}/{a.n}",
+            _pct(a.accuracy),
+            _ci(a.ci_low, a.ci_high),
+        )
     return t
 
 
@@ -56,29 +61,48 @@ def stats_table(r: ProbeResult) -> Table:
     if r.heldout is not None:
         s = r.heldout.score
         chosen = ", ".join(f"L{r.head(k)[0]}H{r.head(k)[1]}" for k, _ in r.heldout.chosen)
-        t.add_row(Text("held-out best head", style="bold"), Text(_pct(s.accuracy), style="bold"),
-                  _ci(s.ci_low, s.ci_high), f"chosen on one half of the pairs, scored on the other ({chosen}); "
-                                            f"median of {len(r.heldout.splits)} random splits, which range "
-                                            f"{_pct(min(r.heldout.splits))}..{_pct(max(r.heldout.splits))}")
-    notes = {"first": "the first-mentioned candidate", "nearest": "the candidate nearest the query",
-             "random": "a uniform pick (expected)"}
+        t.add_row(
+            Text("held-out best head", style="bold"),
+            Text(_pct(s.accuracy), style="bold"),
+            _ci(s.ci_low, s.ci_high),
+            f"chosen on one half of the pairs, scored on the other ({chosen}); "
+            f"median of {len(r.heldout.splits)} random splits, which range "
+            f"{_pct(min(r.heldout.splits))}..{_pct(max(r.heldout.splits))}",
+        )
+    notes = {
+        "first": "the first-mentioned candidate",
+        "nearest": "the candidate nearest the query",
+        "random": "a uniform pick (expected)",
+    }
     for name, b in r.baselines.items():
         t.add_row(f"baseline: {name}", _pct(b["accuracy"]), _ci(b["ci_low"], b["ci_high"]), notes.get(name, ""))
     t.add_row("mean over heads", _pct(r.mean_over_heads), "", f"average of {len(r.heads)} heads' accuracy")
-    t.add_row("best of heads (same data)", _pct(r.null_best), "",
-              f"permutation p = {r.null_p:.3g} ({r.null_rounds} twin-answer swaps)")
+    t.add_row(
+        "best of heads (same data)",
+        _pct(r.null_best),
+        "",
+        f"permutation p = {r.null_p:.3g} ({r.null_rounds} twin-answer swaps)",
+    )
     w = r.twins
     if w.pairs:
-        t.add_row("twins", "", "", f"{w.pairs} pairs: {w.mean_flips:.1f} of {w.heads} heads flip per pair; pairs "
-                                   f"flipping toward the answers {w.toward_right}, away {w.toward_wrong} "
-                                   f"(sign test p = {w.sign_test_p:.3g})")
+        t.add_row(
+            "twins",
+            "",
+            "",
+            f"{w.pairs} pairs: {w.mean_flips:.1f} of {w.heads} heads flip per pair; pairs "
+            f"flipping toward the answers {w.toward_right}, away {w.toward_wrong} "
+            f"(sign test p = {w.sign_test_p:.3g})",
+        )
     return t
 
 
 def probe_renderable(r: ProbeResult, top: int = 10) -> Group:
     """Items line, best heads, statistics, skipped items (with reasons) and the verdict line."""
-    parts: list = [Text(f"{r.source or 'items'}: {r.total} items, {len(r.used)} used, {len(r.skipped)} skipped",
-                        style="dim"), heads_table(r, top), stats_table(r)]
+    parts: list = [
+        Text(f"{r.source or 'items'}: {r.total} items, {len(r.used)} used, {len(r.skipped)} skipped", style="dim"),
+        heads_table(r, top),
+        stats_table(r),
+    ]
     for s in r.skipped[:10]:
         where = f"line {s.line}" if s.line is not None else s.id
         parts.append(Text(f"skipped {s.id} ({where}): {s.reason}", style="yellow"))

@@ -12,6 +12,7 @@ Example:
     'it' -> 'cat' vs 'mat' (weights): the head that most prefers 'cat' (L0 H0) gives 0.600 vs 0.300;
     averaged over all 1 heads 0.600 vs 0.300, so on average 'it' prefers 'cat'; 1 of 1 heads prefer 'cat'.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Sequence
@@ -22,8 +23,19 @@ from rich.text import Text
 from ..lens.heads import choose_head
 from ..lens.trace import Attended, HeadPreference, Trace
 
-__all__ = ["top_table", "breakdown_table", "heads_table", "compare_table", "preference_summary",
-           "attention_summary", "head_caveat", "head_flips", "HeadFlip", "fmt_tokens", "show_token"]
+__all__ = [
+    "top_table",
+    "breakdown_table",
+    "heads_table",
+    "compare_table",
+    "preference_summary",
+    "attention_summary",
+    "head_caveat",
+    "head_flips",
+    "HeadFlip",
+    "fmt_tokens",
+    "show_token",
+]
 
 
 def show_token(token: str) -> str:
@@ -46,8 +58,16 @@ def _head_label(layer: int, head: int) -> str:
     return f"L{layer} H{head}"
 
 
-def top_table(trace: Trace, query: str | int, *, measure: str = "weights", k: int = 5, head: int | None = None,
-              prefer: str | int | None = None, over: str | int | None = None) -> Table:
+def top_table(
+    trace: Trace,
+    query: str | int,
+    *,
+    measure: str = "weights",
+    k: int = 5,
+    head: int | None = None,
+    prefer: str | int | None = None,
+    over: str | int | None = None,
+) -> Table:
     """Per layer: the top-``k`` keys of ``query`` averaged over heads, and in one head (given or best)."""
     i = trace.index(query)
     title = Text(f"What '{show_token(trace.tokens[i])}' (token {i}) attends to, by {measure}")
@@ -58,15 +78,26 @@ def top_table(trace: Trace, query: str | int, *, measure: str = "weights", k: in
         for n in range(trace.num_layers):
             table.add_row(str(n), fmt_tokens(trace.top(i, k, layer=n, measure="rollout")))
         return table
-    how = "given" if head is not None else ("most prefers " + repr(trace.tokens[trace.index(prefer)])
-                                            if prefer is not None and over is not None else "sharpest")
+    how = (
+        "given"
+        if head is not None
+        else (
+            "most prefers " + repr(trace.tokens[trace.index(prefer)])
+            if prefer is not None and over is not None
+            else "sharpest"
+        )
+    )
     table.add_column(f"top {k}, mean of {trace.num_heads} heads")
     table.add_column(f"head ({how})")
     table.add_column(f"top {k} in that head")
     for n in range(trace.num_layers):
         h = choose_head(trace, i, layer=n, head=head, measure=measure, prefer=prefer, over=over)[1]
-        table.add_row(str(n), fmt_tokens(trace.top(i, k, layer=n, measure=measure)), f"H{h}",
-                      fmt_tokens(trace.top(i, k, layer=n, head=h, measure=measure)))
+        table.add_row(
+            str(n),
+            fmt_tokens(trace.top(i, k, layer=n, measure=measure)),
+            f"H{h}",
+            fmt_tokens(trace.top(i, k, layer=n, head=h, measure=measure)),
+        )
     return table
 
 
@@ -76,21 +107,43 @@ def breakdown_table(trace: Trace, query: str | int, layer: int, head: int) -> Ta
     rows = trace.breakdown(i, layer, head)
     best_w = max(r.weight for r in rows)
     best_v = max(r.value_share for r in rows)
-    title = Text(f"Step by step: '{show_token(trace.tokens[i])}' in layer {trace.check_layer(layer)} "
-                 f"head {trace.check_head(head)}")
-    table = Table(title=title, title_justify="left", header_style="bold",
-                  caption="q·k = scores; scaled = q·k/√d; weight = softmax(scaled) (who); "
-                          "‖α·f(v)‖ = what arrives (Kobayashi et al. 2020), share = its fraction of the row",
-                  caption_justify="left")
-    for name, just in [("key", "left"), ("token", "left"), ("q·k", "right"), ("scaled", "right"),
-                       ("weight", "right"), ("", "left"), ("‖α·f(v)‖", "right"), ("share", "right")]:
+    title = Text(
+        f"Step by step: '{show_token(trace.tokens[i])}' in layer {trace.check_layer(layer)} "
+        f"head {trace.check_head(head)}"
+    )
+    table = Table(
+        title=title,
+        title_justify="left",
+        header_style="bold",
+        caption="q·k = scores; scaled = q·k/√d; weight = softmax(scaled) (who); "
+        "‖α·f(v)‖ = what arrives (Kobayashi et al. 2020), share = its fraction of the row",
+        caption_justify="left",
+    )
+    for name, just in [
+        ("key", "left"),
+        ("token", "left"),
+        ("q·k", "right"),
+        ("scaled", "right"),
+        ("weight", "right"),
+        ("", "left"),
+        ("‖α·f(v)‖", "right"),
+        ("share", "right"),
+    ]:
         table.add_column(name, justify=just)
     for r in rows:
         bar = "█" * round(12 * r.weight)
         style = "bold green" if r.weight == best_w else ("bold cyan" if r.value_share == best_v else None)
-        table.add_row(str(r.index), Text(show_token(r.token)), f"{r.score:.2f}", f"{r.scaled:.2f}",
-                      f"{r.weight:.3f}", Text(bar, style="green"), f"{r.value_norm:.3f}",
-                      f"{r.value_share:.3f}", style=style)
+        table.add_row(
+            str(r.index),
+            Text(show_token(r.token)),
+            f"{r.score:.2f}",
+            f"{r.scaled:.2f}",
+            f"{r.weight:.3f}",
+            Text(bar, style="green"),
+            f"{r.value_norm:.3f}",
+            f"{r.value_share:.3f}",
+            style=style,
+        )
     return table
 
 
@@ -98,42 +151,67 @@ def heads_table(trace: Trace, prefs: Sequence[HeadPreference], prefer: str, over
     """The ``limit`` heads that most prefer ``prefer`` and the ``limit`` that most prefer ``over``."""
     n = len(prefs)
     shown = list(prefs[:limit]) + [p for p in prefs[-limit:] if p not in prefs[:limit]]
-    table = Table(title=Text(f"Heads ranked by weight('{prefer}') - weight('{over}') ({n} heads)"),
-                  title_justify="left", header_style="bold")
-    for name, just in [("rank", "right"), ("head", "left"), (prefer, "right"), (over, "right"),
-                       ("difference", "right"), ("prefers", "left")]:
+    table = Table(
+        title=Text(f"Heads ranked by weight('{prefer}') - weight('{over}') ({n} heads)"),
+        title_justify="left",
+        header_style="bold",
+    )
+    for name, just in [
+        ("rank", "right"),
+        ("head", "left"),
+        (prefer, "right"),
+        (over, "right"),
+        ("difference", "right"),
+        ("prefers", "left"),
+    ]:
         table.add_column(name, justify=just)
     for p in shown:
         rank = prefs.index(p) + 1
         who = prefer if p.diff > 0 else (over if p.diff < 0 else "neither")
-        table.add_row(str(rank), _head_label(p.layer, p.head), f"{p.prefer:.3f}", f"{p.over:.3f}",
-                      f"{p.diff:+.3f}", Text(who), style="green" if p.diff > 0 else ("red" if p.diff < 0 else None))
+        table.add_row(
+            str(rank),
+            _head_label(p.layer, p.head),
+            f"{p.prefer:.3f}",
+            f"{p.over:.3f}",
+            f"{p.diff:+.3f}",
+            Text(who),
+            style="green" if p.diff > 0 else ("red" if p.diff < 0 else None),
+        )
     return table
 
 
-def preference_summary(trace: Trace, query: str | int, prefer: str | int, over: str | int,
-                       measure: str = "weights") -> str:
+def preference_summary(
+    trace: Trace, query: str | int, prefer: str | int, over: str | int, measure: str = "weights"
+) -> str:
     """One honest sentence: the head that most prefers ``prefer``, the average over all heads, and the count."""
     q, a, b = (trace.tokens[trace.index(x)] for x in (query, prefer, over))
     if measure == "rollout":
         r = trace.row(query, measure="rollout")
         ia, ib = trace.index(prefer), trace.index(over)
         who = a if r[ia] > r[ib] else (b if r[ib] > r[ia] else "neither")
-        return (f"'{q}' -> '{a}' vs '{b}' (rollout after the last layer): {float(r[ia]):.3f} vs {float(r[ib]):.3f}, "
-                f"so '{q}' draws more on {who!r}" if who != "neither" else f"'{q}' draws equally on both.")
+        return (
+            f"'{q}' -> '{a}' vs '{b}' (rollout after the last layer): {float(r[ia]):.3f} vs {float(r[ib]):.3f}, "
+            f"so '{q}' draws more on {who!r}"
+            if who != "neither"
+            else f"'{q}' draws equally on both."
+        )
     prefs = trace.heads(query, prefer, over, measure)
     n, top = len(prefs), prefs[0]
     mean_a = sum(p.prefer for p in prefs) / n
     mean_b = sum(p.over for p in prefs) / n
     count = sum(p.diff > 0 for p in prefs)
     if top.diff > 0:
-        head = (f"the head that most prefers '{a}' ({_head_label(top.layer, top.head)}) gives "
-                f"{top.prefer:.3f} vs {top.over:.3f}")
+        head = (
+            f"the head that most prefers '{a}' ({_head_label(top.layer, top.head)}) gives "
+            f"{top.prefer:.3f} vs {top.over:.3f}"
+        )
     else:
         head = f"no head gives '{a}' more {measure} than '{b}'"
     avg = f"'{q}' prefers '{a}'" if mean_a > mean_b else (f"'{q}' prefers '{b}'" if mean_b > mean_a else "a tie")
-    return (f"'{q}' -> '{a}' vs '{b}' ({measure}): {head}; averaged over all {n} heads "
-            f"{mean_a:.3f} vs {mean_b:.3f}, so on average {avg}; {count} of {n} heads prefer '{a}'.")
+    return (
+        f"'{q}' -> '{a}' vs '{b}' ({measure}): {head}; averaged over all {n} heads "
+        f"{mean_a:.3f} vs {mean_b:.3f}, so on average {avg}; {count} of {n} heads prefer '{a}'."
+    )
 
 
 def head_caveat(trace: Trace, query: str | int, prefer: str | int, layer: int, head: int) -> str | None:
@@ -147,9 +225,11 @@ def head_caveat(trace: Trace, query: str | int, prefer: str | int, layer: int, h
     from_query, from_all = float(w[i, a]), float(w[:, a].mean())
     if from_all < 0.5 * from_query:
         return None
-    return (f"Note: L{trace.check_layer(layer)} H{trace.check_head(head)} gives '{trace.tokens[a]}' {from_all:.3f} "
-            f"on average from all {len(trace)} tokens (vs {from_query:.3f} from '{trace.tokens[i]}'), so it marks "
-            f"'{trace.tokens[a]}' for every token; a minimal pair (qkv compare) tests whether a head tracks the referent.")
+    return (
+        f"Note: L{trace.check_layer(layer)} H{trace.check_head(head)} gives '{trace.tokens[a]}' {from_all:.3f} "
+        f"on average from all {len(trace)} tokens (vs {from_query:.3f} from '{trace.tokens[i]}'), so it marks "
+        f"'{trace.tokens[a]}' for every token; a minimal pair (qkv compare) tests whether a head tracks the referent."
+    )
 
 
 def attention_summary(trace: Trace, query: str | int, measure: str = "weights") -> str:
@@ -161,11 +241,16 @@ def attention_summary(trace: Trace, query: str | int, measure: str = "weights") 
     parts = []
     if content:
         j = max(content, key=lambda c: float(r[c]))
-        where = ("after rollout through all layers" if measure == "rollout"
-                 else f"averaged over all {trace.num_layers * trace.num_heads} heads")
+        where = (
+            "after rollout through all layers"
+            if measure == "rollout"
+            else f"averaged over all {trace.num_layers * trace.num_heads} heads"
+        )
         noun = {"weights": "weight", "values": "value-norm share", "rollout": "rollout share"}[measure]
-        parts.append(f"{where}, of the other content tokens '{q}' gives the most {noun} to "
-                     f"'{trace.tokens[j]}' (token {j}: {float(r[j]):.3f})")
+        parts.append(
+            f"{where}, of the other content tokens '{q}' gives the most {noun} to "
+            f"'{trace.tokens[j]}' (token {j}: {float(r[j]):.3f})"
+        )
     sp = sum(float(r[j]) for j in range(len(trace)) if trace.special[j])
     if any(trace.special):
         parts.append(f"special tokens take {sp:.3f} and '{q}' itself {float(r[i]):.3f}")
@@ -199,14 +284,25 @@ def head_flips(a: Sequence[HeadPreference], b: Sequence[HeadPreference]) -> list
 def compare_table(flips: Sequence[HeadFlip], prefer: str, over: str, limit: int = 12) -> Table:
     """Heads whose preference flips between text A and text B first, then the largest movers."""
     ordered = [f for f in flips if f.flipped] + [f for f in flips if not f.flipped]
-    table = Table(title=Text(f"Preference '{prefer}' - '{over}' per head, text A vs text B"), title_justify="left",
-                  header_style="bold")
+    table = Table(
+        title=Text(f"Preference '{prefer}' - '{over}' per head, text A vs text B"),
+        title_justify="left",
+        header_style="bold",
+    )
     for name, just in [("head", "left"), ("A", "right"), ("B", "right"), ("change", "right"), ("", "left")]:
         table.add_column(name, justify=just)
     for f in ordered[:limit]:
+
         def side(d: float) -> str:
             return prefer if d > 0 else over
+
         note = f"flips: {side(f.diff_a)} -> {side(f.diff_b)}" if f.flipped else f"keeps {side(f.diff_a)}"
-        table.add_row(_head_label(f.layer, f.head), f"{f.diff_a:+.3f}", f"{f.diff_b:+.3f}", f"{f.change:+.3f}",
-                      Text(note), style="bold yellow" if f.flipped else None)
+        table.add_row(
+            _head_label(f.layer, f.head),
+            f"{f.diff_a:+.3f}",
+            f"{f.diff_b:+.3f}",
+            f"{f.change:+.3f}",
+            Text(note),
+            style="bold yellow" if f.flipped else None,
+        )
     return table

@@ -9,6 +9,7 @@ measured on them.
 * ``sdpa`` (:mod:`.sdpa`) -- :func:`torch.nn.functional.scaled_dot_product_attention`.
 * ``tiled`` (:mod:`.tiled`) -- FlashAttention-style tiles, block-sparse, O(N) memory.
 """
+
 from __future__ import annotations
 
 from ..registry import Implementation, Supports, register
@@ -24,34 +25,47 @@ SMALL_PROBLEM = 1 << 17
 
 # reference (100): small problems, and what nothing else honours (dropout with a generator, or dropout with
 # a mask SDPA cannot take). 5-25x slower than tiled at N >= 4096 and O(N^2) in memory.
-REFERENCE = register(Implementation(
-    name="reference",
-    forward=reference_forward,
-    supports=Supports(),
-    priority={"cpu": lambda inp: 100.0},
-    description="the essay's chain step by step (materialises Lq x Lk scores); the oracle",
-))
+REFERENCE = register(
+    Implementation(
+        name="reference",
+        forward=reference_forward,
+        supports=Supports(),
+        priority={"cpu": lambda inp: 100.0},
+        description="the essay's chain step by step (materialises Lq x Lk scores); the oracle",
+    )
+)
 
 # sdpa (10): rows "full" and "causal" (N = 1024..16384, fwd and fwd+bwd): torch SDPA's fused kernel at 80-96 %
 # of the same-run GEMM; tiled runs that very kernel there (one segment) and is level with it, but adds
 # planning, so sdpa goes first wherever it can run (no other masks, no score mods, no return_lse).
-SDPA = register(Implementation(
-    name="sdpa",
-    forward=sdpa_forward,
-    supports=Supports(masks=sdpa_mask_reason, score_mods=False, lse=False, dropout_generator=False,
-                      value_dim=False, empty=False, hint="impl='tiled'"),
-    priority={"cpu": lambda inp: 10.0},
-    description="torch.nn.functional.scaled_dot_product_attention for no mask / is_causal / key padding "
-                "(fused CPU kernel)",
-))
+SDPA = register(
+    Implementation(
+        name="sdpa",
+        forward=sdpa_forward,
+        supports=Supports(
+            masks=sdpa_mask_reason,
+            score_mods=False,
+            lse=False,
+            dropout_generator=False,
+            value_dim=False,
+            empty=False,
+            hint="impl='tiled'",
+        ),
+        priority={"cpu": lambda inp: 10.0},
+        description="torch.nn.functional.scaled_dot_product_attention for no mask / is_causal / key padding "
+        "(fused CPU kernel)",
+    )
+)
 
 # tiled (20): everything else. Rows "window", "document", "causal_alibi": 1.1-1.4x FlexAttention (compiled) at
 # N >= 4096 forward, 2-38x SDPA given the equivalent dense mask, and the only block-sparse forward+backward on
 # CPU. Below SMALL_PROBLEM scores it steps back behind the reference (101).
-TILED = register(Implementation(
-    name="tiled",
-    forward=tiled_forward,
-    supports=Supports(dropout=False, hint="impl='reference'"),
-    priority={"cpu": lambda inp: 20.0 if inp.B * inp.Hq * inp.Lq * inp.Lk >= SMALL_PROBLEM else 101.0},
-    description="FlashAttention-style tiles in O(N) memory; skips empty blocks of block-sparse masks; lse, mods",
-))
+TILED = register(
+    Implementation(
+        name="tiled",
+        forward=tiled_forward,
+        supports=Supports(dropout=False, hint="impl='reference'"),
+        priority={"cpu": lambda inp: 20.0 if inp.B * inp.Hq * inp.Lq * inp.Lk >= SMALL_PROBLEM else 101.0},
+        description="FlashAttention-style tiles in O(N) memory; skips empty blocks of block-sparse masks; lse, mods",
+    )
+)

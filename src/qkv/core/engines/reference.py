@@ -10,6 +10,7 @@
 GQA/MQA: query head ``h`` uses key/value head ``h // (Hq // Hkv)``; K and V are never copied per
 query head (the query heads of one group are folded into the length dim instead).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple

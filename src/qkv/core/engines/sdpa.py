@@ -19,6 +19,7 @@ Example:
     >>> bool(torch.allclose(out, ref, atol=1e-6))
     True
 """
+
 from __future__ import annotations
 
 import torch
@@ -62,8 +63,10 @@ def sdpa_mask_reason(inp: AttentionInputs) -> str | None:
     """Why SDPA cannot take ``inp.mask`` (None: it can)."""
     if sdpa_causal_flag(inp) is not None or sdpa_key_padding(inp) is not None:
         return None
-    return (f"mask {inp.mask!r} is neither SDPA's is_causal nor key padding with every length >= 1; SDPA would "
-            "need it as a dense Lq x Lk tensor (slow, NaN on fully-masked rows) -- use impl='tiled'")
+    return (
+        f"mask {inp.mask!r} is neither SDPA's is_causal nor key padding with every length >= 1; SDPA would "
+        "need it as a dense Lq x Lk tensor (slow, NaN on fully-masked rows) -- use impl='tiled'"
+    )
 
 
 def sdpa_forward(inp: AttentionInputs) -> tuple[Tensor, None]:
@@ -72,7 +75,13 @@ def sdpa_forward(inp: AttentionInputs) -> tuple[Tensor, None]:
     q, k, v = inp.q.to(cd), inp.k.to(cd), inp.v.to(cd)
     padding = sdpa_key_padding(inp)
     out = torch.nn.functional.scaled_dot_product_attention(
-        q, k, v, attn_mask=padding, dropout_p=inp.dropout_p,
-        is_causal=False if padding is not None else bool(sdpa_causal_flag(inp)), scale=inp.scale,
-        enable_gqa=inp.groups > 1)
+        q,
+        k,
+        v,
+        attn_mask=padding,
+        dropout_p=inp.dropout_p,
+        is_causal=False if padding is not None else bool(sdpa_causal_flag(inp)),
+        scale=inp.scale,
+        enable_gqa=inp.groups > 1,
+    )
     return out.to(inp.dtype), None

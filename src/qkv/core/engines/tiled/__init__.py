@@ -5,6 +5,7 @@
 * :mod:`.engine` -- the forward, the O(N)-memory backward (a custom autograd function) and the plan cache;
 * :mod:`.fused_op` -- the one adapter to PyTorch's private fused CPU kernel (looked up lazily, probed once).
 """
+
 from .engine import tiled_forward, tiled_plan_for
 from .plan import Plan, make_plan
 

@@ -32,6 +32,7 @@ Example:
     >>> bool(torch.allclose(out, ref) and torch.allclose(lse, ref_lse))
     True
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -90,8 +91,13 @@ class _Problem:
 
 
 def _fusable(inp: AttentionInputs) -> bool:
-    return (inp.q.device.type == "cpu" and inp.D == inp.Dv and _mods.additive(inp.score_mod)
-            and not (inp.mod_tensors and inp.needs_grad) and fused_op.unavailable() is None)
+    return (
+        inp.q.device.type == "cpu"
+        and inp.D == inp.Dv
+        and _mods.additive(inp.score_mod)
+        and not (inp.mod_tensors and inp.needs_grad)
+        and fused_op.unavailable() is None
+    )
 
 
 def _use_master(inp: AttentionInputs) -> bool:
@@ -101,8 +107,17 @@ def _use_master(inp: AttentionInputs) -> bool:
 def tiled_plan_for(inp: AttentionInputs) -> Plan:
     """The plan the tiled engine would run for ``inp`` (for inspection and the benchmark)."""
     fused = _fusable(inp)
-    return make_plan(inp.mask, inp.Lq, inp.Lk, fused=fused, heads=inp.B * inp.Hq, kv_heads=inp.B * inp.Hkv,
-                     head_dim=inp.D, whole_rows=fused and inp.score_mod is not None, master=_use_master(inp))
+    return make_plan(
+        inp.mask,
+        inp.Lq,
+        inp.Lk,
+        fused=fused,
+        heads=inp.B * inp.Hq,
+        kv_heads=inp.B * inp.Hkv,
+        head_dim=inp.D,
+        whole_rows=fused and inp.score_mod is not None,
+        master=_use_master(inp),
+    )
 
 
 def _chunks(group, per_segment_bytes: int):
@@ -164,8 +179,11 @@ def _runs(starts_q: np.ndarray, starts_k: np.ndarray) -> list[slice]:
     runs, a, n = [], 0, len(starts_q)
     while a < n:
         b = min(a + 2, n)
-        while b < n and starts_q[b] - starts_q[b - 1] == starts_q[a + 1] - starts_q[a] and \
-                starts_k[b] - starts_k[b - 1] == starts_k[a + 1] - starts_k[a]:
+        while (
+            b < n
+            and starts_q[b] - starts_q[b - 1] == starts_q[a + 1] - starts_q[a]
+            and starts_k[b] - starts_k[b - 1] == starts_k[a + 1] - starts_k[a]
+        ):
             b += 1
         if b - a == 2 and not (arithmetic(starts_q[a:b]) and arithmetic(starts_k[a:b])):
             b = a + 1
@@ -174,8 +192,9 @@ def _runs(starts_q: np.ndarray, starts_k: np.ndarray) -> list[slice]:
     return runs
 
 
-def _schedule(plan: Plan, B: int, Hq: int, Hkv: int, D: int, Dv: int, esz: int, lq: int, lk: int,
-              has_mod: bool) -> _Schedule:
+def _schedule(
+    plan: Plan, B: int, Hq: int, Hkv: int, D: int, Dv: int, esz: int, lq: int, lk: int, has_mod: bool
+) -> _Schedule:
     rows_seen = np.zeros(lq, dtype=np.int32)
     cols_seen = np.zeros(lk, dtype=np.int32)
     units, init = [], False
@@ -188,8 +207,11 @@ def _schedule(plan: Plan, B: int, Hq: int, Hkv: int, D: int, Dv: int, esz: int, 
         tiles = (2 if has_mod else 0) * Hq * g.tq * g.tk + (0 if g.kind != "mask" or g.shared else 2 * g.tq * g.tk)
         if direct:
             per = (Hq * g.tq * 2 * Dv + tiles) * esz
-            spans = _runs(g.q_starts, g.k_starts) if not (arithmetic(g.q_starts) and arithmetic(g.k_starts)) \
+            spans = (
+                _runs(g.q_starts, g.k_starts)
+                if not (arithmetic(g.q_starts) and arithmetic(g.k_starts))
                 else [slice(0, g.n)]
+            )
         else:
             per = (B * Hkv * g.tk * (D + Dv) + B * Hq * g.tq * (2 * D + 2 * Dv) + B * tiles) * esz
             spans = [slice(0, g.n)]
@@ -251,9 +273,9 @@ def _batches(p: _Problem, q, k, v, forward: bool):
         for b in range(B):
             al, ad = allowed, add
             if isinstance(al, Tensor) and al.shape[0] == B * n:
-                al = al[b * n:(b + 1) * n]
+                al = al[b * n : (b + 1) * n]
             if isinstance(ad, Tensor) and ad.shape[0] == B * n:
-                ad = ad[b * n:(b + 1) * n]
+                ad = ad[b * n : (b + 1) * n]
             qg, kg, vg = u.rows.view(q, b), u.cols.view(k, b), u.cols.view(v, b)
             qg, kg, vg = sanitize(qg, kg, vg, al if isinstance(al, Tensor) else None)
             yield i, u, b, qg, kg, vg, al, ad
@@ -366,8 +388,9 @@ def _backward(p: _Problem, q, k, v, out, lse, dout, dlse, mod_tensors):
     for _, r, c, qg, kg, vg, allowed, idx in _segments(p, q, k, v):
         dog, lg = r.get(dout), r.get(lse4).squeeze(-1)
         dg = r.get(delta.unsqueeze(-1)).squeeze(-1)
-        gq, gk, gv, gm = torch_backward(dog, qg, kg, vg, lg, dg, allowed, p.mod, idx, q.shape[0], p.scale,
-                                        p.lq, p.lk, mod_tensors)
+        gq, gk, gv, gm = torch_backward(
+            dog, qg, kg, vg, lg, dg, allowed, p.mod, idx, q.shape[0], p.scale, p.lq, p.lk, mod_tensors
+        )
         for acc, gr in zip(dmods, gm):
             if gr is not None:
                 acc += gr
@@ -406,13 +429,25 @@ def _problem(inp: AttentionInputs) -> _Problem:
         hit = _CACHE.get(key)
         if hit is not None:
             _CACHE.move_to_end(key)
-            return _Problem(hit[2], inp.mask, inp.score_mod, inp.scale, inp.Lq, inp.Lk, fused, master=hit[3],
-                            use_master=_use_master(inp), schedule=hit[4])
-    p = _Problem(tiled_plan_for(inp), inp.mask, inp.score_mod, inp.scale, inp.Lq, inp.Lk, fused,
-                 use_master=_use_master(inp))
+            return _Problem(
+                hit[2],
+                inp.mask,
+                inp.score_mod,
+                inp.scale,
+                inp.Lq,
+                inp.Lk,
+                fused,
+                master=hit[3],
+                use_master=_use_master(inp),
+                schedule=hit[4],
+            )
+    p = _Problem(
+        tiled_plan_for(inp), inp.mask, inp.score_mod, inp.scale, inp.Lq, inp.Lk, fused, use_master=_use_master(inp)
+    )
     if fused:
-        p.schedule = _schedule(p.plan, inp.B, inp.Hq, inp.Hkv, inp.D, inp.Dv, inp.compute_dtype.itemsize, inp.Lq,
-                               inp.Lk, p.mod is not None)
+        p.schedule = _schedule(
+            p.plan, inp.B, inp.Hq, inp.Hkv, inp.D, inp.Dv, inp.compute_dtype.itemsize, inp.Lq, inp.Lk, p.mod is not None
+        )
     if key is not None:
         _CACHE[key] = [inp.mask, inp.score_mod, p.plan, None, p.schedule]
         while len(_CACHE) > _CACHE_SIZE:

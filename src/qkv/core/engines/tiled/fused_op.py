@@ -9,6 +9,7 @@ plain PyTorch tiles (never an import error).
 Shapes: q ``(B, H, Lq, D)``, k/v ``(B, Hkv, Lk, D)`` (``H`` a multiple of ``Hkv``), additive ``attn_mask``
 broadcastable to ``(B, H, Lq, Lk)`` -> ``out (B, H, Lq, D)``, ``lse (B, H, Lq)``.
 """
+
 from __future__ import annotations
 
 import math

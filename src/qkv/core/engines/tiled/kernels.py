@@ -10,6 +10,7 @@ Two executors compute a batch of segments:
 Shape legend: ``B`` batch, ``H``/``Hq`` query heads, ``Hkv`` key/value heads, ``n`` segments,
 ``tq``/``tk`` rows/keys per segment, ``D``/``Dv`` head dims.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,15 +22,28 @@ from ...lse import stable_exp
 from . import fused_op
 from .plan import CAUSAL_SEG, FULL_SEG, Group
 
-__all__ = ["neg", "Rows", "arithmetic", "Master", "segment_mask", "additive_mask", "fused_forward", "fused_backward",
-           "torch_forward", "torch_backward", "sanitize"]
+__all__ = [
+    "neg",
+    "Rows",
+    "arithmetic",
+    "Master",
+    "segment_mask",
+    "additive_mask",
+    "fused_forward",
+    "fused_backward",
+    "torch_forward",
+    "torch_backward",
+    "sanitize",
+]
+
 
 def neg(dtype: torch.dtype) -> float:
-    """"Minus infinity" of additive masks in ``dtype``: finite, so that a row masked out of one segment never
+    """ "Minus infinity" of additive masks in ``dtype``: finite, so that a row masked out of one segment never
     produces ``inf - inf`` in the fused backward, and a quarter of the dtype's range below zero, so that a
     masked pair stays masked (``exp(NEG + s - lse) == 0``) for every scaled score ``|s| < finfo.max / 8``
     (fp32: 4e37) -- at any finite scale where the scores themselves do not overflow."""
     return -torch.finfo(dtype).max / 4
+
 
 def arithmetic(starts: np.ndarray) -> bool:
     """True when ``starts`` is an arithmetic progression with a step >= 0 (segments are then strided views)."""
@@ -57,8 +71,11 @@ class Rows:
         see :func:`arithmetic`; overlapping segments are fine for reading)."""
         sB, sH, sL, sD = x.stride()
         step = int(self.starts[1] - self.starts[0]) if self.n > 1 else 0
-        return x.as_strided((self.n, x.shape[1], self.t, x.shape[3]), (step * sL, sH, sL, sD),
-                            x.storage_offset() + b * sB + int(self.starts[0]) * sL)
+        return x.as_strided(
+            (self.n, x.shape[1], self.t, x.shape[3]),
+            (step * sL, sH, sL, sD),
+            x.storage_offset() + b * sB + int(self.starts[0]) * sL,
+        )
 
     def view_add_(self, dst: Tensor, b: int, src: Tensor) -> None:
         """``dst[b][rows] += src`` for ``src`` ``(n, H, t, D)`` with arithmetic starts: one strided add when
@@ -70,7 +87,7 @@ class Rows:
             Rows(self.starts[:1], self.t).view(dst, b).add_(src.sum(0, keepdim=True))
         elif self.t % step == 0:
             for j in range(0, self.t, step):
-                Rows(self.starts + j, step).view(dst, b).add_(src[:, :, j:j + step])
+                Rows(self.starts + j, step).view(dst, b).add_(src[:, :, j : j + step])
         else:
             _, H, _, D = dst.shape
             dst[b].index_add_(1, self.idx(dst.device), src.permute(1, 0, 2, 3).reshape(H, self.n * self.t, D))
@@ -85,12 +102,15 @@ class Rows:
         """``(B, H, n, t, D)`` view of ``x`` ``(B, H, L, D)``, or None when not expressible."""
         if self.n == 1:
             s = int(self.starts[0])
-            return x[:, :, s:s + self.t].unsqueeze(2)
+            return x[:, :, s : s + self.t].unsqueeze(2)
         if self.step is None:
             return None
         sB, sH, sL, sD = x.stride()
-        return x.as_strided((x.shape[0], x.shape[1], self.n, self.t, x.shape[3]),
-                            (sB, sH, self.step * sL, sL, sD), x.storage_offset() + int(self.starts[0]) * sL)
+        return x.as_strided(
+            (x.shape[0], x.shape[1], self.n, self.t, x.shape[3]),
+            (sB, sH, self.step * sL, sL, sD),
+            x.storage_offset() + int(self.starts[0]) * sL,
+        )
 
     def get(self, x: Tensor) -> Tensor:
         """``x`` ``(B, H, L, D)`` -> ``(B * n, H, t, D)`` (a view when possible)."""
@@ -184,7 +204,7 @@ class Master:
     def view(self, group: Group) -> Tensor:
         """``(1, H|1, tq, tk)`` additive mask of a shared group's segments."""
         j = self.S + int(group.k_starts[0] - group.q_starts[0])
-        return self.m[:, :, :group.tq, j:j + group.tk]
+        return self.m[:, :, : group.tq, j : j + group.tk]
 
     def no_empty_rows(self, group: Group) -> bool:
         """True when every row of the group's segments may attend some key: row ``r`` reads
@@ -213,8 +233,9 @@ def segment_mask(mask, group: Group, sl: slice, B: int, Hq: int, lq: int, lk: in
     return _flat(allowed, B, n) if not group.shared else allowed.reshape(allowed.shape[0] * n, *allowed.shape[2:])
 
 
-def additive_mask(allowed: Tensor | None, mod, group: Group, sl: slice, B: int, Hq: int, lq: int, lk: int,
-                  dtype, device) -> Tensor | None:
+def additive_mask(
+    allowed: Tensor | None, mod, group: Group, sl: slice, B: int, Hq: int, lq: int, lk: int, dtype, device
+) -> Tensor | None:
     """Float mask for the fused kernel: the additive score mod's bias, :func:`neg` where masked."""
     bias = None
     if mod is not None:
@@ -310,8 +331,22 @@ def torch_forward(qg, kg, vg, allowed, mod, idx, B: int, scale: float, lq: int, 
     return _weigh(p, vg) / total, lse
 
 
-def torch_backward(dog, qg, kg, vg, lse_g, delta_g, allowed, mod, idx, B: int, scale: float, lq: int, lk: int,
-                   mod_tensors: list[Tensor]):
+def torch_backward(
+    dog,
+    qg,
+    kg,
+    vg,
+    lse_g,
+    delta_g,
+    allowed,
+    mod,
+    idx,
+    B: int,
+    scale: float,
+    lq: int,
+    lk: int,
+    mod_tensors: list[Tensor],
+):
     """``(dq, dk, dv, [d mod_tensor])`` of a segment batch; ``delta = rowsum(dO * O) - dlse``."""
     s = _scores(qg, kg, scale)
     with torch.enable_grad():

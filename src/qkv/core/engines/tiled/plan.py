@@ -18,6 +18,7 @@ Segments of equal shape and kind form a :class:`Group`, computed by one batched 
 Shape legend: ``Lq``/``Lk`` query/key lengths, ``n`` segments in a group, ``tq``/``tk`` rows/keys
 per segment.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -69,7 +70,6 @@ class Plan:
     def pairs(self) -> int:
         """(query, key) pairs computed (masked ones inside PARTIAL segments included)."""
         return sum(g.pairs for g in self.groups)
-
 
 
 def causal_shift(mask, lq: int, lk: int) -> int | None:
@@ -169,8 +169,16 @@ def _block_plan(mask, lq, lk, bq, bk, merge_keys, max_keys, shared_all=False) ->
     plan = Plan(block_q=bq, block_k=bk)
     for (kind, tq, tk, diff), subs in groups.items():
         for qs, ks, _ in subs:
-            plan.groups.append(Group(kind, np.asarray(qs, dtype=np.int64), np.asarray(ks, dtype=np.int64), tq, tk,
-                                     shared=diff is not None))
+            plan.groups.append(
+                Group(
+                    kind,
+                    np.asarray(qs, dtype=np.int64),
+                    np.asarray(ks, dtype=np.int64),
+                    tq,
+                    tk,
+                    shared=diff is not None,
+                )
+            )
     return plan
 
 
@@ -206,8 +214,18 @@ def _cost(plan: Plan, heads: int, kv_heads: int, d: int) -> float:
     return work + 250_000.0 * len(plan.groups)
 
 
-def make_plan(mask, lq: int, lk: int, *, fused: bool, heads: int = 1, kv_heads: int = 1, head_dim: int = 64,
-              whole_rows: bool = False, master: bool = False) -> Plan:
+def make_plan(
+    mask,
+    lq: int,
+    lk: int,
+    *,
+    fused: bool,
+    heads: int = 1,
+    kv_heads: int = 1,
+    head_dim: int = 64,
+    whole_rows: bool = False,
+    master: bool = False,
+) -> Plan:
     """The plan for an ``lq x lk`` problem.
 
     Args:
@@ -237,8 +255,20 @@ def make_plan(mask, lq: int, lk: int, *, fused: bool, heads: int = 1, kv_heads: 
     best = None
     if fused and (lq * lk * (heads if whole_rows else 1) * 4 <= 48 << 20):  # small: one dense segment
         one = np.zeros(1, np.int64)
-        whole = Plan([Group(MASK_SEG if (mask is not None or whole_rows) else FULL_SEG, one, one, lq, lk,
-                            shared=master or translation_invariant(mask))], lq, lk)
+        whole = Plan(
+            [
+                Group(
+                    MASK_SEG if (mask is not None or whole_rows) else FULL_SEG,
+                    one,
+                    one,
+                    lq,
+                    lk,
+                    shared=master or translation_invariant(mask),
+                )
+            ],
+            lq,
+            lk,
+        )
         best = (_cost(whole, heads, kv_heads, head_dim), whole)
     for t in tiles:
         bq, bk = min(t, lq), min(t, lk)
