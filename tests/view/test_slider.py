@@ -1,23 +1,12 @@
 """The scaling slider of the static page (`qkv explain --html`): softmax(t * scaled) recomputed in the page."""
 
 import math
-import os
 
 import pytest
 import torch
 
 from qkv.lens.trace import Trace
 from qkv.view.html import extract_json, masked_keys, render_html, write_html
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def _causal() -> Trace:
@@ -47,9 +36,6 @@ def test_masked_keys_are_the_never_attended_ones(cat_trace):
 def test_page_has_the_slider_and_the_claim():
     page = render_html(_causal())
     assert 'id="scale"' in page and 'type="range"' in page and "claim 2" in page
-
-
-needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent")
 
 
 def _open(browser, path):
@@ -82,7 +68,6 @@ def _entropy(w):
 
 
 @pytest.mark.browser
-@needs_chromium
 @pytest.mark.parametrize("t_log2", [-2.0, 1.0, 2.5])
 def test_static_page_slider_matches_softmax_of_scaled(browser, cat_trace, tmp_path, t_log2):
     path = write_html(cat_trace, tmp_path / "e.html", query="it", layer=3, head=1)
@@ -106,7 +91,6 @@ def test_static_page_slider_matches_softmax_of_scaled(browser, cat_trace, tmp_pa
 
 
 @pytest.mark.browser
-@needs_chromium
 def test_slider_keeps_masked_keys_at_zero(browser, tmp_path):
     path = write_html(_causal(), tmp_path / "c.html", query=2, layer=0, head=0)
     page, errors = _open(browser, path)
