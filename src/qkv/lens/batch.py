@@ -10,21 +10,9 @@ from typing import Any, Sequence
 import torch
 
 from .attribution import transformed_value_norms
-from .trace import Trace, load_model, model_name
+from .trace import Trace, load_model, model_info
 
 __all__ = ["trace_batch"]
-
-
-def _model_info(m, model) -> dict:
-    cfg = m.config
-    return {
-        "name": model_name(m, model),
-        "model_type": cfg.model_type,
-        "num_layers": cfg.num_layers,
-        "num_heads": cfg.num_heads,
-        "num_kv_heads": cfg.num_kv_heads,
-        "head_dim": cfg.head_dim,
-    }
 
 
 def trace_batch(
@@ -81,7 +69,7 @@ def trace_batch(
         raise ValueError(
             "the model has no tokenizer (no tokenizer.json next to its config.json); add one to trace text"
         )
-    cfg, info = m.config, _model_info(m, model)
+    cfg, info = m.config, model_info(m, model)
     encs = []
     for i, t in enumerate(texts):
         try:

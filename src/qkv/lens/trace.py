@@ -48,6 +48,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "UNKNOWN_TOKENS",
     "load_model",
+    "model_name",
+    "model_info",
 ]
 
 MEASURES = ("weights", "values", "rollout")
@@ -433,6 +435,13 @@ class Trace:
         ]
 
     # ---------------------------------------------------------------- export
+    def token_records(self) -> list[dict]:
+        """``L`` dicts ``{"index", "text", "start", "end", "special"}``: the tokens as JSON documents hold them."""
+        return [
+            {"index": j, "text": t, "start": s, "end": e, "special": sp}
+            for j, (t, (s, e), sp) in enumerate(zip(self.tokens, self.offsets, self.special))
+        ]
+
     def to_dict(self, decimals: int = 5) -> dict:
         """The trace as plain JSON data (schema version :data:`SCHEMA_VERSION`).
 
@@ -467,10 +476,7 @@ class Trace:
             {"layer": n, **{k: num(v[n]) for k, v in parts.items() if v is not None}, "rollout": num(self.rollout[n])}
             for n in range(self.num_layers)
         ]
-        tokens = [
-            {"index": j, "text": t, "start": s, "end": e, "special": sp}
-            for j, (t, (s, e), sp) in enumerate(zip(self.tokens, self.offsets, self.special))
-        ]
+        tokens = self.token_records()
         return {
             "schema": "qkv.trace",
             "version": SCHEMA_VERSION,
@@ -534,6 +540,19 @@ def load_model(model: Any = "minilm"):
 def model_name(m, given: Any = None) -> str:
     """The name a trace shows for loaded model ``m`` (``given``: what the caller passed to load it)."""
     return getattr(m, "name", None) or getattr(m.config, "name", None) or (given if isinstance(given, str) else "model")
+
+
+def model_info(m, given: Any = None) -> dict:
+    """The ``model`` dict a trace of native model ``m`` carries (name, type, sizes)."""
+    cfg = m.config
+    return {
+        "name": model_name(m, given),
+        "model_type": cfg.model_type,
+        "num_layers": cfg.num_layers,
+        "num_heads": cfg.num_heads,
+        "num_kv_heads": cfg.num_kv_heads,
+        "head_dim": cfg.head_dim,
+    }
 
 
 def _model_type(directory) -> str | None:
@@ -606,14 +625,7 @@ def trace(
                 for n in range(cfg.num_layers)
             ]
         )  # (N, H, L)
-    info = {
-        "name": model_name(m, model),
-        "model_type": cfg.model_type,
-        "num_layers": cfg.num_layers,
-        "num_heads": cfg.num_heads,
-        "num_kv_heads": cfg.num_kv_heads,
-        "head_dim": cfg.head_dim,
-    }
+    info = model_info(m, model)
     return Trace(
         text=text,
         tokens=list(enc.tokens),

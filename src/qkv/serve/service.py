@@ -102,10 +102,7 @@ def trace_payload(
         summary = preference_summary(t, i, pair[0], pair[1], measure)
     else:
         summary = attention_summary(t, i, measure)
-    tokens = [
-        {"index": j, "text": s, "start": a, "end": b, "special": sp}
-        for j, (s, (a, b), sp) in enumerate(zip(t.tokens, t.offsets, t.special))
-    ]
+    tokens = t.token_records()
     return {
         "schema": "qkv.serve.trace",
         "version": 1,
