@@ -20,7 +20,14 @@ from torch import Tensor
 
 from .attribution import transformed_value_norms
 
-__all__ = ["is_transformers_model", "trace_transformers", "as_hf_model"]
+__all__ = [
+    "is_transformers_model",
+    "trace_transformers",
+    "as_hf_model",
+    "config_info",
+    "position_limit",
+    "count_tokens",
+]
 
 
 def is_transformers_model(model: Any) -> bool:
@@ -38,6 +45,38 @@ def as_hf_model(model: Any, tokenizer: Any = None):
             return HFModel(model.model, tokenizer, model.name)
         return model
     return wrap(model, tokenizer)
+
+
+def position_limit(config) -> int | None:
+    """The most positions a transformers config accepts (``max_position_embeddings``, GPT-2's ``n_positions``)."""
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
+def config_info(config) -> dict:
+    """``model_type, num_layers, num_heads, num_kv_heads, head_dim`` read from a transformers config.
+
+    The names transformers maps for every family (GPT-2's ``n_layer``/``n_head`` included); a multimodal
+    config contributes its text model's sizes. ``num_kv_heads`` defaults to ``num_heads`` (no GQA) and
+    ``head_dim`` to ``hidden_size // num_heads``.
+    """
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    H = getattr(text, "num_attention_heads", None)
+    D = getattr(text, "head_dim", None) or (getattr(text, "hidden_size", 0) // H if H else None)
+    return {
+        "model_type": getattr(config, "model_type", None) or "transformers",
+        "num_layers": getattr(text, "num_hidden_layers", None),
+        "num_heads": H,
+        "num_kv_heads": getattr(text, "num_key_value_heads", None) or H,
+        "head_dim": D,
+    }
+
+
+def count_tokens(model: Any, text: str) -> int | None:
+    """How many tokens an :class:`qkv.hf.HFModel`'s tokenizer makes of ``text``, cut at the model's limit
+    (as a trace with ``truncate=True`` reads it); None when the model has no tokenizer."""
+    if model.tokenizer is None:
+        return None
+    return len(_encode(model.tokenizer, text, True, position_limit(model.config))[0])
 
 
 def _encode(tokenizer, text: str, truncate: bool, limit: int | None):
@@ -107,7 +146,7 @@ def trace_transformers(text: str, model: Any, tokenizer: Any = None, *, truncate
             "(or put tokenizer.json next to config.json)"
         )
     cfg = hm.model.config
-    limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    limit = position_limit(cfg)
     ids, tokens, offsets, special = _encode(hm.tokenizer, text, truncate, limit)
     device = next(hm.model.parameters()).device
     x = torch.tensor([ids], dtype=torch.long, device=device)  # (B=1, L)

@@ -50,6 +50,8 @@ __all__ = [
     "load_model",
     "model_name",
     "model_info",
+    "max_positions",
+    "count_tokens",
 ]
 
 MEASURES = ("weights", "values", "rollout")
@@ -543,7 +545,13 @@ def model_name(m, given: Any = None) -> str:
 
 
 def model_info(m, given: Any = None) -> dict:
-    """The ``model`` dict a trace of native model ``m`` carries (name, type, sizes)."""
+    """The ``model`` dict of loaded model ``m`` (name, type, sizes): what a trace of a native model carries
+    and what ``qkv serve`` reports; a transformers model's sizes come from its config
+    (:func:`qkv.lens.hf_trace.config_info`)."""
+    if type(m).__name__ == "HFModel":
+        from .hf_trace import config_info
+
+        return {"name": model_name(m, given), **config_info(m.config)}
     cfg = m.config
     return {
         "name": model_name(m, given),
@@ -553,6 +561,25 @@ def model_info(m, given: Any = None) -> dict:
         "num_kv_heads": cfg.num_kv_heads,
         "head_dim": cfg.head_dim,
     }
+
+
+def max_positions(m) -> int | None:
+    """The most tokens loaded model ``m`` accepts (None when a transformers config does not say)."""
+    if type(m).__name__ == "HFModel":
+        from .hf_trace import position_limit
+
+        return position_limit(m.config)
+    return m.config.max_positions
+
+
+def count_tokens(m, text: str) -> int | None:
+    """How many tokens of ``text`` loaded model ``m`` reads (cut at its limit, as ``truncate=True`` traces);
+    None when it has no tokenizer."""
+    if type(m).__name__ == "HFModel":
+        from .hf_trace import count_tokens as hf_count_tokens
+
+        return hf_count_tokens(m, text)
+    return None if m.tokenizer is None else len(m.tokenizer.encode(text, truncate=True).ids)
 
 
 def _model_type(directory) -> str | None:

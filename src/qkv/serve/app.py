@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ..lens.trace import Trace, load_model, trace
+from ..lens.trace import Trace, count_tokens, load_model, max_positions, model_info, trace
 from .errors import message
 from .limits import BodyLimit, Busy, Limits, TraceGate
 from .page import CSP, SECURITY_HEADERS, assets, index_html
@@ -85,10 +85,11 @@ def create_app(
     host: str = "127.0.0.1",
     tracer: Callable[[str, Any], Trace] = trace,
 ) -> FastAPI:
-    """The app for one model, loaded now (a name/path for :func:`qkv.models.load` or a loaded model).
+    """The app for one model, loaded now (anything :func:`qkv.lens.trace.load_model` takes).
 
     Args:
-        model: what to trace with.
+        model: what to trace with: a name/path (a family qkv does not re-implement loads through :mod:`qkv.hf`),
+            a loaded qkv model, or a transformers model; ``/api/health`` reports :func:`qkv.lens.trace.model_info`.
         limits: text, body and concurrency limits (:class:`qkv.serve.limits.Limits`).
         host: the address the server binds; Host headers other than loopback names and this one are refused
             (none are when it is ``0.0.0.0`` or ``::``).
@@ -96,15 +97,7 @@ def create_app(
     """
     limits = limits or Limits()
     m = load_model(model)
-    cfg = m.config
-    info = {
-        "name": cfg.name or (model if isinstance(model, str) else "model"),
-        "model_type": cfg.model_type,
-        "num_layers": cfg.num_layers,
-        "num_heads": cfg.num_heads,
-        "head_dim": cfg.head_dim,
-        "max_positions": m.tokenizer.max_positions if m.tokenizer is not None else None,
-    }
+    info = {**model_info(m, model), "max_positions": max_positions(m) if m.tokenizer is not None else None}
     gate = TraceGate(limits.running, limits.waiting, limits.retry_after)
     files = assets()
     page = index_html(limits.max_chars).encode()
@@ -171,13 +164,12 @@ def create_app(
                 f'"{field}" has {len(text):,} characters; this server traces at most '
                 f"{limits.max_chars:,} (shorten the text, or start qkv serve with a larger limit)"
             )
-        if m.tokenizer is not None:
-            n = len(m.tokenizer.encode(text, truncate=True).ids)
-            if n > limits.max_tokens:
-                raise ValueError(
-                    f'"{field}" is {n} tokens long; this server traces at most {limits.max_tokens} '
-                    f"tokens (shorten the text)"
-                )
+        n = count_tokens(m, text)
+        if n is not None and n > limits.max_tokens:
+            raise ValueError(
+                f'"{field}" is {n} tokens long; this server traces at most {limits.max_tokens} '
+                f"tokens (shorten the text)"
+            )
 
     async def run(work: Callable[[], dict]) -> Response:
         async with gate.slot():

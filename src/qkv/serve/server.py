@@ -60,7 +60,8 @@ def serve(
     """Serve ``model`` on ``host:port`` until interrupted; returns 0.
 
     Args:
-        model: a model name or checkpoint directory (loaded once, before the first request).
+        model: a model name or checkpoint directory (loaded once, before the first request; a family qkv does
+            not re-implement loads through :mod:`qkv.hf`, as :func:`qkv.lens.trace.load_model` does).
         host, port: where to listen; anything but a loopback address is announced with a loud warning.
         limits: :class:`qkv.serve.limits.Limits`.
         say: prints a line for the user (default: stderr).
@@ -68,8 +69,7 @@ def serve(
     """
     import uvicorn
 
-    from ..lens.trace import trace
-    from ..models import load
+    from ..lens.trace import load_model, model_info, trace
     from .app import create_app
 
     say = say or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -86,15 +86,15 @@ def serve(
         say(f"qkv serve: loading {model} ...")
         if status is not None:
             with status(f"Loading {model} ..."):
-                m = load(model)
+                m = load_model(model)
                 trace("warm up", m)
         else:
-            m = load(model)
+            m = load_model(model)
             trace("warm up", m)
-        cfg = m.config
+        info = model_info(m, model)
         say(
-            f"loaded {cfg.name or model} ({cfg.num_layers} layers x {cfg.num_heads} heads, head_dim {cfg.head_dim}) "
-            f"in {time.perf_counter() - start:.1f} s"
+            f"loaded {info['name']} ({info['num_layers']} layers x {info['num_heads']} heads, "
+            f"head_dim {info['head_dim']}) in {time.perf_counter() - start:.1f} s"
         )
         app = create_app(m, limits=limits, host=host)
         shown = f"[{host}]" if ":" in host else host
