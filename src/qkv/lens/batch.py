@@ -5,12 +5,15 @@ Shape legend: ``B`` texts per pass, ``N`` layers, ``H`` query heads, ``L`` token
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from .attribution import transformed_value_norms
-from .trace import Trace, load_model, model_info
+from .loading import load_model, model_info
+
+if TYPE_CHECKING:
+    from .trace import Trace
 
 __all__ = ["trace_batch"]
 
@@ -42,6 +45,7 @@ def trace_batch(
         ``len(texts)`` traces; tensors per trace ``(N, H, L_i, L_i)`` etc., steps not recorded are ``None``.
     """
     from ..nn.record import STEP_NAMES, Recorder, recording
+    from .trace import Trace  # at call time: trace.py re-exports trace_batch
 
     if isinstance(texts, str) or not isinstance(texts, (list, tuple)) or not texts:
         raise ValueError("trace_batch expects a non-empty list of texts; for one text call trace(text)")

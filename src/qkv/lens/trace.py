@@ -14,6 +14,10 @@ occurrence, or an integer index; :meth:`Trace.span` and :meth:`Trace.token_at` s
 ``qkv.trace([text, ...])`` (:func:`trace_batch`) runs padded batches and can record only some steps
 (``steps=("weights",)``); the steps not recorded are ``None`` in its traces.
 
+This module holds the record; the model side is next to it and re-exported here: :mod:`qkv.lens.loading`
+(``load_model``, ``model_info``), :mod:`qkv.lens.tracing` (``trace``), :mod:`qkv.lens.batch` (``trace_batch``)
+and :mod:`qkv.lens.rows` (``Attended``, ``HeadPreference``, ``BreakdownRow``).
+
 Example (a synthetic trace; ``qkv.trace(text)`` builds one from a model):
     >>> import torch
     >>> from qkv.lens.trace import Trace
@@ -30,12 +34,16 @@ import json
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, NamedTuple, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from .attribution import normalise_rows, rollout, transformed_value_norms
+from .attribution import normalise_rows, rollout
+from .batch import trace_batch
+from .loading import count_tokens, load_model, max_positions, model_info, model_name
+from .rows import Attended, BreakdownRow, HeadPreference
+from .tracing import trace
 
 __all__ = [
     "trace",
@@ -67,41 +75,6 @@ def set_html_display(fn) -> None:
 #: How tokenizers spell "not in my vocabulary" (WordPiece, SentencePiece, some BPEs).
 UNKNOWN_TOKENS = frozenset({"[UNK]", "<unk>", "<|unk|>"})
 SCHEMA_VERSION = 1
-_MODELS: dict[str, Any] = {}
-
-
-class Attended(NamedTuple):
-    """One key token and how much the query attends to it under some measure."""
-
-    index: int
-    token: str
-    value: float
-
-
-class HeadPreference(NamedTuple):
-    """How much one head's query puts on ``prefer`` versus ``over`` (``diff = prefer - over``)."""
-
-    layer: int
-    head: int
-    prefer: float
-    over: float
-    diff: float
-
-
-class BreakdownRow(NamedTuple):
-    """The essay's chain for one (query, key) pair in one head.
-
-    ``score = q.k``, ``scaled = score * scale`` (``1/sqrt(D)``), ``weight = softmax(scaled)``,
-    ``value_norm = ||weight * f(v)||`` (Kobayashi et al. 2020) and ``value_share`` its fraction of the row.
-    """
-
-    index: int
-    token: str
-    score: float
-    scaled: float
-    weight: float
-    value_norm: float
-    value_share: float
 
 
 def _clean(token: str) -> str:
@@ -503,171 +476,3 @@ class Trace:
         """``(attention, tokens)`` as ``bertviz.head_view(attention, tokens)`` takes them: one
         ``(1, H, L, L)`` weight tensor per layer, and the ``L`` token strings."""
         return tuple(w.unsqueeze(0).clone() for w in self.weights), list(self.tokens)
-
-
-# -------------------------------------------------------------------- building a trace from a model
-def load_model(model: Any = "minilm"):
-    """A loaded model: ``model`` itself if it is one, else ``qkv.models.load(model)`` (cached per name).
-
-    A transformers model, or a directory / cached hub id of a family qkv does not re-implement, loads
-    through :mod:`qkv.hf` (the "qkv" attention backend; transformers is imported only then).
-    """
-    if not isinstance(model, str):
-        from .hf_trace import as_hf_model, is_transformers_model
-
-        if is_transformers_model(model) or type(model).__name__ == "HFModel":
-            return as_hf_model(model)
-        if not (hasattr(model, "layers") and hasattr(model, "tokenizer") and hasattr(model, "config")):
-            raise ValueError(
-                f"model must be a name/path, a qkv model with .layers, .tokenizer and .config, or a "
-                f"transformers PreTrainedModel, got {type(model).__name__}"
-            )
-        return model
-    if not model.strip():
-        raise ValueError("model name is empty; use e.g. 'minilm' or a checkpoint directory")
-    if model not in _MODELS:
-        from ..models import load
-        from ..models.loading import FAMILIES, resolve
-
-        kind = _model_type(resolve(model))
-        if kind is None or kind in FAMILIES or model == "minilm":  # a damaged config: the native loader says why
-            _MODELS[model] = load(model)
-        else:  # a well-formed config of a family qkv does not re-implement
-            from ..hf import load as hf_load
-
-            _MODELS[model] = hf_load(model)
-    return _MODELS[model]
-
-
-def model_name(m, given: Any = None) -> str:
-    """The name a trace shows for loaded model ``m`` (``given``: what the caller passed to load it)."""
-    return getattr(m, "name", None) or getattr(m.config, "name", None) or (given if isinstance(given, str) else "model")
-
-
-def model_info(m, given: Any = None) -> dict:
-    """The ``model`` dict of loaded model ``m`` (name, type, sizes): what a trace of a native model carries
-    and what ``qkv serve`` reports; a transformers model's sizes come from its config
-    (:func:`qkv.lens.hf_trace.config_info`)."""
-    if type(m).__name__ == "HFModel":
-        from .hf_trace import config_info
-
-        return {"name": model_name(m, given), **config_info(m.config)}
-    cfg = m.config
-    return {
-        "name": model_name(m, given),
-        "model_type": cfg.model_type,
-        "num_layers": cfg.num_layers,
-        "num_heads": cfg.num_heads,
-        "num_kv_heads": cfg.num_kv_heads,
-        "head_dim": cfg.head_dim,
-    }
-
-
-def max_positions(m) -> int | None:
-    """The most tokens loaded model ``m`` accepts (None when a transformers config does not say)."""
-    if type(m).__name__ == "HFModel":
-        from .hf_trace import position_limit
-
-        return position_limit(m.config)
-    return m.config.max_positions
-
-
-def count_tokens(m, text: str) -> int | None:
-    """How many tokens of ``text`` loaded model ``m`` reads (cut at its limit, as ``truncate=True`` traces);
-    None when it has no tokenizer."""
-    if type(m).__name__ == "HFModel":
-        from .hf_trace import count_tokens as hf_count_tokens
-
-        return hf_count_tokens(m, text)
-    return None if m.tokenizer is None else len(m.tokenizer.encode(text, truncate=True).ids)
-
-
-def _model_type(directory) -> str | None:
-    try:
-        raw = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # the native loader then says what is wrong with the directory
-    return raw.get("model_type") if isinstance(raw, dict) else None
-
-
-def trace(
-    text: str | Sequence[str], model: Any = "minilm", *, tokenizer: Any = None, truncate: bool = False, **batch
-) -> Trace | list[Trace]:
-    """Run ``model`` on ``text`` once and record every attention step of every layer and head.
-
-    Args:
-        text: the input text (non-empty, within the model's maximum length); a list of texts runs
-            :func:`trace_batch` (``batch`` takes its ``steps`` and ``batch_size``) and returns a list.
-        model: a model name/path for :func:`qkv.models.load` (loaded once per process), a loaded qkv model,
-            a transformers ``PreTrainedModel``, or a directory / cached hub id of any family whose attention
-            goes through ``transformers.AttentionInterface`` (recorded through :mod:`qkv.hf`).
-        tokenizer: the transformers tokenizer of a transformers model (default: the one loaded with it).
-        truncate: keep only the first tokens the model accepts instead of raising on a too-long text.
-
-    Returns:
-        A :class:`Trace` (a list of them for a list of texts).
-
-    Raises:
-        ValueError: empty text, text longer than the model accepts, or an unknown model.
-    """
-    from ..nn.record import Recorder, recording
-
-    if isinstance(text, (list, tuple)):
-        return trace_batch(text, model, truncate=truncate, **batch)
-    if batch:
-        raise ValueError(f"{', '.join(batch)} only apply to a list of texts; got one text")
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(
-            f"text is empty; give a sentence such as 'The cat sat on the mat because it was tired.' (got {text!r})"
-        )
-    m = load_model(model)
-    if tokenizer is not None or type(m).__name__ == "HFModel":
-        from .hf_trace import trace_transformers
-
-        if tokenizer is not None and type(m).__name__ != "HFModel":
-            raise ValueError(f"tokenizer= goes with a transformers model; {type(m).__name__} brings its own tokenizer")
-        return trace_transformers(text, m, tokenizer, truncate=truncate)
-    if m.tokenizer is None:
-        raise ValueError(
-            f"model {m.config.name or ''!s} has no tokenizer (no tokenizer.json next to its config.json); "
-            f"add one to trace text"
-        )
-    enc = m.tokenizer.encode(text, truncate=truncate)
-    cfg = m.config
-    ids = torch.tensor([enc.ids], dtype=torch.long)  # (B=1, L)
-    rec = Recorder(["layers.*.attention.*"])
-    with torch.no_grad(), recording(rec):
-        m(ids)
-
-    def stack(step: str) -> Tensor:
-        return torch.stack([rec[f"layers.{n}.attention.{step}"][0].float() for n in range(cfg.num_layers)])
-
-    v = stack("v")  # (N, Hkv, L, D)
-    with torch.no_grad():
-        fv = torch.stack(
-            [
-                transformed_value_norms(
-                    v[n : n + 1], m.layers[n].attention.out_proj.weight.float(), num_heads=cfg.num_heads
-                )[0]
-                for n in range(cfg.num_layers)
-            ]
-        )  # (N, H, L)
-    info = model_info(m, model)
-    return Trace(
-        text=text,
-        tokens=list(enc.tokens),
-        offsets=[tuple(o) for o in enc.offsets],
-        special=[bool(s) for s in enc.special],
-        model=info,
-        weights=stack("weights"),
-        scores=stack("scores"),
-        scaled=stack("scaled"),
-        fv_norms=fv,
-        q=stack("q"),
-        k=stack("k"),
-        v=v,
-        output=stack("output"),
-    )
-
-
-from .batch import trace_batch  # noqa: E402  (batch.py builds on Trace and load_model above)
