@@ -8,7 +8,7 @@ Shape legend: ``B`` batch, ``Hq``/``Hkv`` query/key-value heads, ``Lq``/``Lk`` l
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ __all__ = ["AttentionInputs", "check_inputs", "LOW_PRECISION"]
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AttentionInputs:
     """Validated inputs of one attention call (what implementations receive).
 
@@ -34,6 +34,10 @@ class AttentionInputs:
         return_lse: whether the caller wants the log-sum-exp ``(B, Hq, Lq)``.
         mod_tensors: the tensors requiring grad that the score mod computes with, wherever they are held
             (found by :func:`qkv.core.capture.captured_tensors` when autograd is on; empty otherwise).
+        B, Hq, Hkv, Lq, Lk, D, Dv: the sizes, read from q/k/v once (plain fields: dispatch reads them often).
+        groups: query heads per key/value head (1 = MHA, Hq = MQA). dtype: the inputs' dtype.
+        device_type: ``q.device.type`` (``"cpu"``, ``"cuda"``, ...).
+        compute_dtype: fp16/bf16 accumulate in fp32; fp32 and fp64 compute in their own dtype.
     """
 
     q: Tensor
@@ -46,48 +50,35 @@ class AttentionInputs:
     generator: Any
     return_lse: bool
     mod_tensors: tuple = ()
+    B: int = field(init=False)
+    Hq: int = field(init=False)
+    Hkv: int = field(init=False)
+    Lq: int = field(init=False)
+    Lk: int = field(init=False)
+    D: int = field(init=False)
+    Dv: int = field(init=False)
+    groups: int = field(init=False)
+    dtype: torch.dtype = field(init=False)
+    compute_dtype: torch.dtype = field(init=False)
+    device_type: str = field(init=False)
 
-    @property
-    def B(self) -> int:
-        return self.q.shape[0]
-
-    @property
-    def Hq(self) -> int:
-        return self.q.shape[1]
-
-    @property
-    def Hkv(self) -> int:
-        return self.k.shape[1]
-
-    @property
-    def Lq(self) -> int:
-        return self.q.shape[2]
-
-    @property
-    def Lk(self) -> int:
-        return self.k.shape[2]
-
-    @property
-    def D(self) -> int:
-        return self.q.shape[3]
-
-    @property
-    def Dv(self) -> int:
-        return self.v.shape[3]
-
-    @property
-    def groups(self) -> int:
-        """Query heads per key/value head (1 = MHA, Hq = MQA)."""
-        return self.Hq // self.Hkv
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.q.dtype
-
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        """fp16/bf16 accumulate in fp32; fp32 and fp64 compute in their own dtype."""
-        return torch.float32 if self.q.dtype in LOW_PRECISION else self.q.dtype
+    def __post_init__(self):
+        (B, Hq, Lq, D), (_, Hkv, Lk, _), Dv = self.q.shape, self.k.shape, self.v.shape[3]
+        dtype = self.q.dtype
+        for name, value in (
+            ("B", B),
+            ("Hq", Hq),
+            ("Hkv", Hkv),
+            ("Lq", Lq),
+            ("Lk", Lk),
+            ("D", D),
+            ("Dv", Dv),
+            ("groups", Hq // Hkv),
+            ("dtype", dtype),
+            ("compute_dtype", torch.float32 if dtype in LOW_PRECISION else dtype),
+            ("device_type", self.q.device.type),
+        ):
+            object.__setattr__(self, name, value)
 
     @property
     def needs_grad(self) -> bool:
@@ -105,61 +96,64 @@ def check_inputs(
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor):
             raise _fail(f"{name} must be a torch.Tensor", type(t).__name__, "pass a tensor of shape (B, H, L, D)")
-        if t.dim() != 4:
-            raise _fail(
-                f"{name} must have 4 dims (B, H, L, D) like scaled_dot_product_attention",
-                f"{t.dim()} dims with shape {tuple(t.shape)}",
-                "add missing dims with .unsqueeze(0)/(1), or split heads with .view(B, L, H, D).transpose(1, 2)",
-            )
-        if not t.dtype.is_floating_point:
-            raise _fail(f"{name} must be a floating-point tensor", str(t.dtype), f"convert with {name}.float()")
-    if not (q.dtype == k.dtype == v.dtype):
+    qs, ks, vs = q.shape, k.shape, v.shape
+    if len(qs) != 4 or len(ks) != 4 or len(vs) != 4:
+        name, t = next((n, t) for n, t in (("q", q), ("k", k), ("v", v)) if t.dim() != 4)
+        raise _fail(
+            f"{name} must have 4 dims (B, H, L, D) like scaled_dot_product_attention",
+            f"{t.dim()} dims with shape {tuple(t.shape)}",
+            "add missing dims with .unsqueeze(0)/(1), or split heads with .view(B, L, H, D).transpose(1, 2)",
+        )
+    if not (q.dtype == k.dtype == v.dtype and q.dtype.is_floating_point):
+        for name, t in (("q", q), ("k", k), ("v", v)):
+            if not t.dtype.is_floating_point:
+                raise _fail(f"{name} must be a floating-point tensor", str(t.dtype), f"convert with {name}.float()")
         raise _fail(
             "q, k and v must share one dtype",
             f"q {q.dtype}, k {k.dtype}, v {v.dtype}",
             "convert them with .to(q.dtype)",
         )
-    if not (q.device == k.device == v.device):
+    device = q.device
+    if k.device != device or v.device != device:
         raise _fail(
             "q, k and v must be on one device",
             f"q {q.device}, k {k.device}, v {v.device}",
             "move them with .to(q.device)",
         )
-    if not (q.shape[0] == k.shape[0] == v.shape[0]):
+    if not (qs[0] == ks[0] == vs[0]):
         raise _fail(
             "q, k and v must share the batch size (dim 0)",
-            f"q {q.shape[0]}, k {k.shape[0]}, v {v.shape[0]}",
+            f"q {qs[0]}, k {ks[0]}, v {vs[0]}",
             "give all three the same batch",
         )
-    if q.shape[3] != k.shape[3]:
+    if qs[3] != ks[3]:
         raise _fail(
-            f"k has head_dim {k.shape[3]} but q has {q.shape[3]}: q and k must share head_dim (dim 3)",
-            f"q {tuple(q.shape)}, k {tuple(k.shape)}",
+            f"k has head_dim {ks[3]} but q has {qs[3]}: q and k must share head_dim (dim 3)",
+            f"q {tuple(qs)}, k {tuple(ks)}",
             "project q and k to the same head_dim",
         )
-    if q.shape[3] == 0:
-        raise _fail("head_dim must be at least 1", f"q {tuple(q.shape)}", "give q and k a non-empty last dim")
-    if k.shape[2] != v.shape[2]:
+    if qs[3] == 0:
+        raise _fail("head_dim must be at least 1", f"q {tuple(qs)}", "give q and k a non-empty last dim")
+    if ks[2] != vs[2]:
         raise _fail(
-            f"k has length {k.shape[2]} but v has {v.shape[2]}: every key needs a value (dim 2)",
-            f"k {tuple(k.shape)}, v {tuple(v.shape)}",
+            f"k has length {ks[2]} but v has {vs[2]}: every key needs a value (dim 2)",
+            f"k {tuple(ks)}, v {tuple(vs)}",
             "give k and v the same length",
         )
-    if k.shape[1] != v.shape[1]:
+    if ks[1] != vs[1]:
         raise _fail(
-            f"k has {k.shape[1]} heads but v has {v.shape[1]}: k and v must share heads (dim 1)",
-            f"k {tuple(k.shape)}, v {tuple(v.shape)}",
+            f"k has {ks[1]} heads but v has {vs[1]}: k and v must share heads (dim 1)",
+            f"k {tuple(ks)}, v {tuple(vs)}",
             "give k and v the same number of heads",
         )
-    if k.shape[1] == 0 or q.shape[1] % k.shape[1] != 0:
+    if ks[1] == 0 or qs[1] % ks[1] != 0:
         raise _fail(
-            f"q has {q.shape[1]} heads and k/v {k.shape[1]}: query heads must be a multiple of "
-            "key/value heads (GQA/MQA)",
-            f"Hq % Hkv = {q.shape[1]} % {k.shape[1]}",
+            f"q has {qs[1]} heads and k/v {ks[1]}: query heads must be a multiple of key/value heads (GQA/MQA)",
+            f"Hq % Hkv = {qs[1]} % {ks[1]}",
             "use Hkv that divides Hq (Hkv = Hq for MHA, 1 for MQA)",
         )
     if scale is None:
-        scale = 1.0 / math.sqrt(q.shape[3])
+        scale = 1.0 / math.sqrt(qs[3])
     else:
         if isinstance(scale, Tensor):
             scale = float(scale)
@@ -180,7 +174,7 @@ def check_inputs(
         raise _fail(
             "generator must be a torch.Generator", type(generator).__name__, "pass torch.Generator().manual_seed(0)"
         )
-    B, Hq, Lq, Lk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    B, Hq, Lq, Lk = qs[0], qs[1], qs[2], ks[2]
     mask = _masks.as_mask(mask)
     if mask is not None:
         mask.check(B, Hq, Lq, Lk)

@@ -65,8 +65,8 @@ class Supports:
 def not_supported_reasons(s: Supports, inp: AttentionInputs) -> list[str]:
     """Why inputs ``inp`` fall outside the declaration ``s`` (empty list: supported)."""
     why, use = [], s.hint
-    if inp.q.device.type not in s.devices:
-        why.append(f"device {inp.q.device.type!r} is not one of {sorted(s.devices)}; use {use}")
+    if inp.device_type not in s.devices:
+        why.append(f"device {inp.device_type!r} is not one of {sorted(s.devices)}; use {use}")
     if inp.dtype not in s.dtypes:
         why.append(f"dtype {inp.dtype} is not supported; use {use}")
     if (inp.Lq == 0 or inp.Lk == 0) and not s.empty:
@@ -121,7 +121,7 @@ class Implementation:
         return why + (list(self.extra_reasons(inp)) if self.extra_reasons else [])
 
     def rank(self, inp: AttentionInputs) -> float:
-        fn = self.priority.get(inp.q.device.type, self.priority.get("cpu"))
+        fn = self.priority.get(inp.device_type) or self.priority.get("cpu")
         return float("inf") if fn is None else fn(inp)
 
 

@@ -151,44 +151,50 @@ class MultiHeadAttention(nn.Module):
                 if cache is not None:
                     k, v = cache.append(k, v)
         else:
-            q, k, v = self._project_qkv(x)  # (B, Hq, Lq, D), (B, Hkv, Lq, D) x 2
-            if rope is not None:
-                if positions is None:
-                    positions = torch.arange(past, past + Lq, device=x.device)
-                q, k = rope(q, positions), rope(k, positions)
+            if rope is not None and positions is None:
+                positions = torch.arange(past, past + Lq, device=x.device)
+            q, k, v = self._project_qkv(x, rope, positions)  # (B, Hq, Lq, D), (B, Hkv, Lq, D) x 2
             if cache is not None:
                 k, v = cache.append(k, v)  # (B, Hkv, past + Lq, D)
         out = self.attend(q, k, v, mask=mask, score_mod=score_mod)  # (B, Hq, Lq, D)
         out = out.transpose(1, 2).reshape(B, Lq, self.num_heads * self.head_dim)  # (B, Lq, Hq*D)
         return self.out_proj(out)
 
-    def _project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Self-attention projections ``(q, k, v)``: one fused GEMM for the three; the concatenated
-        weight is cached while the three weights are unchanged and need no gradient (inference)."""
+    def _project_qkv(
+        self, x: Tensor, rope: RotaryEmbedding | None = None, positions: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Self-attention projections ``(q, k, v)``, q and k rotated by ``rope`` at ``positions``: one fused
+        GEMM for the three (the concatenated weight is cached while the three weights are unchanged and need
+        no gradient) and one rotation for the query and key heads together."""
         parts = (self.q_proj, self.k_proj, self.v_proj)
         params = [t for m in parts for t in (m.weight, m.bias) if t is not None]
+        if any(m.bias is None for m in parts) and any(m.bias is not None for m in parts):  # mixed: separately
+            q = self._heads(self.q_proj(x), self.num_heads)
+            k = self._heads(self.k_proj(x), self.num_kv_heads)
+            if rope is not None:
+                q, k = rope(q, positions), rope(k, positions)
+            return q, k, self._heads(self.v_proj(x), self.num_kv_heads)
         if torch.is_grad_enabled() and any(t.requires_grad for t in params):
             w = torch.cat([m.weight for m in parts])
-            b = None if any(m.bias is None for m in parts) else torch.cat([m.bias for m in parts])
+            b = None if self.q_proj.bias is None else torch.cat([m.bias for m in parts])
         else:
             key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in params)
             cached = getattr(self, "_fused_qkv", None)
             if cached is None or cached[0] != key:
                 with torch.no_grad():
-                    b = None if any(m.bias is None for m in parts) else torch.cat([m.bias for m in parts])
+                    b = None if self.q_proj.bias is None else torch.cat([m.bias for m in parts])
                     cached = (key, torch.cat([m.weight for m in parts]), b)
                 object.__setattr__(self, "_fused_qkv", cached)  # not a parameter, buffer or state
             w, b = cached[1], cached[2]
-        if b is None and any(m.bias is not None for m in parts):  # mixed biases: project separately
-            return (
-                self._heads(self.q_proj(x), self.num_heads),
-                self._heads(self.k_proj(x), self.num_kv_heads),
-                self._heads(self.v_proj(x), self.num_kv_heads),
-            )
         y = torch.nn.functional.linear(x, w, b)  # (B, L, (Hq + 2 Hkv) * D)
-        nq, nkv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        q, k, v = y.split([nq, nkv, nkv], dim=-1)
-        return self._heads(q, self.num_heads), self._heads(k, self.num_kv_heads), self._heads(v, self.num_kv_heads)
+        hq, hkv = self.num_heads, self.num_kv_heads
+        if rope is None:
+            nq, nkv = hq * self.head_dim, hkv * self.head_dim
+            q, k, v = y.split([nq, nkv, nkv], dim=-1)
+            return self._heads(q, hq), self._heads(k, hkv), self._heads(v, hkv)
+        y = self._heads(y, hq + 2 * hkv)  # (B, Hq + 2 Hkv, L, D)
+        qk = rope(y[:, : hq + hkv], positions)  # (B, Hq + Hkv, L, D): one rotation for both
+        return qk[:, :hq], qk[:, hq:], y[:, hq + hkv :]
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, *, mask=None, score_mod=None) -> Tensor:
         """Per-head attention ``(B, Hq, Lq, Dv)``: recorded through :func:`qkv.steps` when a recorder
