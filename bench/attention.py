@@ -5,7 +5,8 @@ for a subset. Writes ``bench/results/attention.json`` and ``bench/results/attent
 
 Method. Every case ``(mask, N, fwd | fwd+bwd)`` runs in its own process. Inside it, every
 contender (and a GEMM that measures the machine's ceiling) is timed once per round, over several
-rounds (interleaved, so that background load hits all of them alike); the first round is a warm-up
+rounds (interleaved, so that background load hits all of them alike, in a new seeded order every round,
+so that no contender always follows the cache-evicting GEMM); the first round is a warm-up
 (its time, minus the median, is FlexAttention's compile time). Reported: median ms, effective
 GFLOP/s (``4 * B * H * D`` per attended pair forward; ``2.5x`` that more for the backward),
 fraction of the GEMM ceiling, for block-sparse cases the rate per attended pair as a fraction of dense
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -102,8 +104,12 @@ def run_case(
     err: dict[str, float] = {}
     check = None
     start = time.perf_counter()
+    order = [*runnable.items(), *refs.items()]
+    shuffle = random.Random(0)
     for r in range(rounds + 1):
-        for name, fn in [*runnable.items(), *refs.items()]:
+        # A new order every round (seeded): a contender that always ran right after the 2048^3 GEMM, which
+        # evicts the caches, would pay for it in every round (measured: 0.4-0.9 ms of 7.5 at N = 1,024).
+        for name, fn in order if r == 0 else shuffle.sample(order, len(order)):
             base = _rss_mb("VmRSS")
             _reset_peak()
             t0 = time.perf_counter()
