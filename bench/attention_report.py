@@ -71,7 +71,8 @@ def _markdown(results: list[dict], info: dict) -> str:
         f"load average {info['load_avg_start'][0]:.1f} at start, {info.get('load_avg_end', [float('nan')])[0]:.1f} "
         "at the end of the last run (a shared machine: compare figures within a row, not across rows; rows of "
         "one table may come from several runs -- each row is one process).",
-        "Each case runs in its own process; contenders are timed in interleaved rounds (median); GFLOP/s count "
+        "Each case runs in its own process; contenders are timed in interleaved rounds, in a new seeded order "
+        "each round (median); GFLOP/s count "
         "4·B·H·D per attended pair forward (×3.5 with the backward); *% GEMM* is that over a 2048³ fp32 matmul "
         "timed in the same rounds. *vs best peer* = fastest of torch SDPA / SDPA math / naive / FlexAttention "
         "(compiled) divided by qkv auto (>1: qkv faster). *vs dense SDPA* = torch SDPA given the equivalent dense "

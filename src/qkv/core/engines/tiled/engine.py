@@ -92,7 +92,7 @@ class _Problem:
 
 def _fusable(inp: AttentionInputs) -> bool:
     return (
-        inp.q.device.type == "cpu"
+        inp.device_type == "cpu"
         and inp.D == inp.Dv
         and _mods.additive(inp.score_mod)
         and not (inp.mod_tensors and inp.needs_grad)
@@ -117,6 +117,7 @@ def tiled_plan_for(inp: AttentionInputs) -> Plan:
         head_dim=inp.D,
         whole_rows=fused and inp.score_mod is not None,
         master=_use_master(inp),
+        backward=fused and inp.needs_grad,
     )
 
 
@@ -425,7 +426,8 @@ def _problem(inp: AttentionInputs) -> _Problem:
     key = None
     cacheable = (fm is not None or inp.mask is None) and (fmod is not None or inp.score_mod is None)
     if cacheable and not inp.mod_tensors:  # never pin a tensor that carries a graph
-        key = (fm, fmod, inp.B, inp.Hq, inp.Hkv, inp.Lq, inp.Lk, inp.D, inp.Dv, inp.compute_dtype, inp.q.device.type)
+        key = (fm, fmod, inp.B, inp.Hq, inp.Hkv, inp.Lq, inp.Lk, inp.D, inp.Dv, inp.compute_dtype, inp.device_type)
+        key += (inp.needs_grad,)  # a plan for forward and backward chooses other tiles
         hit = _CACHE.get(key)
         if hit is not None:
             _CACHE.move_to_end(key)

@@ -201,17 +201,28 @@ def _causal_plan(c: int, lq: int, lk: int) -> Plan:
     return plan
 
 
-def _cost(plan: Plan, heads: int, kv_heads: int, d: int) -> float:
+#: Backward cost per computed pair relative to the forward's (dense, N = 4,096: 2.5x), and how much faster it
+#: loses efficiency on short query tiles than the forward does (``python -m bench.ceiling``: per computed pair the
+#: fused backward runs at 0.26 / 0.35 / 0.49 / 0.66 of its dense rate on 32 / 64 / 128 / 256-row tiles, the
+#: forward at 0.42 / 0.57 / 0.67 / 0.82).
+_BWD_WEIGHT, _BWD_SHORT_ROWS = 2.5, 85.0
+
+
+def _cost(plan: Plan, heads: int, kv_heads: int, d: int, backward: bool = False) -> float:
     """Rough cost in pair-heads, fitted to the fused CPU kernel on this machine kind: small tiles are
-    less efficient (``1 + 16/tq + 16/tk``), masks cost a little, gathered (copied) keys/values and
-    each kernel call (Python, gathers, merges) cost a fixed amount."""
+    less efficient (``1 + 16/tq + 16/tk`` forward; the backward suffers more from short query tiles),
+    masks cost a little, gathered (copied) keys/values and each kernel call (Python, gathers, merges) cost
+    a fixed amount. ``backward``: the cost of forward and backward together (the inputs need gradients)."""
     work = 0.0
     for g in plan.groups:
-        eff = 1.0 + 16.0 / g.tq + 16.0 / g.tk + (0.0 if g.kind != MASK_SEG else 0.1 if g.shared else 0.3)
+        extra = 0.0 if g.kind != MASK_SEG else 0.1 if g.shared else 0.3
+        eff = 1.0 + 16.0 / g.tq + 16.0 / g.tk + extra
+        if backward:
+            eff += _BWD_WEIGHT * (1.0 + _BWD_SHORT_ROWS / g.tq + 16.0 / g.tk + extra)
         work += g.pairs * heads * eff
         if g.n > 2 and len(set(np.diff(g.k_starts).tolist())) > 1:  # irregular starts: gathered or split
-            work += 0.15 * g.n * g.tk * kv_heads * 2 * d
-    return work + 250_000.0 * len(plan.groups)
+            work += 0.15 * g.n * g.tk * kv_heads * 2 * d * (2 if backward else 1)
+    return work + 250_000.0 * len(plan.groups) * (2 if backward else 1)
 
 
 def make_plan(
@@ -225,6 +236,7 @@ def make_plan(
     head_dim: int = 64,
     whole_rows: bool = False,
     master: bool = False,
+    backward: bool = False,
 ) -> Plan:
     """The plan for an ``lq x lk`` problem.
 
@@ -238,6 +250,8 @@ def make_plan(
             tensor on every segment anyway).
         master: masks and mods are translation-invariant and come as views of one precomputed
             pattern, so segments are free to be long and every group shares one pattern.
+        backward: the backward will run on the same plan (the inputs need gradients): choose the tiles
+            for forward and backward together (the backward favours taller query tiles).
     """
     if lq == 0 or lk == 0:
         return Plan(block_q=max(lq, 1), block_k=max(lk, 1))
@@ -269,11 +283,11 @@ def make_plan(
             lq,
             lk,
         )
-        best = (_cost(whole, heads, kv_heads, head_dim), whole)
+        best = (_cost(whole, heads, kv_heads, head_dim, backward), whole)
     for t in tiles:
         bq, bk = min(t, lq), min(t, lk)
         plan = _block_plan(mask, lq, lk, bq, bk, merge_keys, max_keys, shared_all=master)
-        cost = _cost(plan, heads, kv_heads, head_dim)
+        cost = _cost(plan, heads, kv_heads, head_dim, backward)
         if best is None or cost < best[0]:
             best = (cost, plan)
         if t >= max(lq, lk):
