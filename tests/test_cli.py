@@ -176,3 +176,11 @@ def test_bench_passes_every_option_to_the_benchmark(tmp_path):
     assert "usage: python -m bench" in r.stdout and "--quick" in r.stdout and "--case" in r.stdout
     r = run("bench", "--case", "nonsense", cwd=tmp_path)
     assert r.returncode == 2 and "invalid choice: 'nonsense'" in r.stderr
+
+
+def test_python_dash_m_qkv_is_the_command():
+    import qkv
+
+    done = subprocess.run([sys.executable, "-m", "qkv", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["qkv", qkv.__version__]
