@@ -30,6 +30,11 @@ from pathlib import Path
 
 import torch
 
+try:
+    from bench.report import save
+except ImportError:  # run as a script (python bench/NAME.py): bench/ itself is on sys.path
+    from report import save
+
 __all__ = ["band_rows", "decode_floor", "decode_steps", "run", "main"]
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ceiling.md"
@@ -266,10 +271,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     report = run(args.n, args.window, args.rounds)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(report)
-    print(f"written to {args.out}")
+    save(report, args.out)
 
 
 if __name__ == "__main__":

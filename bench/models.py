@@ -17,6 +17,11 @@ from pathlib import Path
 
 import torch
 
+try:
+    from bench.report import save
+except ImportError:  # run as a script (python bench/NAME.py): bench/ itself is on sys.path
+    from report import save
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -115,10 +120,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     report = run(args.batch, args.length, args.repeat)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(report)
-    print(f"written to {args.out}")
+    save(report, args.out)
 
 
 if __name__ == "__main__":

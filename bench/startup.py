@@ -18,6 +18,11 @@ import sys
 import time
 from pathlib import Path
 
+try:
+    from bench.report import save
+except ImportError:  # run as a script (python bench/NAME.py): bench/ itself is on sys.path
+    from report import save
+
 __all__ = ["run", "main"]
 
 RESULTS = Path(__file__).resolve().parent / "results" / "startup.md"
@@ -61,10 +66,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     report = run(args.rounds)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(report)
-    print(f"written to {args.out}")
+    save(report, args.out)
 
 
 if __name__ == "__main__":

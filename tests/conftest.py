@@ -63,3 +63,21 @@ def browser():
         b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+class CharTokenizer:
+    """A minimal transformers-like tokenizer for tiny random models: one id per character (``3 + ord % 90``, so
+    a vocabulary of 96 holds them), no offsets and no qkv-style ``encode(truncate=)``."""
+
+    def __call__(self, text, **kw):
+        ids = [3 + (ord(c) % 90) for c in text]
+        return {"input_ids": ids, "special_tokens_mask": [0] * len(ids)}
+
+    def convert_ids_to_tokens(self, ids):
+        return [f"t{i}" for i in ids]
+
+
+@pytest.fixture
+def char_tokenizer():
+    """A :class:`CharTokenizer` (tests of transformers models that qkv traces with a tokenizer of their own)."""
+    return CharTokenizer()

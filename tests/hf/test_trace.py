@@ -13,26 +13,15 @@ from .conftest import FAMILIES, build
 TEXT = "The cat sat on the mat because it was tired."
 
 
-class _Tok:
-    """A minimal transformers-like tokenizer over the tiny vocab: one id per character (no offsets)."""
-
-    def __call__(self, text, **kw):
-        ids = [3 + (ord(c) % 90) for c in text]
-        return {"input_ids": ids, "special_tokens_mask": [0] * len(ids)}
-
-    def convert_ids_to_tokens(self, ids):
-        return [f"t{i}" for i in ids]
-
-
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_traced_steps_equal_eager_output_attentions(family):
+def test_traced_steps_equal_eager_output_attentions(family, char_tokenizer):
     model = build(family, lm=False)
     text = "the cat sat on it"
-    ids = torch.tensor([_Tok()(text)["input_ids"]])
+    ids = torch.tensor([char_tokenizer(text)["input_ids"]])
     model.set_attn_implementation("eager")
     with torch.no_grad():
         eager = model(input_ids=ids, output_attentions=True).attentions
-    t = qkv.trace(text, model=model, tokenizer=_Tok())
+    t = qkv.trace(text, model=model, tokenizer=char_tokenizer)
     assert model.config._attn_implementation == "qkv"
     N, H, L = len(eager), eager[0].shape[1], ids.shape[1]
     assert t.weights.shape == (N, H, L, L) and t.q.shape[:3] == (N, H, L)
@@ -50,9 +39,9 @@ def test_traced_steps_equal_eager_output_attentions(family):
         assert spread.max().item() <= 1e-4
 
 
-def test_gemma2_trace_records_softcapped_weights():
+def test_gemma2_trace_records_softcapped_weights(char_tokenizer):
     model = build("gemma2", lm=False)
-    t = qkv.trace("ab cd ef", model=model, tokenizer=_Tok())
+    t = qkv.trace("ab cd ef", model=model, tokenizer=char_tokenizer)
     capped = 3.0 * torch.tanh(t.scaled / 3.0)
     causal = torch.ones(len(t), len(t)).tril().bool()
     want = torch.softmax(capped.masked_fill(~causal, float("-inf")), -1)
@@ -132,9 +121,9 @@ def test_claims_on_a_transformers_model(neox_dir):
     assert report.model == str(neox_dir) and len(report.claims) == 5
 
 
-def test_to_bertviz_is_accepted_by_head_view():
+def test_to_bertviz_is_accepted_by_head_view(char_tokenizer):
     bertviz = pytest.importorskip("bertviz")
-    t = qkv.trace("the cat sat", model=build("llama", lm=False), tokenizer=_Tok())
+    t = qkv.trace("the cat sat", model=build("llama", lm=False), tokenizer=char_tokenizer)
     attention, tokens = t.to_bertviz()
     assert len(attention) == t.num_layers and attention[0].shape == (1, t.num_heads, len(t), len(t))
     html = bertviz.head_view(attention, tokens, html_action="return")

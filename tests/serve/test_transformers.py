@@ -31,17 +31,6 @@ def mistral_dir(tmp_path_factory):
     return d
 
 
-class _Tok:
-    """A minimal transformers-like tokenizer (one id per character, no offsets, no ``encode(truncate=)``)."""
-
-    def __call__(self, text, **kw):
-        ids = [3 + (ord(c) % 90) for c in text]
-        return {"input_ids": ids, "special_tokens_mask": [0] * len(ids)}
-
-    def convert_ids_to_tokens(self, ids):
-        return [f"t{i}" for i in ids]
-
-
 def _check(client, config, *, query):
     health = client.get("/api/health").json()
     model = health["model"]
@@ -68,17 +57,19 @@ def test_serve_a_transformers_directory(mistral_dir):
         assert too_long.status_code == 422 and "tokens long" in too_long.json()["error"]
 
 
-def test_serve_an_in_memory_transformers_model_with_its_own_tokenizer():
+def test_serve_an_in_memory_transformers_model_with_its_own_tokenizer(char_tokenizer):
     import qkv.hf
     from qkv.serve.app import create_app
 
     torch.manual_seed(0)
     config = transformers.Qwen2Config(vocab_size=96, max_position_embeddings=128, **SIZES)
-    model = qkv.hf.wrap(transformers.Qwen2Model(config).eval(), _Tok(), name="tiny-qwen2")
+    model = qkv.hf.wrap(transformers.Qwen2Model(config).eval(), char_tokenizer, name="tiny-qwen2")
     with TestClient(create_app(model), base_url="http://127.0.0.1") as client:
         _check(client, config, query=0)
         assert client.get("/api/health").json()["model"]["name"] == "tiny-qwen2"
-        over = client.post("/api/trace", json={"text": "x" * 80})  # 80 of _Tok's tokens; the default limit is 64
+        over = client.post(
+            "/api/trace", json={"text": "x" * 80}
+        )  # 80 of char_tokenizer's tokens; the default limit is 64
         assert over.status_code == 422 and "80 tokens long" in over.json()["error"]
 
 
