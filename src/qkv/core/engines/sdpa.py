@@ -72,16 +72,16 @@ def sdpa_mask_reason(inp: AttentionInputs) -> str | None:
 def sdpa_forward(inp: AttentionInputs) -> tuple[Tensor, None]:
     """``(out, None)``: SDPA computes no log-sum-exp (its declaration says ``lse=False``)."""
     cd = inp.compute_dtype
-    q, k, v = (inp.q, inp.k, inp.v) if inp.dtype == cd else (inp.q.to(cd), inp.k.to(cd), inp.v.to(cd))
-    padding = None if inp.mask is None else sdpa_key_padding(inp)
+    q, k, v = inp.q.to(cd), inp.k.to(cd), inp.v.to(cd)
+    padding = sdpa_key_padding(inp)
     out = torch.nn.functional.scaled_dot_product_attention(
         q,
         k,
         v,
         attn_mask=padding,
         dropout_p=inp.dropout_p,
-        is_causal=False if padding is not None or inp.mask is None else bool(sdpa_causal_flag(inp)),
+        is_causal=False if padding is not None else bool(sdpa_causal_flag(inp)),
         scale=inp.scale,
-        enable_gqa=inp.q.shape[1] != inp.k.shape[1],
+        enable_gqa=inp.groups > 1,
     )
-    return (out if out.dtype == inp.dtype else out.to(inp.dtype)), None
+    return out.to(inp.dtype), None
