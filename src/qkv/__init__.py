@@ -31,7 +31,7 @@ def __getattr__(name):
     # The lens sits on top of the models; import it only when asked for (keeps `import qkv` light).
     if name == "trace":
         from . import view  # noqa: F401 -- the composition root wires the view's notebook display into Trace
-        from .lens.trace import trace
+        from .lens.tracing import trace
 
         return trace
     raise AttributeError(f"module 'qkv' has no attribute {name!r}")

@@ -15,8 +15,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..lens.loading import load_model
 from ..lens.probing import probe
-from ..lens.trace import Trace, load_model, trace
+from ..lens.trace import Trace
+from ..lens.tracing import trace
 from .real import (
     CONTROL_SENTENCE,
     CORPUS,

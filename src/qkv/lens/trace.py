@@ -14,9 +14,10 @@ occurrence, or an integer index; :meth:`Trace.span` and :meth:`Trace.token_at` s
 ``qkv.trace([text, ...])`` (:func:`trace_batch`) runs padded batches and can record only some steps
 (``steps=("weights",)``); the steps not recorded are ``None`` in its traces.
 
-This module holds the record; the model side is next to it and re-exported here: :mod:`qkv.lens.loading`
-(``load_model``, ``model_info``), :mod:`qkv.lens.tracing` (``trace``), :mod:`qkv.lens.batch` (``trace_batch``)
-and :mod:`qkv.lens.rows` (``Attended``, ``HeadPreference``, ``BreakdownRow``).
+This module holds the record and its constants only. Traces are built by :func:`qkv.lens.tracing.trace`
+(``qkv.trace``) through :mod:`qkv.lens.build`; models are read through :mod:`qkv.lens.adapters`. The names
+``trace``, ``trace_batch``, ``load_model``, ``model_name``, ``model_info``, ``max_positions`` and ``count_tokens``
+still resolve here (deprecated aliases: import them from :mod:`qkv.lens.tracing` / :mod:`qkv.lens.loading`).
 
 Example (a synthetic trace; ``qkv.trace(text)`` builds one from a model):
     >>> import torch
@@ -30,8 +31,10 @@ Example (a synthetic trace; ``qkv.trace(text)`` builds one from a model):
 from __future__ import annotations
 
 import difflib
+import importlib
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Sequence
@@ -40,27 +43,32 @@ import torch
 from torch import Tensor
 
 from .attribution import normalise_rows, rollout
-from .batch import trace_batch
-from .loading import count_tokens, load_model, max_positions, model_info, model_name
 from .rows import Attended, BreakdownRow, HeadPreference
-from .tracing import trace
 
-__all__ = [
-    "trace",
-    "trace_batch",
-    "Trace",
-    "Attended",
-    "HeadPreference",
-    "BreakdownRow",
-    "MEASURES",
-    "SCHEMA_VERSION",
-    "UNKNOWN_TOKENS",
-    "load_model",
-    "model_name",
-    "model_info",
-    "max_positions",
-    "count_tokens",
-]
+__all__ = ["Trace", "Attended", "HeadPreference", "BreakdownRow", "MEASURES", "SCHEMA_VERSION", "UNKNOWN_TOKENS"]
+
+# Names this module re-exported before the builders moved out (deprecated; resolved lazily, never imported here).
+_MOVED = {
+    "trace": "qkv.lens.tracing",
+    "trace_batch": "qkv.lens.tracing",
+    "load_model": "qkv.lens.loading",
+    "model_name": "qkv.lens.loading",
+    "model_info": "qkv.lens.loading",
+    "max_positions": "qkv.lens.loading",
+    "count_tokens": "qkv.lens.loading",
+}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        warnings.warn(
+            f"qkv.lens.trace.{name} moved to {_MOVED[name]}.{name} (qkv.trace for trace); import it from there",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'qkv.lens.trace' has no attribute {name!r}")
+
 
 MEASURES = ("weights", "values", "rollout")
 _html_display = None  # fn(trace) -> html for notebooks: the lens does not draw, the view layer installs one
@@ -96,6 +104,9 @@ class Trace:
         q: ``(N, H, L, D)``; k, v: ``(N, Hkv, L, D)`` (may be None in synthetic traces).
         scores, scaled, weights: ``(N, H, L, L)``; output: ``(N, H, L, D)`` or None.
         fv_norms: ``(N, H, L)`` ``||f_h(v_j)||`` (ones when unknown, making ``values`` == ``weights``).
+        final: ``(L, E)`` the model's last hidden states (transformers' ``last_hidden_state``), or None.
+        logits: ``(L, V)`` next-token logits of a model with a language-model head, else None.
+        embedding: ``(E,)`` the sentence embedding of a model that pools one (MiniLM), else None.
 
     A batch trace recording only some steps (:func:`trace_batch`) holds ``None`` for the others
     (``scores``, ``scaled``; ``fv_norms`` without ``v``).
@@ -114,6 +125,9 @@ class Trace:
     k: Tensor | None = None
     v: Tensor | None = None
     output: Tensor | None = None
+    final: Tensor | None = None
+    logits: Tensor | None = None
+    embedding: Tensor | None = None
 
     # ---------------------------------------------------------------- construction
     @classmethod
