@@ -7,7 +7,7 @@ from torch import Tensor
 from . import registry
 from .engines.reference import Steps, run_steps
 from .inputs import check_inputs
-from .nonfinite import needs_rule, run_with_nonfinite
+from .nonfinite import attend
 
 __all__ = ["attention", "steps"]
 
@@ -46,9 +46,10 @@ def attention(
         return_lse: also return the log-sum-exp of the masked scores (float32; float64 for
             float64 inputs), ``-inf`` for empty rows -- what :func:`qkv.merge` combines.
 
-    NaN/inf (one rule for every implementation, :mod:`qkv.core.nonfinite`): keys/values the mask excludes
-    never reach an output or a gradient; a non-finite value that is attended makes exactly the rows that
-    attend it NaN.
+    NaN/inf (one rule for every mask, ``None`` included, and every implementation; :mod:`qkv.core.nonfinite`):
+    a row that attends (by the mask) a key whose k or v holds NaN/inf, or a q row holding NaN/inf that attends
+    anything, is NaN in out and lse; every other row is the attention of the finite inputs -- excluded
+    keys/values never reach an output or a gradient. NaN rows pass no gradient.
 
     Returns:
         ``out``, or ``(out, lse)`` when ``return_lse``.
@@ -88,9 +89,7 @@ def attention(
         return_lse=return_lse,
     )
     chosen = registry.select(impl, inp)
-    out, lse = chosen.forward(inp)
-    if needs_rule(inp, out):  # NaN/inf somewhere: apply the one rule (qkv.core.nonfinite) in every engine
-        out, lse = run_with_nonfinite(chosen.forward, inp)
+    out, lse = attend(chosen.forward, inp)  # the NaN/inf rule (qkv.core.nonfinite); finite inputs: the engine alone
     return (out, lse) if return_lse else out
 
 

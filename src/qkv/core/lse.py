@@ -1,7 +1,8 @@
 """The log-sum-exp rule, written once: NaN-safe for empty rows, one dtype rule.
 
 Every implementation, :func:`qkv.merge` and ring attention use these two functions, so an empty row
-(nothing attended) gives ``lse = -inf`` and weights 0 -- never NaN -- in one way everywhere.
+(nothing attended) gives ``lse = -inf`` and weights 0 -- never NaN -- in one way everywhere, and a row with a
+NaN or ``+inf`` entry gives NaN (never a finite or ``-inf`` lse that would hide it in a merge).
 
 Example:
     >>> import torch
@@ -29,14 +30,16 @@ def stable_exp(x: Tensor, dim: int = -1, inplace: bool = False) -> tuple[Tensor,
 
     The shift is the max along ``dim`` (0 for rows that are all ``-inf``; no gradient), so ``p / total`` is
     the softmax and ``lse = shift + log(total)`` (``dim`` removed). A row with every entry ``-inf`` gets
-    ``p = 0``, ``total = 1`` (safe to divide by) and ``lse = -inf`` -- never NaN. ``inplace`` reuses ``x``
-    for ``p`` (only for a tensor the caller owns and does not differentiate).
+    ``p = 0``, ``total = 1`` (safe to divide by) and ``lse = -inf`` -- never NaN; a row holding NaN or
+    ``+inf`` gets NaN in ``p / total`` and ``lse`` (IEEE: ``inf - inf``). ``inplace`` reuses ``x`` for ``p``
+    (only for a tensor the caller owns and does not differentiate).
     """
     m = x.amax(dim=dim, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m)).detach()  # empty rows: shift by 0
     p = x.sub_(m).exp_() if inplace else torch.exp(x - m)
-    s = p.sum(dim=dim, keepdim=True)
-    nonempty = s > 0
-    total = torch.where(nonempty, s, torch.ones_like(s))
-    lse = torch.where(nonempty, m + torch.log(total), torch.full_like(s, float("-inf")))
+    s = p.sum(dim=dim, keepdim=True)  # in [1, n] for rows of finite/-inf entries; inf or NaN with +inf or NaN
+    empty = s == 0
+    total = torch.where(empty, torch.ones_like(s), s)
+    lse = torch.where(torch.isfinite(total), m + torch.log(total), float("nan"))
+    lse = torch.where(empty, float("-inf"), lse)
     return p, total, lse.squeeze(dim)
