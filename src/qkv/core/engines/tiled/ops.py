@@ -147,7 +147,8 @@ def _backward(ctx, dout, dlse):
     dtensors: list = [None] * ctx.n
     for i, g in zip(ctx.grad_index, dparams):
         dtensors[i] = g
-    return dq, dk, dv, dtensors, None, None, None, None
+    # a list of ints gets None, an empty list [] (torch.library's rule for the structure of the inputs)
+    return dq, dk, dv, dtensors, None, None, None if ctx.grad_index else [], None
 
 
 tiled_attention.register_autograd(_backward, setup_context=_setup_context)

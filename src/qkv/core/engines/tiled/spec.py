@@ -56,7 +56,8 @@ def _describe(obj, tensors: list, depth: int):
     cls = type(obj)
     if not cls.__module__.startswith(_ROOT):  # a function, a user's object
         raise _NotDescribable()
-    items = tuple((name, _describe(val, tensors, depth + 1)) for name, val in sorted(obj.__dict__.items()))
+    attrs = obj.__dict__
+    items = tuple((name, _describe(attrs[name], tensors, depth + 1)) for name in sorted(attrs))
     return ("O", cls.__module__, cls.__qualname__, items)
 
 
