@@ -8,9 +8,10 @@ and expects ``(attn_output (B, Lq, Hq, Dv), attn_weights (B, Hq, Lq, Lk) or None
 ``qkv.mods.softcap``, ``dropout`` -> ``dropout_p`` (transformers passes 0 outside training), the mask
 (a :class:`qkv.masks.Mask` from :func:`qkv.hf.masks.mask_interface`, or a dense tensor -> exact
 structure via :func:`qkv.hf.masks.recover`) -> ``mask``; GQA runs natively (K/V never repeated).
-Weights are computed (through :func:`qkv.steps`) only when transformers collects ``attentions`` or a
-:class:`qkv.nn.record.Recorder` wants the layer; the recorder then receives
-``layers.{i}.attention.{q,k,v,scores,scaled,weights,output}`` of the actual forward pass.
+Every call passes through the hook points ``layers.{i}.attention.{q,k,v,scores,scaled,weights,output}``
+(:mod:`qkv.nn.hooks`, through :func:`qkv.nn.hooked.attend` as in qkv's own models): a recorder reads them, a
+hook may replace them. Weights are computed only when transformers collects ``attentions`` or a hook
+sees a score-shaped step.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from torch import Tensor
 from .. import masks as qmasks
 from .. import mods as qmods
 from ..core import attention as qkv_attention
-from ..core import steps as qkv_steps
-from ..nn.record import current
+from ..nn.hooked import attend
+from ..nn.hooks import active
 from .masks import recover
 
 __all__ = ["attention_forward", "layer_order", "IMPL"]
@@ -131,44 +132,24 @@ def attention_forward(
     mods = [m for m in (qmods.softcap(float(softcap)) if softcap else None, bias) if m is not None]
     score_mod = None if not mods else mods[0] if len(mods) == 1 else mods
     scale = None if scaling is None else float(scaling)
-    rec = current()
-    name = None
-    if rec is not None:
-        name = f"layers.{_layer_index(module)}.attention"
-        if not rec.wants(name):
-            name = None
-    weights = None
-    if name is not None or _wants_attentions():
-        s = qkv_steps(query, key, value, mask=mask, score_mod=score_mod, scale=scale)
-        out, weights = s.output, s.weights.to(query.dtype)
-        if dropout and module.training:
-            weights = torch.nn.functional.dropout(weights, p=float(dropout), training=True)
-            out = weights @ _repeat(value, query.shape[1])
-        if name is not None:
-            for step, t in (
-                ("q", query),
-                ("k", key),
-                ("v", value),
-                ("scores", s.scores),
-                ("scaled", s.scaled),
-                ("weights", s.weights),
-                ("output", s.output),
-            ):
-                rec.record(f"{name}.{step}", t)
-    else:
-        out = qkv_attention(
-            query,
-            key,
-            value,
-            mask=mask,
-            score_mod=score_mod,
-            scale=scale,
-            dropout_p=float(dropout) if module.training else 0.0,
-            impl=IMPL,
-        )
+    name = f"layers.{_layer_index(module)}.attention" if active() else None
+    need_weights = _wants_attentions()
+    p = float(dropout) if module.training else 0.0
+    if name is None and not need_weights:
+        out = qkv_attention(query, key, value, mask=mask, score_mod=score_mod, scale=scale, dropout_p=p, impl=IMPL)
+        return out.transpose(1, 2).contiguous(), None
+    out, weights = attend(
+        name or "",
+        query,
+        key,
+        value,
+        mask=mask,
+        score_mod=score_mod,
+        scale=scale,
+        dropout_p=p,
+        impl=IMPL,
+        need_weights=need_weights,
+    )
+    if weights is not None:
+        weights = weights.to(query.dtype)
     return out.transpose(1, 2).contiguous(), weights
-
-
-def _repeat(value: Tensor, heads: int) -> Tensor:
-    """``(B, Hkv, Lk, Dv)`` -> ``(B, Hq, Lk, Dv)`` (only for dropout with returned weights)."""
-    return value.repeat_interleave(heads // value.shape[1], dim=1)

@@ -99,16 +99,17 @@ class BertModel(nn.Module):
             )
         mask = key_mask(attention_mask)  # (B, 1, 1, L) bool or None
         h = self.embeddings(input_ids, token_type_ids)
-        record_point("embeddings", h)
+        h = record_point("embeddings", h)
         hidden = [h]
         for i, layer in enumerate(self.layers):
-            record_point(f"layers.{i}.input", h)
+            h = record_point(f"layers.{i}.input", h)
             h = layer(h, mask)
-            record_point(f"layers.{i}.output", h)
+            h = record_point(f"layers.{i}.output", h)
             hidden.append(h)
+        h = record_point("final", h)
         pooled = self.pool(h, attention_mask) if cfg.pooling else None
         if pooled is not None:
-            record_point("pooled", pooled)
+            pooled = record_point("pooled", pooled)
         return EncoderOutput(
             last_hidden_state=h, pooled=pooled, hidden_states=tuple(hidden) if output_hidden_states else None
         )

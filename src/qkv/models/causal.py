@@ -81,15 +81,15 @@ class CausalLM(nn.Module):
             )
         mask = self._mask(attention_mask, L)
         h = self.embed(input_ids, positions)  # (B, L, hidden)
-        record_point("embeddings", h)
+        h = record_point("embeddings", h)
         hidden = [h]
         for i, layer in enumerate(self.layers):
-            record_point(f"layers.{i}.input", h)
+            h = record_point(f"layers.{i}.input", h)
             h = layer(h, mask, None if cache is None else cache[i], positions)
-            record_point(f"layers.{i}.output", h)
+            h = record_point(f"layers.{i}.output", h)
             hidden.append(h)
         h = self.norm(h)
-        record_point("final", h)
+        h = record_point("final", h)
         return CausalLMOutput(
             logits=self.lm_head(h[:, -1:] if last_logits_only else h),
             last_hidden_state=h,

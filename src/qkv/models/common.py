@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import masks
-from ..nn.record import current
+from ..nn.hooks import point
 
 __all__ = [
     "EncoderOutput",
@@ -164,8 +164,7 @@ def activation(name: str):
         ) from None
 
 
-def record_point(name: str, tensor: Tensor) -> None:
-    """Record ``tensor`` under ``name`` if a recorder is active (model-level points)."""
-    rec = current()
-    if rec is not None:
-        rec.record(name, tensor)
+def record_point(name: str, tensor: Tensor) -> Tensor:
+    """Pass ``tensor`` through the model-level hook point ``name`` (:func:`qkv.nn.hooks.point`): recorded by an
+    active recorder, replaced by an active hook; returns what flows on."""
+    return point(name, tensor)

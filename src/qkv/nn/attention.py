@@ -19,10 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..core import attention as qkv_attention
-from ..core import steps as qkv_steps
 from .cache import KVCache
-from .record import current
+from .hooked import attend
 from .rope import RotaryEmbedding
 
 __all__ = ["MultiHeadAttention"]
@@ -44,8 +42,8 @@ class MultiHeadAttention(nn.Module):
         scale: factor on ``q @ k^T`` (default ``1/sqrt(head_dim)``).
         name: the recording name (models set ``layers.{i}.attention``).
 
-    While a :class:`qkv.nn.record.Recorder` that wants ``name`` is active, attention runs through
-    :func:`qkv.steps` (the same math) and ``{name}.{q,k,v,scores,scaled,weights,output}`` are recorded.
+    ``{name}.{q,k,v,scores,scaled,weights,output}`` are hook points (:mod:`qkv.nn.hooks`): an active
+    :class:`qkv.nn.record.Recorder` records them, a :class:`qkv.nn.hooks.Hooks` may replace them.
 
     Example:
         >>> import torch
@@ -197,24 +195,14 @@ class MultiHeadAttention(nn.Module):
         return qk[:, :hq], qk[:, hq:], y[:, hq + hkv :]
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, *, mask=None, score_mod=None) -> Tensor:
-        """Per-head attention ``(B, Hq, Lq, Dv)``: recorded through :func:`qkv.steps` when a recorder
-        wants this module, else the fast :func:`qkv.attention`."""
-        rec = current()
-        if rec is not None and rec.wants(self.name):
-            s = qkv_steps(q, k, v, mask=mask, score_mod=score_mod, scale=self.scale)
-            for step, t in (
-                ("q", q),
-                ("k", k),
-                ("v", v),
-                ("scores", s.scores),
-                ("scaled", s.scaled),
-                ("weights", s.weights),
-                ("output", s.output),
-            ):
-                rec.record(f"{self.name}.{step}", t)
-            return s.output
+        """Per-head attention ``(B, Hq, Lq, Dv)`` through this module's hook points
+        (:mod:`qkv.nn.hooks`: ``{name}.{q,k,v,scores,scaled,weights,output}`` can be read and replaced);
+        the fast :func:`qkv.attention` when no hook set sees this module."""
         p = self.dropout if self.training else 0.0
-        return qkv_attention(q, k, v, mask=mask, score_mod=score_mod, scale=self.scale, dropout_p=p, impl=self.impl)
+        out, _ = attend(
+            self.name, q, k, v, mask=mask, score_mod=score_mod, scale=self.scale, dropout_p=p, impl=self.impl
+        )
+        return out
 
     def extra_repr(self) -> str:
         return (

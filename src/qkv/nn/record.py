@@ -25,18 +25,15 @@ Example:
 
 from __future__ import annotations
 
-import contextvars
 import fnmatch
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 from torch import Tensor
 
+from .hooks import STEP_NAMES, active, hooks, matches
+
 __all__ = ["Recorder", "recording", "current", "STEP_NAMES"]
-
-STEP_NAMES = ("q", "k", "v", "scores", "scaled", "weights", "output")
-
-_CURRENT: contextvars.ContextVar["Recorder | None"] = contextvars.ContextVar("qkv_recorder", default=None)
 
 
 class Recorder:
@@ -55,10 +52,11 @@ class Recorder:
 
     def wants(self, name: str) -> bool:
         """Whether ``name`` (or, for a prefix like ``layers.0.attention``, any step under it) is kept."""
-        if self.patterns is None:
-            return True
-        candidates = [name, *(f"{name}.{step}" for step in STEP_NAMES)]
-        return any(fnmatch.fnmatchcase(c, p) for c in candidates for p in self.patterns)
+        return matches(self.patterns, name, prefix=True)
+
+    def apply(self, name: str, tensor: Tensor) -> None:
+        """As a hook set (:mod:`qkv.nn.hooks`): record ``tensor``, never replace it."""
+        self.record(name, tensor)
 
     def record(self, name: str, tensor: Tensor) -> None:
         """Store ``tensor`` under ``name`` if wanted (later records of one name overwrite)."""
@@ -81,14 +79,12 @@ class Recorder:
 
 @contextmanager
 def recording(recorder: Recorder) -> Iterator[Recorder]:
-    """Make ``recorder`` active for the ``with`` block (thread- and task-local)."""
-    token = _CURRENT.set(recorder)
-    try:
+    """Make ``recorder`` active for the ``with`` block (thread- and task-local): a read-only hook set
+    (:func:`qkv.nn.hooks.hooks`), entered after the sets already active so it records what flows."""
+    with hooks(recorder):
         yield recorder
-    finally:
-        _CURRENT.reset(token)
 
 
 def current() -> Recorder | None:
-    """The active recorder, or None."""
-    return _CURRENT.get()
+    """The innermost active recorder, or None."""
+    return next((s for s in reversed(active()) if isinstance(s, Recorder)), None)
