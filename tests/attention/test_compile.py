@@ -127,6 +127,7 @@ def test_fullgraph_auto_equals_the_eager_reference(case):
     _assert_same(_run(_compiled(case, "auto"), case), _run(_eager_reference(case), case), 1e-10)
 
 
+@pytest.mark.slow  # ~10 s: Inductor generates and builds C++ for both graphs
 def test_inductor_compiles_the_tiled_ops_forward_and_backward():
     """Inductor generates code around the ops from their fake implementations (shapes and strides)."""
     dynamo.reset()
