@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from . import mods as _mods
+from .walk import leaves
 
 __all__ = ["captured_tensors"]
 
@@ -56,6 +57,20 @@ class _Watch(TorchFunctionMode):
         return out
 
 
+def _held(mod) -> list[Tensor]:
+    """Tensors requiring grad that the mods of a composition hold as attributes (a bias tensor), first-use order.
+
+    What :func:`captured_tensors` answers under ``torch.compile``: there the probe cannot run, and a mod given as
+    a Python function is traced into the graph (the reference engine), where autograd finds its tensors itself.
+    """
+    found: list[Tensor] = []
+    for leaf in leaves(mod):
+        for t in leaf.tensors():
+            if t.requires_grad and not any(t is f for f in found):
+                found.append(t)
+    return found
+
+
 def captured_tensors(mod, B: int, H: int, lq: int, lk: int, dtype: torch.dtype, device) -> list[Tensor]:
     """Tensors requiring grad that ``mod`` computes with (in first-use order); empty for None or an empty problem.
 
@@ -67,6 +82,8 @@ def captured_tensors(mod, B: int, H: int, lq: int, lk: int, dtype: torch.dtype, 
     mod = _mods.as_mod(mod)
     if mod is None or lq == 0 or lk == 0:  # an empty problem computes no score: no gradient to pass on
         return []
+    if torch.compiler.is_compiling():  # no probe in traced code: the tensors the mods hold themselves
+        return _held(mod)
     score = torch.zeros(B, H, 1, 1, dtype=dtype, device=device)
     b = torch.arange(B, device=device).view(B, 1, 1, 1)
     h = torch.arange(H, device=device).view(1, H, 1, 1)

@@ -175,7 +175,7 @@ def _as_lengths(x, name: str) -> Tensor:
             f"padding: {name} must be a 1-D integer tensor of shape (B,), got "
             f"dtype {t.dtype} shape {tuple(t.shape)}; pass e.g. torch.tensor([5, 3])"
         )
-    if (t < 0).any():
+    if not torch.compiler.is_compiling() and (t < 0).any():  # values are not read in traced code
         raise ValueError(f"padding: {name} must be >= 0, got {t.tolist()}")
     return t.long()
 
@@ -316,7 +316,7 @@ class _Prefix(Mask):
 
     def __init__(self, prefix_length):
         t = torch.as_tensor(prefix_length)
-        if t.dtype.is_floating_point or t.dim() > 1 or (t < 0).any():
+        if t.dtype.is_floating_point or t.dim() > 1 or (not torch.compiler.is_compiling() and (t < 0).any()):
             raise ValueError(
                 f"prefix_lm: prefix_length must be a non-negative int or a (B,) integer tensor, got {prefix_length!r}"
             )

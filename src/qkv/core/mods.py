@@ -197,7 +197,7 @@ class _Alibi(ScoreMod):
 
     def apply(self, score, b, h, q_idx, kv_idx, lq, lk):
         off = lk - lq if self.align == "bottom_right" else 0
-        if h.numel() and int(h.max()) >= self.num_heads:
+        if not torch.compiler.is_compiling() and h.numel() and int(h.max()) >= self.num_heads:  # (check() did)
             raise ValueError(
                 f"alibi has {self.num_heads} slopes but attention has more heads "
                 f"(head index {int(h.max())}); give one slope per query head"

@@ -89,7 +89,10 @@ def check_input_ids(input_ids, attention_mask, config, past: int = 0) -> None:
             f"{config.max_positions} positions (config.max_positions); truncate it: "
             f"tokenizer.encode(text, truncate=True) or input_ids[:, :{config.max_positions}]"
         )
-    lo, hi = int(input_ids.min()), int(input_ids.max())
+    if torch.compiler.is_compiling():  # traced code reads no values: the shape checks above are all it does
+        lo, hi = 0, 0
+    else:
+        lo, hi = int(input_ids.min()), int(input_ids.max())
     if lo < 0 or hi >= config.vocab_size:
         raise ValueError(
             f"input_ids must be in [0, {config.vocab_size}) (the vocabulary), got values in [{lo}, {hi}]; "
@@ -113,6 +116,8 @@ def key_mask(attention_mask: Tensor | None):
     if attention_mask is None:
         return None
     m = attention_mask.bool()
+    if torch.compiler.is_compiling():  # which kind of padding is a value: traced code passes the tensor mask
+        return m[:, None, None, :]  # (B, Lk) -> (B, 1, 1, Lk); the tiled op plans from its values
     if bool(m.all()):
         return None
     lengths = m.sum(1)  # (B,)

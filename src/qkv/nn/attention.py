@@ -172,7 +172,7 @@ class MultiHeadAttention(nn.Module):
             if rope is not None:
                 q, k = rope(q, positions), rope(k, positions)
             return q, k, self._heads(self.v_proj(x), self.num_kv_heads)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in params):
+        if torch.compiler.is_compiling() or torch.is_grad_enabled() and any(t.requires_grad for t in params):
             w = torch.cat([m.weight for m in parts])
             b = None if self.q_proj.bias is None else torch.cat([m.bias for m in parts])
         else:

@@ -123,32 +123,44 @@ def _checked(new, old: Tensor, name: str) -> Tensor:
 @contextmanager
 def hooks(*sets: HookSet) -> Iterator[tuple[HookSet, ...]]:
     """Make hook sets active for the ``with`` block (thread- and task-local), after those already active."""
+    global _OPEN
     token = _ACTIVE.set(_ACTIVE.get() + sets)
+    _OPEN += 1
     try:
         yield sets
     finally:
+        _OPEN -= 1
         _ACTIVE.reset(token)
+
+
+#: ``hooks()`` blocks open in any thread: while 0 no context variable is read -- torch.compile cannot trace a
+#: ContextVar read (a graph break), but it traces this int (and recompiles if a block opens later).
+_OPEN = 0
+
+
+def _sets() -> tuple[HookSet, ...]:
+    return _ACTIVE.get() if _OPEN else ()
 
 
 def active() -> tuple[HookSet, ...]:
     """The active hook sets, outermost first (empty when none)."""
-    return _ACTIVE.get()
+    return _sets()
 
 
 def wants(name: str) -> bool:
     """Whether an active hook set sees ``name`` (or a step under the attention prefix ``name``)."""
-    return any(s.wants(name) for s in _ACTIVE.get())
+    return any(s.wants(name) for s in _sets())
 
 
 def wants_any(names: list[str]) -> bool:
     """Whether an active hook set sees any of ``names``."""
-    sets = _ACTIVE.get()
+    sets = _sets()
     return bool(sets) and any(s.wants(n) for s in sets for n in names)
 
 
 def point(name: str, tensor: Tensor) -> Tensor:
     """Pass ``tensor`` through the hook point ``name``: every active set in order; returns what flows on."""
-    for s in _ACTIVE.get():
+    for s in _sets():
         got = s.apply(name, tensor)
         if got is not None:
             tensor = _checked(got, tensor, name)

@@ -118,6 +118,8 @@ class RotaryEmbedding(nn.Module):
                 f"RotaryEmbedding: positions must be an integer tensor (L,) or (B, L), got {got}; "
                 "pass e.g. torch.arange(L)"
             )
+        if torch.compiler.is_compiling():  # traced: the graph computes cos/sin once per forward anyway
+            return self._cos_sin(positions, dtype)
         c = self._cached
         version = None if positions.is_inference() else positions._version  # inference tensors have none
         if c is not None and c[4] is positions and version is not None and c[5] == version and c[1] == dtype:
@@ -131,13 +133,17 @@ class RotaryEmbedding(nn.Module):
         ):  # O(L) check; works for inference tensors too
             self._cached = (*c[:4], positions, version)
             return c[2], c[3]
+        cos, sin = self._cos_sin(positions, dtype)
+        self._cached = (positions.clone(), dtype, cos, sin, positions, version)
+        return cos, sin
+
+    def _cos_sin(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         inv = (self._inv_freq64 if dtype == torch.float64 else self._inv_freq).to(positions.device)
         freqs = positions.to(inv.dtype).unsqueeze(-1) * inv  # (..., L, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (..., L, D)
         cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)
         if positions.dim() == 2:
             cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, L, D)
-        self._cached = (positions.clone(), dtype, cos, sin, positions, version)
         return cos, sin
 
     def forward(self, x: Tensor, positions: Tensor) -> Tensor:

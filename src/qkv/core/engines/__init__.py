@@ -15,7 +15,7 @@ from __future__ import annotations
 from ..registry import Implementation, Supports, register
 from .reference import reference_forward
 from .sdpa import sdpa_forward, sdpa_mask_reason
-from .tiled import tiled_forward
+from .tiled import compile_reason, tiled_forward
 
 __all__ = ["REFERENCE", "SDPA", "TILED"]
 
@@ -66,6 +66,7 @@ TILED = register(
         forward=tiled_forward,
         supports=Supports(dropout=False, hint="impl='reference'"),
         priority={"cpu": lambda inp: 20.0 if inp.B * inp.Hq * inp.Lq * inp.Lk >= SMALL_PROBLEM else 101.0},
+        extra_reasons=compile_reason,
         description="FlashAttention-style tiles in O(N) memory; skips empty blocks of block-sparse masks; lse, mods",
     )
 )

@@ -90,23 +90,30 @@ class _Problem:
     saved: dict | None = None  # unit index -> (allowed, add): the forward's masks, reused by the backward
 
 
-def _fusable(inp: AttentionInputs) -> bool:
+def _grad(inp: AttentionInputs, needs_grad: bool | None) -> bool:
+    """Whether the inputs need gradients: ``needs_grad`` when given (inside a registered op, where the
+    tensors never require grad), else read from the inputs."""
+    return inp.needs_grad if needs_grad is None else needs_grad
+
+
+def _fusable(inp: AttentionInputs, needs_grad: bool | None = None) -> bool:
     return (
         inp.device_type == "cpu"
         and inp.D == inp.Dv
         and _mods.additive(inp.score_mod)
-        and not (inp.mod_tensors and inp.needs_grad)
+        and not (inp.mod_tensors and _grad(inp, needs_grad))
         and fused_op.unavailable() is None
     )
 
 
-def _use_master(inp: AttentionInputs) -> bool:
-    return _fusable(inp) and translation_invariant(inp.mask) and _mods.shift_invariant(inp.score_mod)
+def _use_master(inp: AttentionInputs, needs_grad: bool | None = None) -> bool:
+    return _fusable(inp, needs_grad) and translation_invariant(inp.mask) and _mods.shift_invariant(inp.score_mod)
 
 
-def tiled_plan_for(inp: AttentionInputs) -> Plan:
-    """The plan the tiled engine would run for ``inp`` (for inspection and the benchmark)."""
-    fused = _fusable(inp)
+def tiled_plan_for(inp: AttentionInputs, needs_grad: bool | None = None) -> Plan:
+    """The plan the tiled engine would run for ``inp`` (for inspection and the benchmark); ``needs_grad``
+    overrides what the inputs say (the registered ops of :mod:`.ops` pass it)."""
+    fused = _fusable(inp, needs_grad)
     return make_plan(
         inp.mask,
         inp.Lq,
@@ -116,8 +123,8 @@ def tiled_plan_for(inp: AttentionInputs) -> Plan:
         kv_heads=inp.B * inp.Hkv,
         head_dim=inp.D,
         whole_rows=fused and inp.score_mod is not None,
-        master=_use_master(inp),
-        backward=fused and inp.needs_grad,
+        master=_use_master(inp, needs_grad),
+        backward=fused and _grad(inp, needs_grad),
     )
 
 
@@ -418,16 +425,18 @@ class _TiledAttention(torch.autograd.Function):
         return (None, dq, dk, dv, *dmods)
 
 
-def _problem(inp: AttentionInputs) -> _Problem:
-    """The plan (and shared pattern) for ``inp``, reused from the last calls with the same mask/mod objects."""
-    fused = _fusable(inp)
+def _problem(inp: AttentionInputs, needs_grad: bool | None = None) -> _Problem:
+    """The plan (and shared pattern) for ``inp``, reused from the last calls with the same mask/mod objects
+    (``needs_grad``: as in :func:`tiled_plan_for`)."""
+    needs_grad = _grad(inp, needs_grad)
+    fused = _fusable(inp, needs_grad)
     fm = None if inp.mask is None else inp.mask.fingerprint()
     fmod = None if inp.score_mod is None else inp.score_mod.fingerprint()
     key = None
     cacheable = (fm is not None or inp.mask is None) and (fmod is not None or inp.score_mod is None)
     if cacheable and not inp.mod_tensors:  # never pin a tensor that carries a graph
         key = (fm, fmod, inp.B, inp.Hq, inp.Hkv, inp.Lq, inp.Lk, inp.D, inp.Dv, inp.compute_dtype, inp.device_type)
-        key += (inp.needs_grad,)  # a plan for forward and backward chooses other tiles
+        key += (needs_grad,)  # a plan for forward and backward chooses other tiles
         hit = _CACHE.get(key)
         if hit is not None:
             _CACHE.move_to_end(key)
@@ -440,11 +449,18 @@ def _problem(inp: AttentionInputs) -> _Problem:
                 inp.Lk,
                 fused,
                 master=hit[3],
-                use_master=_use_master(inp),
+                use_master=_use_master(inp, needs_grad),
                 schedule=hit[4],
             )
     p = _Problem(
-        tiled_plan_for(inp), inp.mask, inp.score_mod, inp.scale, inp.Lq, inp.Lk, fused, use_master=_use_master(inp)
+        tiled_plan_for(inp, needs_grad),
+        inp.mask,
+        inp.score_mod,
+        inp.scale,
+        inp.Lq,
+        inp.Lk,
+        fused,
+        use_master=_use_master(inp, needs_grad),
     )
     if fused:
         p.schedule = _schedule(
