@@ -250,6 +250,6 @@ def create_app(
         return await run(lambda: probe_payload(data, m, measure=req.measure, seed=req.seed))
 
     allowed = None if host in ("0.0.0.0", "::", "") else {*LOOPBACK_HOSTS, host.strip("[]").lower()}
-    app.add_middleware(BodyLimit, max_body=limits.max_body)
+    app.add_middleware(BodyLimit, max_body=limits.max_body, max_drain=limits.max_drain)
     app.add_middleware(_Guard, allowed=allowed)
     return app
