@@ -367,7 +367,7 @@ JS = r"""
     S.t = Math.min(S.t, tMax());
     slider.value = String(Math.log2(S.t));
     document.title = "qkv · " + T.text;
-    $("model").textContent = T.model.name + " · " + T.model.model_type + " · " + N + " layers × " + H +
+    $("model").textContent = (D.model_name || T.model.name) + " · " + T.model.model_type + " · " + N + " layers × " + H +
       " heads · head_dim " + T.model.head_dim + " · " + L + " tokens";
     SUMMARY = { text: D.summary || "", query: S.query, measure: S.measure };
     $("summary").textContent = SUMMARY.text;
