@@ -367,8 +367,8 @@ JS = r"""
     S.t = Math.min(S.t, tMax());
     slider.value = String(Math.log2(S.t));
     document.title = "qkv · " + T.text;
-    $("model").textContent = (D.model_name || T.model.name) + " · " + T.model.model_type + " · " + N + " layers × " + H +
-      " heads · head_dim " + T.model.head_dim + " · " + L + " tokens";
+    $("model").textContent = (D.model_name || T.model.name) + " · " + T.model.model_type + " · " + N +
+      " layers × " + H + " heads · head_dim " + T.model.head_dim + " · " + L + " tokens";
     SUMMARY = { text: D.summary || "", query: S.query, measure: S.measure };
     $("summary").textContent = SUMMARY.text;
     $("summary").hidden = !SUMMARY.text;
