@@ -1,6 +1,7 @@
 """The ``qkv serve`` web app (FastAPI): the page at ``/`` and the JSON API described at ``/openapi.json``.
 
 * ``GET /`` -- the page: type a sentence, click a token, click a head, switch weights/values/rollout, drag t.
+  ``GET /compare`` and ``GET /probe`` -- forms over the two endpoints below, with their results as tables.
 * ``GET /static/{name}`` -- its four files (from a fixed table; no request path is ever opened).
 * ``POST /api/trace`` ``{text, query?, layer?, head?, measure?, prefer?, over?, include_trace?}`` -> tokens,
   the query's weights/values ``(N, H, L)`` and rollout ``(N, L)``, one head's breakdown, the summary.
@@ -28,7 +29,7 @@ from starlette.exceptions import HTTPException
 from ..lens.trace import Trace, count_tokens, load_model, max_positions, model_info, trace
 from .errors import message
 from .limits import BodyLimit, Busy, Limits, TraceGate
-from .page import CSP, SECURITY_HEADERS, assets, index_html
+from .page import CSP, SECURITY_HEADERS, assets, html_pages
 from .schemas import (
     CompareRequest,
     CompareResponse,
@@ -100,7 +101,7 @@ def create_app(
     info = {**model_info(m, model), "max_positions": max_positions(m) if m.tokenizer is not None else None}
     gate = TraceGate(limits.running, limits.waiting, limits.retry_after)
     files = assets()
-    page = index_html(limits.max_chars).encode()
+    pages = {path: page.encode() for path, page in html_pages(limits).items()}
 
     app = FastAPI(
         title="qkv serve",
@@ -178,9 +179,11 @@ def create_app(
 
     # ------------------------------------------------------------------------------------------ routes
     @app.get("/", include_in_schema=False)
-    async def index() -> Response:
+    @app.get("/compare", include_in_schema=False)
+    @app.get("/probe", include_in_schema=False)
+    async def index(request: Request) -> Response:
         return Response(
-            page,
+            pages[request.url.path],
             media_type="text/html; charset=utf-8",
             headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"},
         )
@@ -247,6 +250,6 @@ def create_app(
         return await run(lambda: probe_payload(data, m, measure=req.measure, seed=req.seed))
 
     allowed = None if host in ("0.0.0.0", "::", "") else {*LOOPBACK_HOSTS, host.strip("[]").lower()}
-    app.add_middleware(BodyLimit, max_body=limits.max_body)
+    app.add_middleware(BodyLimit, max_body=limits.max_body, max_drain=limits.max_drain)
     app.add_middleware(_Guard, allowed=allowed)
     return app
