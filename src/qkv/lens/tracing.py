@@ -17,6 +17,7 @@ from typing import Any, Sequence
 from ..nn.hooks import HookSet
 from ..nn.record import STEP_NAMES
 from .build import build_traces
+from .interventions import Intervention, Target, compile_hooks
 from .loading import adapt
 from .trace import Trace
 
@@ -32,6 +33,7 @@ def trace(
     tokenizer: Any = None,
     truncate: bool = False,
     hook_sets: Sequence[HookSet] = (),
+    interventions: Sequence[Intervention] = (),
     **batch,
 ) -> Trace | list[Trace]:
     """Run ``model`` on ``text`` once and record every attention step of every layer and head.
@@ -46,6 +48,8 @@ def trace(
         truncate: keep only the first tokens the model accepts instead of raising on a too-long text.
         hook_sets: hook sets (:mod:`qkv.nn.hooks`) active during the forward pass, e.g. interventions; the
             trace records what flowed after them.
+        interventions: :func:`qkv.lens.ablate`, ``knockout``, ``swap``, ``patch`` (:mod:`qkv.lens.interventions`),
+            applied in order before ``hook_sets``; tokens are resolved in each text.
 
     Returns:
         A :class:`Trace` (a list of them for a list of texts).
@@ -54,11 +58,14 @@ def trace(
         ValueError: empty text, text longer than the model accepts, or an unknown model.
     """
     if isinstance(text, (list, tuple)):
-        return trace_batch(text, model, truncate=truncate, hook_sets=hook_sets, **batch)
+        return trace_batch(text, model, truncate=truncate, hook_sets=hook_sets, interventions=interventions, **batch)
     if batch:
         raise ValueError(f"{', '.join(batch)} only apply to a list of texts; got one text")
     _check_text(text)
-    return build_traces(adapt(model, tokenizer=tokenizer), [text], truncate=truncate, hook_sets=hook_sets)[0]
+    adapter = adapt(model, tokenizer=tokenizer)
+    if interventions:
+        hook_sets = [compile_hooks(Target.of(adapter, text, truncate=truncate), interventions), *hook_sets]
+    return build_traces(adapter, [text], truncate=truncate, hook_sets=hook_sets)[0]
 
 
 def trace_batch(
@@ -69,6 +76,7 @@ def trace_batch(
     batch_size: int = 32,
     truncate: bool = False,
     hook_sets: Sequence[HookSet] = (),
+    interventions: Sequence[Intervention] = (),
 ) -> list[Trace]:
     """Trace many texts in right-padded batches, recording only ``steps``; one :class:`Trace` per text, in order.
 
@@ -84,6 +92,7 @@ def trace_batch(
         batch_size: texts per forward pass.
         truncate: as for :func:`trace`.
         hook_sets: as for :func:`trace`.
+        interventions: as for :func:`trace` (each text then runs in its own pass, its tokens resolved in it).
 
     Returns:
         ``len(texts)`` traces; tensors per trace ``(N, H, L_i, L_i)`` etc., steps not recorded are ``None``.
@@ -98,8 +107,20 @@ def trace_batch(
         raise ValueError(f"unknown steps {sorted(unknown)}; choose from {', '.join(STEP_NAMES)}")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    adapter = adapt(model)
+    if interventions:
+        return [
+            build_traces(
+                adapter,
+                [t],
+                steps=steps,
+                truncate=truncate,
+                hook_sets=[compile_hooks(Target.of(adapter, t, truncate=truncate), interventions), *hook_sets],
+            )[0]
+            for t in texts
+        ]
     return build_traces(
-        adapt(model), list(texts), steps=steps, batch_size=batch_size, truncate=truncate, hook_sets=hook_sets
+        adapter, list(texts), steps=steps, batch_size=batch_size, truncate=truncate, hook_sets=hook_sets
     )
 
 
