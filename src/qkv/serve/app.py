@@ -8,6 +8,9 @@
 * ``POST /api/compare`` ``{text_a, text_b, query, prefer, over, measure?}`` -> per head preference in A and B.
 * ``POST /api/probe`` ``{items, measure?, seed?}`` -> the probe over a small inline list of items (qkv's JSONL
   item schema): per-head accuracy with intervals, baselines, held-out best head, verdict (``qkv probe --json``).
+* ``POST /api/intervene`` ``{text, interventions, query?, prefer?, over?, layer?, head?, include_trace?}`` -> the
+  text traced plainly and under the interventions (ablate, knockout, swap, patch): the query's weights in both
+  runs, the metric on both and its effect, what was applied (:mod:`qkv.serve.intervene`).
 * ``GET /api/health`` -> model, limits, traces in flight.
 
 Every error is JSON ``{"error": "..."}``: 400 malformed JSON or a bad Host, 404/405 unknown route or method,
@@ -28,6 +31,8 @@ from starlette.exceptions import HTTPException
 
 from ..lens.trace import Trace, count_tokens, load_model, max_positions, model_info, trace
 from .errors import message
+from .intervene import intervene
+from .intervene_schemas import InterveneRequest, InterveneResponse
 from .limits import BodyLimit, Busy, Limits, TraceGate
 from .page import CSP, SECURITY_HEADERS, assets, html_pages
 from .schemas import (
@@ -125,7 +130,7 @@ def create_app(
             return _error(
                 404,
                 f"no such page or endpoint: {request.method} {request.url.path}; the API is "
-                "POST /api/trace, POST /api/compare, POST /api/probe, GET /api/health "
+                "POST /api/trace, POST /api/compare, POST /api/probe, POST /api/intervene, GET /api/health "
                 "(schema at /openapi.json)",
             )
         if exc.status_code == 405:
@@ -248,6 +253,18 @@ def create_app(
         """
         data = probe_items(req.items, max_items=limits.max_items, check_text=check_text)
         return await run(lambda: probe_payload(data, m, measure=req.measure, seed=req.seed))
+
+    @app.post("/api/intervene", response_model=InterveneResponse, responses=_ERRORS)
+    async def api_intervene(req: InterveneRequest) -> Response:
+        """Intervene at the essay's steps (ablate a head, knock out an edge, swap two tokens' q/k/v, patch from
+        another text): the query's weights and the metric, plain and under the interventions, in order."""
+        check_text(req.text)
+        for k, spec in enumerate(req.interventions):
+            if getattr(spec, "source", None) is not None:
+                check_text(spec.source, f"interventions[{k}].source")
+        specs = [spec.model_dump() for spec in req.interventions]
+        fields = req.model_dump(include={"query", "prefer", "over", "layer", "head", "include_trace"})
+        return await run(lambda: intervene(m, req.text, specs, **fields))
 
     allowed = None if host in ("0.0.0.0", "::", "") else {*LOOPBACK_HOSTS, host.strip("[]").lower()}
     app.add_middleware(BodyLimit, max_body=limits.max_body, max_drain=limits.max_drain)

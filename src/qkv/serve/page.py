@@ -167,7 +167,8 @@ def assets() -> dict[str, Asset]:
         "view.js": Asset(JS.encode(), js),
         "view.css": Asset(CSS.encode(), css),
         "app.css": Asset(_packaged("app.css"), css),
-        **{name: Asset(_packaged(name), js) for name in ("api.js", "app.js", "compare.js", "probe.js")},
+        "intervene.css": Asset(_packaged("intervene.css"), css),
+        **{name: Asset(_packaged(name), js) for name in ("api.js", "app.js", "compare.js", "probe.js", "intervene.js")},
     }
 
 
@@ -198,7 +199,7 @@ def index_html(max_chars: int, text: str = DEFAULT_TEXT, query: str = DEFAULT_QU
         "Attention, step by step",
         header,
         BODY,
-        ["view.js", "api.js", "app.js"],
+        ["view.js", "api.js", "app.js", "intervene.js"],
         "Type a sentence and press Trace; click a token to make it the query, a map to pick the head; drag t.",
         attrs=f' data-query="{html.escape(query)}"',
     )

@@ -1,0 +1,262 @@
+"""What ``POST /api/intervene`` answers, as plain data (no web framework here).
+
+The request's interventions arrive as dicts (``{"kind": "ablate", "layer": 3, "head": 1}``, see
+:mod:`qkv.serve.intervene_schemas`). :func:`resolve` checks each against the plain run of the text -- layer,
+head and tokens in range, in the words of the ``qkv`` command, prefixed with ``interventions[i]`` -- and
+:func:`intervene` traces the text with them (``qkv.trace(text, interventions=[lens.ablate(...), ...])``) and
+builds the answer: the query's weights in both runs, the metric on both runs and its effect, what was applied.
+
+Shape legend: ``N`` layers, ``H`` heads, ``L`` tokens, ``E`` hidden size.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ..lens.heads import choose_head
+from ..lens.trace import Trace
+from ..view.html import masked_keys, token_labels
+
+__all__ = ["resolve", "lens_interventions", "metrics", "intervene", "intervene_payload", "SCHEMA"]
+
+SCHEMA = "qkv.serve.intervene"
+
+Tracer = Callable[..., Trace]  #: ``tracer(text, model, interventions=[...]) -> Trace``
+
+
+def _where(layer: int | None, head: int | None) -> str:
+    if layer is None:
+        return "every layer" + ("" if head is None else f", head {head}")
+    return f"L{layer} " + ("(every head)" if head is None else f"H{head}")
+
+
+def _short(text: str, n: int = 40) -> str:
+    return repr(text if len(text) <= n else text[: n - 1] + "…")
+
+
+def _token(base: Trace, ref: str | int, what: str) -> int:
+    try:
+        return base.index(ref)
+    except ValueError as e:
+        raise ValueError(f"{what}: {e}") from None
+
+
+def _check_place(base: Trace, spec: dict, where: str) -> tuple[int | None, int | None]:
+    layer, head = spec.get("layer"), spec.get("head")
+    try:
+        layer = None if layer is None else base.check_layer(layer)
+        head = None if head is None else base.check_head(head)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    return layer, head
+
+
+def resolve(base: Trace, specs: Sequence[dict], query: int) -> list[dict]:
+    """Each spec checked against the plain run ``base``, tokens resolved: ``spec + {token_indices, label}``.
+
+    Args:
+        base: the plain trace of the text.
+        specs: the request's interventions (dicts with ``kind`` and that kind's fields).
+        query: the request's query index (a knockout without ``query`` cuts edges from it).
+
+    Raises:
+        ValueError: ``interventions[i] (kind): ...`` -- a layer, head or token out of range, a swap of a token
+            with itself, a resample without ``source``.
+    """
+    applied = []
+    for k, spec in enumerate(specs):
+        kind = spec["kind"]
+        where = f"interventions[{k}] ({kind})"
+        layer, head = _check_place(base, spec, where)
+        out = {**spec, "layer": layer, "head": head, "token_indices": []}
+        if kind == "ablate":
+            if spec.get("how", "zero") == "resample" and not spec.get("source"):
+                raise ValueError(
+                    f'{where}: how "resample" takes the head\'s output from another run, but no "source" text '
+                    'was given; add "source": "another sentence with as many tokens", or use how "zero"'
+                )
+            label = f"{spec.get('how', 'zero')}-ablate {_where(layer, head)}"
+            if spec.get("how") == "resample":
+                label += f" from {_short(spec['source'])}"
+        elif kind == "knockout":
+            q = query if spec.get("query") is None else _token(base, spec["query"], f"{where} query")
+            keys = [_token(base, key, f"{where} keys[{j}]") for j, key in enumerate(spec["keys"])]
+            out.update(query=q, keys=keys, token_indices=[q, *keys])
+            cut = ", ".join(f"'{base.tokens[j]}'" for j in keys)
+            label = f"knock out '{base.tokens[q]}' → {cut} in {_where(layer, head)}"
+        elif kind == "swap":
+            a, b = (_token(base, ref, f"{where} tokens[{j}]") for j, ref in enumerate(spec["tokens"]))
+            if a == b:
+                raise ValueError(
+                    f"{where}: tokens {spec['tokens'][0]!r} and {spec['tokens'][1]!r} are both token {a} "
+                    f"('{base.tokens[a]}'); swap two different tokens"
+                )
+            out.update(tokens=[a, b], token_indices=[a, b])
+            label = f"swap {spec['step']} of '{base.tokens[a]}' and '{base.tokens[b]}' in {_where(layer, head)}"
+        else:  # patch
+            label = f"patch {spec.get('step', 'output')} of {_where(layer, head)} from {_short(spec['source'])}"
+        out["label"] = label
+        applied.append(out)
+    return applied
+
+
+def lens_interventions(applied: Sequence[dict]) -> list:
+    """The :mod:`qkv.lens` interventions for resolved specs (a source run is given by its text)."""
+    from .. import lens
+
+    made = []
+    for spec in applied:
+        kind, layer, head = spec["kind"], spec["layer"], spec["head"]
+        if kind == "ablate":
+            how = spec.get("how", "zero")
+            made.append(lens.ablate(layer, head, how=how, over=spec.get("references"), source=spec.get("source")))
+        elif kind == "knockout":
+            made.append(lens.knockout(layer, head, query=spec["query"], keys=list(spec["keys"])))
+        elif kind == "swap":
+            made.append(lens.swap(layer, step=spec["step"], tokens=tuple(spec["tokens"]), head=head))
+        else:
+            made.append(lens.patch(spec["source"], layer, head, step=spec.get("step", "output")))
+    return made
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=-1))
+
+
+def metrics(base: Trace, t: Trace, query: int, pair: tuple[int, int] | None, method: str) -> list[dict]:
+    """Every metric the model's output allows, on the plain run and under the interventions.
+
+    * ``cos_preference`` (with a pair): ``cos(final[query], final[prefer]) - cos(final[query], final[over])``;
+    * ``embedding_cosine`` (a model that pools a sentence embedding): ``cos(embedding, plain embedding)``;
+    * ``final_cosine``: ``cos(final[query], plain final[query])``.
+    """
+    out = []
+
+    def add(name: str, description: str, b: float, v: float) -> None:
+        out.append({"name": name, "description": description, "method": method, "base": b, "value": v, "effect": v - b})
+
+    q = base.tokens[query]
+    if pair is not None and base.final is not None:
+        a, o = pair
+        pa, po = base.tokens[a], base.tokens[o]
+
+        def pref(x: Trace) -> float:
+            return _cos(x.final[query], x.final[a]) - _cos(x.final[query], x.final[o])
+
+        add(
+            "cos_preference",
+            f"cos(final['{q}'], final['{pa}']) - cos(final['{q}'], final['{po}'])",
+            pref(base),
+            pref(t),
+        )
+    if base.embedding is not None:
+        add("embedding_cosine", "cos(sentence embedding, the plain run's)", 1.0, _cos(t.embedding, base.embedding))
+    if base.final is not None:
+        add("final_cosine", f"cos(final['{q}'], the plain run's)", 1.0, _cos(t.final[query], base.final[query]))
+    return out
+
+
+def _summary(t: Trace, metric: dict, method: str, change: torch.Tensor) -> str:
+    n, h = divmod(int(change.argmax()), t.num_heads)
+    moved = (
+        f"the query's weights change most in L{n} H{h} (total variation {float(change[n, h]):.3f})"
+        if float(change.max()) > 1e-6
+        else "no head's weights for the query change"
+    )
+    if method == "none":
+        return f"No intervention: {metric['name']} = {metric['value']:+.4f} (the plain run)."
+    return (
+        f"Under {method}: {metric['name']} moves from {metric['base']:+.4f} to {metric['value']:+.4f} "
+        f"(effect {metric['effect']:+.4f}); {moved}."
+    )
+
+
+def intervene_payload(
+    base: Trace,
+    t: Trace,
+    applied: Sequence[dict],
+    *,
+    query: int,
+    pair: tuple[int, int] | None = None,
+    layer: int | None = None,
+    head: int | None = None,
+    include_trace: bool = False,
+    decimals: int = 4,
+) -> dict:
+    """The answer of ``POST /api/intervene`` (see :class:`qkv.serve.intervene_schemas.InterveneResponse`)."""
+    method = "; ".join(s["label"] for s in applied) or "none"
+    found = metrics(base, t, query, pair, method)
+    if not found:
+        raise ValueError(f"{t.model['name']} returns no final hidden states; no metric can be computed for it")
+    if layer is None or head is None:
+        first = next((s for s in applied if s["layer"] is not None and s.get("head") is not None), None)
+        if first is not None and layer is None and head is None:
+            layer, head = first["layer"], first["head"]
+        else:
+            p = pair or (None, None)
+            layer, head = choose_head(t, query, layer=layer, head=head, prefer=p[0], over=p[1])
+    w, w0 = t.weights[:, :, query], base.weights[:, :, query]  # (N, H, L)
+    change = 0.5 * (w.double() - w0.double()).abs().sum(-1)  # (N, H)
+    return {
+        "schema": SCHEMA,
+        "version": 1,
+        "text": t.text,
+        "model": dict(t.model),
+        "tokens": t.token_records(),
+        "query": {"index": query, "token": t.tokens[query]},
+        "layer": t.check_layer(layer),
+        "head": t.check_head(head),
+        "prefer": None if pair is None else t.tokens[pair[0]],
+        "over": None if pair is None else t.tokens[pair[1]],
+        "interventions": [dict(s) for s in applied],
+        "metric": found[0],
+        "metrics": found,
+        "weights": w.tolist(),
+        "base_weights": w0.tolist(),
+        "weight_change": change.tolist(),
+        "summary": _summary(t, found[0], method, change),
+        "trace": t.to_dict(decimals) if include_trace else None,
+        "masked": masked_keys(t) if include_trace else None,
+        "labels": token_labels(t) if include_trace else None,
+    }
+
+
+def _query_and_pair(base: Trace, query, prefer, over) -> tuple[int, tuple[int, int] | None]:
+    i = next((j for j, s in enumerate(base.special) if not s), 0) if query is None else _token(base, query, "query")
+    if (prefer is None) != (over is None):
+        raise ValueError('give both "prefer" and "over" (e.g. "prefer": "cat", "over": "mat"), or neither')
+    if prefer is None:
+        return i, None
+    a, b = _token(base, prefer, "prefer"), _token(base, over, "over")
+    if a == b:
+        raise ValueError(f'"prefer" and "over" name the same token {prefer!r}; pick two different tokens')
+    return i, (a, b)
+
+
+def intervene(
+    model: Any,
+    text: str,
+    specs: Sequence[dict],
+    *,
+    tracer: Tracer | None = None,
+    query: str | int | None = None,
+    prefer: str | int | None = None,
+    over: str | int | None = None,
+    layer: int | None = None,
+    head: int | None = None,
+    include_trace: bool = False,
+) -> dict:
+    """Trace ``text`` plainly and under ``specs``; the answer of ``POST /api/intervene``.
+
+    Source texts (``patch``, ``ablate`` with ``how="resample"``) are traced by the library and must have the
+    text's token count (it says so otherwise). ``tracer`` defaults to :func:`qkv.lens.tracing.trace`.
+    """
+    if tracer is None:
+        from ..lens.tracing import trace as tracer
+    base = tracer(text, model)
+    i, pair = _query_and_pair(base, query, prefer, over)
+    applied = resolve(base, specs, i)
+    t = tracer(text, model, interventions=lens_interventions(applied)) if applied else base
+    return intervene_payload(base, t, applied, query=i, pair=pair, layer=layer, head=head, include_trace=include_trace)
