@@ -38,7 +38,6 @@ Example (CPU: forward only; compiling takes a few seconds):
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 
 import torch
@@ -47,8 +46,6 @@ from torch import Tensor
 from .. import mods as _mods
 from ..inputs import AttentionInputs
 from ..mask_base import FULL, PARTIAL
-from ..masks import full
-from ..nonfinite import run_with_nonfinite
 
 __all__ = [
     "flex_forward",
@@ -124,8 +121,22 @@ def _mask_mod(mask, lq: int, lk: int):
 
 
 def _score_mod(mod, lq: int, lk: int):
+    """Flex's ``score_mod``: qkv's mod, and ``+inf`` where the raw score is not finite (a NaN/inf in q or k) or
+    the mod made a NaN.
+
+    FlexAttention treats a NaN score like a masked one (measured on CPU: a NaN key or query leaves every row
+    finite), so its output would not reveal it. As ``+inf`` it makes exactly the rows that attend it NaN (a
+    masked pair is still excluded after the score mod), which is qkv's rule for attended non-finite values --
+    and the NaN in the output lets :func:`qkv.attention` apply the one rule (:mod:`qkv.core.nonfinite`) where a
+    tile mixes in what the mask excludes. No extra pass over the inputs, no device sync. A ``-inf`` that the
+    mod returns for a finite score (a bias used as a mask) stays a masked pair.
+    """
+
     def score_mod(score, b, h, q_idx, kv_idx):
-        return _mods.apply(mod, score, b, h, q_idx, kv_idx, lq, lk)
+        bad = ~torch.isfinite(score)
+        if mod is not None:
+            score = _mods.apply(mod, score, b, h, q_idx, kv_idx, lq, lk)
+        return torch.where(bad | torch.isnan(score), float("inf"), score)
 
     return score_mod
 
@@ -172,28 +183,11 @@ def _lse_request():
     return {"return_aux": AuxRequest(lse=True)}
 
 
-def _finite(inp: AttentionInputs) -> bool:
-    """One reduction per input, accumulated in fp32, one sync: are q, k and v all finite?"""
-    total = sum(torch.sum(t.detach(), dtype=torch.float32) for t in (inp.q, inp.k, inp.v))
-    return bool(torch.isfinite(total))
-
-
 def flex_forward(inp: AttentionInputs) -> tuple[Tensor, Tensor | None]:
-    """``(out, lse or None)`` of validated inputs (lse only when asked for); differentiable on GPUs.
-
-    FlexAttention treats a NaN score like a masked one (measured on CPU: a NaN key or query leaves every row
-    finite), so the output cannot reveal non-finite inputs: they are looked for in the inputs, and qkv's one
-    rule (:mod:`qkv.core.nonfinite`) is applied (without a mask, as the full mask: every row attends every key).
-    """
-    if not _finite(inp):
-        return run_with_nonfinite(_flex_call, inp if inp.mask is not None else dataclasses.replace(inp, mask=full()))
-    return _flex_call(inp)
-
-
-def _flex_call(inp: AttentionInputs) -> tuple[Tensor, Tensor | None]:
+    """``(out, lse or None)`` of validated inputs (lse only when asked for); differentiable on GPUs."""
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (inp.q, inp.k, inp.v))
     block_mask = None if inp.mask is None else block_mask_for(inp.mask, inp.B, inp.Hq, inp.Lq, inp.Lk, q.device)
-    score_mod = None if inp.score_mod is None else _score_mod(inp.score_mod, inp.Lq, inp.Lk)
+    score_mod = _score_mod(inp.score_mod, inp.Lq, inp.Lk)
     kwargs = _lse_request() if inp.return_lse else {}
     with torch._dynamo.config.patch(**_limits()):
         res = _flex()(
