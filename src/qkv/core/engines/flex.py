@@ -61,8 +61,9 @@ __all__ = [
 BLOCK = 128
 #: What FlexAttention computes (its CPU path refuses float64; its Triton path is not measured on it).
 FLEX_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32})
-#: torch.compile's limit of recompilations of ``flex_attention`` (dynamo's default is 8): each mask
-#: structure and shape is one; past the limit torch.compile would run Flex's O(Lq x Lk) eager path.
+#: torch.compile's limit of recompilations of ``flex_attention`` (dynamo's default is 8), raised to this on the
+#: first use: each mask structure and shape is one; past the limit torch.compile would run Flex's O(Lq x Lk)
+#: eager path.
 RECOMPILE_LIMIT = 128
 
 _CACHE: "OrderedDict[tuple, object]" = OrderedDict()  # (mask fingerprint, sizes, device) -> BlockMask
@@ -86,6 +87,10 @@ def _flex():
         from torch.nn.attention.flex_attention import flex_attention
 
         _compiled = torch.compile(flex_attention, dynamic=False, fullgraph=True)
+        # Raised once, globally (a per-call config.patch cost ~0.5 ms): one compile per mask structure and shape.
+        for name, value in (("recompile_limit", RECOMPILE_LIMIT), ("accumulated_recompile_limit", 8 * RECOMPILE_LIMIT)):
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, max(value, getattr(torch._dynamo.config, name)))
     return _compiled
 
 
@@ -164,16 +169,6 @@ def block_mask_for(mask, B: int, H: int, lq: int, lk: int, device) -> object:
     return bm
 
 
-def _limits() -> dict:
-    """torch.compile's recompile limits raised for Flex (only the settings this torch has)."""
-    want = {"recompile_limit": RECOMPILE_LIMIT, "accumulated_recompile_limit": 4 * RECOMPILE_LIMIT}
-    return {
-        name: max(value, getattr(torch._dynamo.config, name))
-        for name, value in want.items()
-        if hasattr(torch._dynamo.config, name)
-    }
-
-
 def _lse_request():
     """``{"return_aux": AuxRequest(lse=True)}`` where torch has it, else the older ``{"return_lse": True}``."""
     try:
@@ -189,10 +184,18 @@ def flex_forward(inp: AttentionInputs) -> tuple[Tensor, Tensor | None]:
     block_mask = None if inp.mask is None else block_mask_for(inp.mask, inp.B, inp.Hq, inp.Lq, inp.Lk, q.device)
     score_mod = _score_mod(inp.score_mod, inp.Lq, inp.Lk)
     kwargs = _lse_request() if inp.return_lse else {}
-    with torch._dynamo.config.patch(**_limits()):
+    try:
         res = _flex()(
             q, k, v, score_mod=score_mod, block_mask=block_mask, scale=inp.scale, enable_gqa=inp.groups > 1, **kwargs
         )
+    except ValueError:
+        raise
+    except Exception as e:  # torch.compile's errors name its internals: say which mask/mod and what to do
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise RuntimeError(
+            f"FlexAttention failed on mask {inp.mask!r} with score_mod {inp.score_mod!r} "
+            f"({type(e).__name__}: {first}); use impl='tiled' for these inputs"
+        ) from e
     if not inp.return_lse:
         return res, None
     out, aux = res
