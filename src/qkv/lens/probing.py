@@ -28,7 +28,7 @@ import torch
 
 from . import stats
 from .probe_io import Dataset, Item, Skipped, Span, load_twins, read_items
-from .trace import Trace, load_model, model_name, trace_batch
+from .trace import MEASURES, Trace, load_model, model_name, trace_batch
 
 __all__ = [
     "probe",
@@ -52,7 +52,6 @@ __all__ = [
 ]
 
 PROBE_SCHEMA = "qkv.probe"
-MEASURES = ("weights", "values", "rollout")
 PIECES = ("sum", "first")
 TRACKS, ABOVE_CHANCE, NO_EVIDENCE = "tracks the referent", "does not clear the baselines", "no better than chance"
 
@@ -89,12 +88,21 @@ def head_word(span: Span) -> Span:
 
 @dataclass(frozen=True)
 class Mapped:
-    """An item's tokens: ``query`` token indices, per candidate the head-word token indices."""
+    """An item's tokens: ``query`` token indices, per candidate the head-word token indices.
+
+    ``head_words`` are the candidates' head *words* (:func:`head_word`), not attention heads; the old name
+    ``heads`` is kept as a read-only alias (deprecated).
+    """
 
     item: Item
     query: list[int]
     candidates: list[list[int]]
-    heads: list[Span]
+    head_words: list[Span]
+
+    @property
+    def heads(self) -> list[Span]:
+        """Deprecated alias of :attr:`head_words`."""
+        return self.head_words
 
 
 def map_item(item: Item, t: Trace, pieces: str = "sum") -> Mapped | Skipped:
