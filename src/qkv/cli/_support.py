@@ -189,13 +189,13 @@ def load(args):
 
     try:
         return load_model(args.model)
-    except ValueError as e:
-        raise ValueError(f"--model: {e}") from None
-    except _file_errors() as e:
+    except _file_errors() as e:  # before ValueError: JSON and Unicode decoding errors are ValueErrors too
         raise ValueError(
             f"--model: cannot load '{show(args.model)}' ({type(e).__name__}: {e}); the checkpoint is "
             "damaged or of an unsupported kind: restore its files or pass another --model"
         ) from None
+    except ValueError as e:
+        raise ValueError(f"--model: {e}") from None
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as e:

@@ -1,8 +1,8 @@
 """The essay's example as constants: one sentence, its pronoun and the pair it is asked about.
 
 The seed essay's example is "The cat sat on the mat because it was tired.": the query "it" should match
-"The cat" more than "the mat". Every part of qkv that opens on that sentence (``qkv explain``, ``--html``,
-``qkv serve``, ``qkv claims``, the README) takes it from here, and :meth:`qkv.lens.trace.Trace.resolve`
+"The cat" more than "the mat". Every part of qkv that opens on that sentence (``qkv explain`` and its HTML
+page, ``qkv serve``, ``qkv claims``, the README) takes it from here, and :meth:`qkv.lens.trace.Trace.resolve`
 uses :data:`ESSAY_PAIR` as the default ``prefer``/``over`` when the query resolves to its pronoun.
 """
 

@@ -190,7 +190,7 @@ def explanation(
     head: int | None = None,
     measure: str = "weights",
 ) -> dict:
-    """What ``qkv explain --json`` and ``POST /api/trace`` both say about one query, as plain data.
+    """What the explain command's JSON and ``POST /api/trace`` both say about one query, as plain data.
 
     The query and pair resolve by :meth:`Trace.resolve` (the essay's cat/mat pair by default on the essay's
     sentence), the head shown first by :func:`qkv.lens.heads.choose_head`.

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -177,7 +177,10 @@ def create_app(
 
         def body() -> str:
             doc = work()
-            answer.model_validate(doc)  # the route returns exactly what its response_model declares
+            try:  # the route returns exactly what its response_model declares
+                answer.model_validate(doc)
+            except ValidationError as e:  # a ValueError, but qkv's bug, not the request's: a 500
+                raise RuntimeError(f"the answer is not a {answer.__name__}: {e}") from None
             return json.dumps(doc, ensure_ascii=False, allow_nan=False)
 
         async with gate.slot():
