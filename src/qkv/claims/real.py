@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..lens.essay import ESSAY_SENTENCE
 from ..lens.trace import Trace, _clean
 from .measures import cosine_matrix, entropy, max_weight, pearson, softmax_jacobian_norm, spearman, top_mass
 
@@ -40,7 +41,6 @@ __all__ = [
     "independent_variance",
 ]
 
-ESSAY_SENTENCE = "The cat sat on the mat because it was tired."
 #: The minimal pair: one adjective changed so that "it" is the mat.
 CONTROL_SENTENCE = "The cat sat on the mat because it was soft."
 

@@ -57,7 +57,7 @@ def wrap(model, tokenizer=None, name: str | None = None) -> HFModel:
     The model's attention implementation is set to ``"qkv"`` (``model.set_attn_implementation``) when it
     is anything else; it is not changed back (the computation is the same up to float rounding).
     """
-    from . import register
+    from .registration import register
 
     register()
     check_family(model)
@@ -78,7 +78,7 @@ def load(name_or_path: str | os.PathLike, *, dtype=None) -> HFModel:
     from transformers import AutoConfig, AutoModel
 
     from ..models.loading import resolve
-    from . import register
+    from .registration import register
 
     register()
     directory = Path(resolve(name_or_path))

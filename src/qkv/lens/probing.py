@@ -59,12 +59,21 @@ TRACKS, ABOVE_CHANCE, NO_EVIDENCE = "tracks the referent", "does not clear the b
 
 @dataclass(frozen=True)
 class Mapped:
-    """An item's tokens: ``query`` token indices, per candidate the head-word token indices."""
+    """An item's tokens: ``query`` token indices, per candidate the head-word token indices.
+
+    ``head_words`` are the candidates' head *words* (:func:`head_word`), not attention heads; the old name
+    ``heads`` is kept as a read-only alias (deprecated).
+    """
 
     item: Item
     query: list[int]
     candidates: list[list[int]]
-    heads: list[Span]
+    head_words: list[Span]
+
+    @property
+    def heads(self) -> list[Span]:
+        """Deprecated alias of :attr:`head_words`."""
+        return self.head_words
 
 
 def map_item(item: Item, t: Trace, pieces: str = "sum") -> Mapped | Skipped:

@@ -7,9 +7,11 @@ projection), plus ``||f_h(v_j)||`` for value-norm attribution (see :mod:`qkv.len
 
 Shape legend: ``N`` layers, ``H`` query heads, ``Hkv`` key/value heads, ``L`` tokens, ``D`` head dim.
 
-Queries (and ``prefer``/``over`` tokens) are named by a token string (first match,
-case-insensitive, WordPiece ``##`` and byte-level ``Ġ`` markers ignored), ``"it@2"`` for the 2nd
-occurrence, or an integer index; :meth:`Trace.span` and :meth:`Trace.token_at` select by character offset.
+Queries (and ``prefer``/``over`` tokens) are named by a token string (first match; its exact case
+first, else case-insensitive; WordPiece ``##`` and byte-level ``Ġ`` markers ignored), ``"it@2"`` for the 2nd
+occurrence, or an integer index (also as a string, ``"8"``); :meth:`Trace.resolve` is the one rule for a
+query and a ``prefer``/``over`` pair (with the defaults every view shares); :meth:`Trace.span` and
+:meth:`Trace.token_at` select by character offset.
 
 ``qkv.trace([text, ...])`` (:func:`trace_batch`) runs padded batches and can record only some steps
 (``steps=("weights",)``); the steps not recorded are ``None`` in its traces.
@@ -43,9 +45,20 @@ import torch
 from torch import Tensor
 
 from .attribution import normalise_rows, rollout
-from .rows import Attended, BreakdownRow, HeadPreference
+from .essay import ESSAY_PAIR, ESSAY_QUERY, ESSAY_SENTENCE, PRONOUNS
+from .rows import Attended, BreakdownRow, HeadPreference, Resolved
 
-__all__ = ["Trace", "Attended", "HeadPreference", "BreakdownRow", "MEASURES", "SCHEMA_VERSION", "UNKNOWN_TOKENS"]
+__all__ = [
+    "Trace",
+    "Attended",
+    "HeadPreference",
+    "BreakdownRow",
+    "Resolved",
+    "MEASURES",
+    "ESSAY_SENTENCE",
+    "SCHEMA_VERSION",
+    "UNKNOWN_TOKENS",
+]
 
 # Names this module re-exported before the builders moved out (deprecated; resolved lazily, never imported here).
 _MOVED = {
@@ -85,10 +98,15 @@ UNKNOWN_TOKENS = frozenset({"[UNK]", "<unk>", "<|unk|>"})
 SCHEMA_VERSION = 1
 
 
-def _clean(token: str) -> str:
+def _spelled(token: str) -> str:
     """A token as the user would type it: WordPiece ``##``, byte-level ``Ġ``, SentencePiece ``▁`` dropped."""
     t = token[2:] if token.startswith("##") and len(token) > 2 else token
-    return t.lstrip("Ġ▁").lower()
+    return t.lstrip("Ġ▁")
+
+
+def _clean(token: str) -> str:
+    """:func:`_spelled`, lower-cased (to compare tokens whatever their case)."""
+    return _spelled(token).lower()
 
 
 @dataclass(repr=False)
@@ -193,52 +211,140 @@ class Trace:
 
     def check_layer(self, layer: int) -> int:
         """``layer`` if in range (negative counts from the end), else a ValueError saying the range."""
-        N = self.num_layers
-        if not isinstance(layer, int) or not -N <= layer < N:
-            raise ValueError(f"layer {layer} is out of range; {self.model['name']} has {N} layers (0..{N - 1})")
-        return layer % N
+        return self._check_index("layer", layer, self.num_layers, "layers")
 
     def check_head(self, head: int) -> int:
         """``head`` if in range (negative counts from the end), else a ValueError saying the range."""
-        H = self.num_heads
-        if not isinstance(head, int) or not -H <= head < H:
-            raise ValueError(f"head {head} is out of range; {self.model['name']} has {H} heads (0..{H - 1})")
-        return head % H
+        return self._check_index("head", head, self.num_heads, "heads")
+
+    def _check_index(self, what: str, value, n: int, plural: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{what} must be an integer (0..{n - 1}), got {type(value).__name__} {value!r}")
+        if not -n <= value < n:
+            raise ValueError(f"{what} {value} is out of range; {self.model['name']} has {n} {plural} (0..{n - 1})")
+        return value % n
 
     def index(self, query: str | int) -> int:
         """Position of a token: an int index, a token string (first match) or ``"tok@n"`` (n-th match).
 
+        A string is matched against the tokens as the user would type them (WordPiece ``##``, byte-level
+        ``Ġ`` and SentencePiece ``▁`` markers dropped): with its exact case when some token has it, else
+        case-insensitively (``"It"`` finds ``it`` in an uncased vocabulary, and ``It`` before ``it`` in a
+        cased one). A string of digits that is no token is an index (``"8"`` is token 8), so a word, its
+        ``@n`` occurrence and an index name a token the same way whatever their case or type.
+
         Raises:
-            ValueError: the token is not in the text (the message lists close matches) or the index is
-                out of range.
+            ValueError: the token is not in the text (the message lists close matches, or the pieces a word
+                was split into), the occurrence or index is out of range, or the query is neither a string
+                nor an integer.
         """
         L = len(self.tokens)
+        if isinstance(query, bool) or not isinstance(query, (int, str)):
+            raise ValueError(
+                f"a query token must be a token string ('it'), its n-th occurrence ('it@2') or an integer "
+                f"index, got {type(query).__name__} {query!r}"
+            )
         if isinstance(query, int):
             if not -L <= query < L:
                 raise ValueError(f"token index {query} is out of range; the text has {L} tokens (0..{L - 1})")
             return query % L
-        if not isinstance(query, str) or not query.strip():
+        if not query.strip():
             raise ValueError(f"a query token must be a non-empty string or an index, got {query!r}")
-        names = [_clean(t) for t in self.tokens]
-        raw = [t.lower() for t in self.tokens]
-        want, nth = query.strip().lower(), 1
+        want, nth = query.strip(), 1
         m = re.fullmatch(r"(.+)@(\d+)", want)
-        if m and want not in names and want not in raw:
+        if m and not self._matches(want):
             want, nth = m.group(1), int(m.group(2))
-        hits = [i for i, (n, r) in enumerate(zip(names, raw)) if want in (n, r)]
+        hits = self._matches(want)
         if len(hits) >= nth >= 1:
             return hits[nth - 1]
         if hits:
             raise ValueError(
                 f"{query!r}: the text has only {len(hits)} occurrence(s) of {want!r}; use {want}@1..{want}@{len(hits)}"
             )
+        if re.fullmatch(r"-?\d+", want):
+            return self.index(int(want))
         note = self.vocabulary_note()
         if note:
             raise ValueError(f"token {query!r} is not in the text as the model reads it: {note}")
-        pool = list(dict.fromkeys(n for n, s in zip(names, self.special) if not s))
-        close = difflib.get_close_matches(want, pool, n=5, cutoff=0.5)
+        pieces = self._pieces(want)
+        if pieces:
+            shown = " ".join(repr(self.tokens[j]) for j in pieces)
+            raise ValueError(
+                f"token {query!r} is not one token: the model reads it as {len(pieces)} pieces ({shown}, tokens "
+                f"{pieces[0]}..{pieces[-1]}); name one piece (e.g. {_spelled(self.tokens[pieces[0]])!r}) or an "
+                f"index (e.g. {pieces[0]})"
+            )
+        pool = list(dict.fromkeys(_clean(t) for t, s in zip(self.tokens, self.special) if not s))
+        close = difflib.get_close_matches(want.lower(), pool, n=5, cutoff=0.5)
         hint = f"close matches: {', '.join(close)}" if close else f"tokens are: {' '.join(pool)}"
         raise ValueError(f"token {query!r} is not in the text; {hint}")
+
+    def _matches(self, word: str) -> list[int]:
+        """Positions whose token is ``word``: with its exact case if any token has it, else ignoring case."""
+        exact = [j for j, t in enumerate(self.tokens) if word in (t, _spelled(t))]
+        if exact:
+            return exact
+        low = word.lower()
+        return [j for j, t in enumerate(self.tokens) if low in (t.lower(), _clean(t))]
+
+    def _pieces(self, word: str) -> list[int]:
+        """The tokens of the first whole-word occurrence of ``word`` in the text when it is more than one."""
+        for m in re.finditer(rf"(?<!\w){re.escape(word)}(?!\w)", self.text, flags=re.IGNORECASE):
+            toks = self.span(m.start(), m.end())
+            if len(toks) > 1:
+                return toks
+        return []
+
+    def resolve(
+        self, query: str | int | None = None, prefer: str | int | None = None, over: str | int | None = None
+    ) -> Resolved:
+        """The indices of a query and of an optional ``prefer``/``over`` pair: the one rule every view uses.
+
+        ``query=None`` picks the text's first pronoun (:data:`qkv.lens.essay.PRONOUNS`: the essay asks what a
+        pronoun attends to), else its first non-special token. ``prefer``/``over`` both or neither; with
+        neither, on the essay's sentence (:data:`qkv.lens.essay.ESSAY_SENTENCE`) with the query on its pronoun
+        -- however the query was named (``"it"``, ``"It"``, ``8``, ``"it@1"``) -- the pair is the essay's
+        :data:`~qkv.lens.essay.ESSAY_PAIR` (cat over mat).
+
+        Returns:
+            ``Resolved(query, prefer, over)``: token indices (``prefer``/``over`` None without a pair).
+
+        Raises:
+            ValueError: a token not in the text (``prefer: ...``/``over: ...`` for the pair), only one of
+                ``prefer``/``over``, or both naming the same token.
+        """
+        if (prefer is None) != (over is None):
+            raise ValueError("give both prefer and over (e.g. prefer='cat', over='mat'), or neither")
+        if query is None:
+            words = [j for j, s in enumerate(self.special) if not s]
+            i = next((j for j in words if _clean(self.tokens[j]) in PRONOUNS), words[0] if words else 0)
+        else:
+            i = self.index(query)
+        if prefer is None:
+            return Resolved(i, *self._essay_pair(i))
+        pair = []
+        for name, tok in (("prefer", prefer), ("over", over)):
+            try:
+                pair.append(self.index(tok))
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
+        if pair[0] == pair[1]:
+            raise ValueError(
+                f"prefer and over name the same token ({self.tokens[pair[0]]!r} at {pair[0]}); "
+                "pick two different tokens"
+            )
+        return Resolved(i, pair[0], pair[1])
+
+    def _essay_pair(self, i: int) -> tuple[int | None, int | None]:
+        """The essay's ``(cat, mat)`` indices when this is the essay's sentence and ``i`` its pronoun."""
+        if self.text != ESSAY_SENTENCE:
+            return None, None
+        try:
+            if self.index(ESSAY_QUERY) != i:
+                return None, None
+            return self.index(ESSAY_PAIR[0]), self.index(ESSAY_PAIR[1])
+        except ValueError:  # a tokenizer that splits the essay's words
+            return None, None
 
     # ---------------------------------------------------------------- vocabulary
     @property
@@ -383,8 +489,8 @@ class Trace:
         skip_special: bool = False,
     ) -> list[Attended]:
         """The ``k`` keys ``query`` attends to most (see :meth:`row` for ``layer``/``head``/``measure``)."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
         r = self.row(query, layer, head, measure)
         order = [
             j for j in torch.argsort(r, descending=True, stable=True).tolist() if not (skip_special and self.special[j])
@@ -409,13 +515,14 @@ class Trace:
     def breakdown(self, query: str | int, layer: int, head: int) -> list[BreakdownRow]:
         """One row per key token: ``q.k``, scaled score, softmax weight, ``||a f(v)||`` and its share."""
         i, n, h = self.index(query), self.check_layer(layer), self.check_head(head)
+        scores, scaled = self._need("scores", "'scores'"), self._need("scaled", "'scaled'")
         raw, share = self.value_norms[n, h, i], self.values[n, h, i]
         return [
             BreakdownRow(
                 j,
                 t,
-                float(self.scores[n, h, i, j]),
-                float(self.scaled[n, h, i, j]),
+                float(scores[n, h, i, j]),
+                float(scaled[n, h, i, j]),
                 float(self.weights[n, h, i, j]),
                 float(raw[j]),
                 float(share[j]),

@@ -40,6 +40,7 @@ from .html_assets import BODY, CSS, JS
 __all__ = [
     "render_html",
     "write_html",
+    "check_size",
     "embed_json",
     "extract_json",
     "masked_keys",
@@ -141,6 +142,21 @@ def token_labels(trace: Trace) -> list[str]:
     return labels
 
 
+def check_size(num_layers: int, num_heads: int, num_tokens: int) -> None:
+    """Refuse a page that would embed more than :data:`MAX_NUMBERS` numbers (checkable before tracing).
+
+    Raises:
+        ValueError: the page would be too large (with the count, the limit and what to do instead).
+    """
+    numbers = num_layers * num_tokens**2 * (4 * num_heads + 1)  # scores, scaled, weights, values, rollout
+    if numbers > MAX_NUMBERS:
+        raise ValueError(
+            f"the HTML view embeds {numbers:,} numbers for {num_tokens} tokens (at most {MAX_NUMBERS:,}: "
+            f"layers x (4 x heads + 1) x tokens^2); shorten the text, or save the trace as JSON "
+            "(Trace.to_dict) or a heatmap (qkv.view.png.save_heatmap) instead"
+        )
+
+
 def render_html(
     trace: Trace,
     *,
@@ -163,13 +179,7 @@ def render_html(
     """
     if measure not in MEASURES:
         raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
-    numbers = trace.num_layers * len(trace) ** 2 * (4 * trace.num_heads + 1)  # scores, scaled, weights, values, rollout
-    if numbers > MAX_NUMBERS:
-        raise ValueError(
-            f"the HTML view embeds {numbers:,} numbers for {len(trace)} tokens (at most {MAX_NUMBERS:,}: "
-            f"layers x (4 x heads + 1) x tokens^2); shorten the text, or save the trace as JSON "
-            "(Trace.to_dict) or a heatmap (qkv.view.png.save_heatmap) instead"
-        )
+    check_size(trace.num_layers, trace.num_heads, len(trace))
     if query is None:
         query = next((j for j, s in enumerate(trace.special) if not s), 0)
     i = trace.index(query)
