@@ -264,7 +264,7 @@ def test_probe_page_runs_the_shipped_items_and_shows_errors(browser, app_server,
     page.close()
 
 
-def test_every_page_links_to_the_others(browser, app_server):
+def test_every_page_links_to_the_others(app_server):
     url, _ = app_server
     for path, name in (("/", "Trace"), ("/compare", "Compare"), ("/probe", "Probe")):
         r = httpx.get(url + path)

@@ -69,7 +69,7 @@ tr.top td { font-weight: 700; }
 .scaling output { font-variant-numeric: tabular-nums; width: 14em; font-weight: 600; white-space: nowrap; }
 .readout { font-variant-numeric: tabular-nums; padding: 2px 8px; border-radius: 999px; background: #fff;
            border: 1px solid var(--line); white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-#scale-max { width: 16.5em; } #scale-entropy { width: 18.5em; }
+#scale-max { width: 16.5em; } #scale-entropy { width: 20em; }
 #scale-reset { border: 1px solid #cbd5e1; background: #fff; border-radius: 6px; padding: 2px 8px; cursor: pointer;
                font: inherit; font-size: 12px; }
 footer { padding: 0 28px 24px; color: var(--muted); font-size: 12px; }
