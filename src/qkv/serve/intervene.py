@@ -15,7 +15,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..lens.adapters import Forward
+from ..lens.effects import Metric, embedding_cosine, logit_diff, preference
 from ..lens.heads import choose_head
+from ..lens.interventions import Target
+from ..lens.loading import adapt
 from ..lens.trace import Trace
 from ..view.html import masked_keys, token_labels
 
@@ -102,59 +106,80 @@ def resolve(base: Trace, specs: Sequence[dict], query: int) -> list[dict]:
     return applied
 
 
-def lens_interventions(applied: Sequence[dict]) -> list:
-    """The :mod:`qkv.lens` interventions for resolved specs (a source run is given by its text)."""
+def lens_interventions(applied: Sequence[dict], sources: dict[str, Trace] | None = None) -> list:
+    """The :mod:`qkv.lens` interventions for resolved specs; ``sources`` maps a source text to its plain trace
+    (a text not in it is traced by the library)."""
     from .. import lens
 
+    sources = sources or {}
     made = []
     for spec in applied:
         kind, layer, head = spec["kind"], spec["layer"], spec["head"]
         if kind == "ablate":
             how = spec.get("how", "zero")
-            made.append(lens.ablate(layer, head, how=how, over=spec.get("references"), source=spec.get("source")))
+            source = sources.get(spec.get("source"), spec.get("source"))
+            made.append(lens.ablate(layer, head, how=how, over=spec.get("references"), source=source))
         elif kind == "knockout":
             made.append(lens.knockout(layer, head, query=spec["query"], keys=list(spec["keys"])))
         elif kind == "swap":
             made.append(lens.swap(layer, step=spec["step"], tokens=tuple(spec["tokens"]), head=head))
         else:
-            made.append(lens.patch(spec["source"], layer, head, step=spec.get("step", "output")))
+            source = sources.get(spec["source"], spec["source"])
+            made.append(lens.patch(source, layer, head, step=spec.get("step", "output")))
     return made
 
 
-def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=-1))
+def _forward(t: Trace) -> Forward:
+    """A trace's outputs as the one-row :class:`Forward` the library's metrics read."""
+
+    def row(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x[None]
+
+    return Forward(t.final[None], row(t.logits), row(t.embedding))
 
 
-def metrics(base: Trace, t: Trace, query: int, pair: tuple[int, int] | None, method: str) -> list[dict]:
-    """Every metric the model's output allows, on the plain run and under the interventions.
+def _final_cosine(target: Target, base: Forward, query: int):
+    ref = base.final[0, query].float()
+    return lambda fwd: torch.nn.functional.cosine_similarity(fwd.final[:, query].float(), ref[None], dim=-1)
 
-    * ``cos_preference`` (with a pair): ``cos(final[query], final[prefer]) - cos(final[query], final[over])``;
-    * ``embedding_cosine`` (a model that pools a sentence embedding): ``cos(embedding, plain embedding)``;
-    * ``final_cosine``: ``cos(final[query], plain final[query])``.
+
+def metrics(model: Any, base: Trace, t: Trace, query: int, pair: tuple[int, int] | None, method: str) -> list[dict]:
+    """Every metric the model's output allows, on the plain run ``base`` and under the interventions (``t``).
+
+    The library's metrics (:mod:`qkv.lens.effects`), evaluated on the two traces' outputs:
+
+    * ``logit_diff`` (a model with a language-model head, with a pair): ``logits[query, id(prefer)] -
+      logits[query, id(over)]``, the next token after the query being ``prefer`` rather than ``over``;
+    * ``preference`` (with a pair): ``cos(final[query], final[prefer]) - cos(final[query], final[over])``;
+    * ``embedding_cosine`` (a model that pools a sentence embedding): the embedding's cosine to the plain run's;
+    * ``final_cosine`` (when none of those applies): ``cos(final[query], plain final[query])``.
     """
-    out = []
-
-    def add(name: str, description: str, b: float, v: float) -> None:
-        out.append({"name": name, "description": description, "method": method, "base": b, "value": v, "effect": v - b})
-
-    q = base.tokens[query]
-    if pair is not None and base.final is not None:
+    target = Target.of(adapt(model), t.text)
+    q = t.tokens[query]
+    chosen: list[tuple[str, Metric | None, str]] = []
+    if pair is not None:
         a, o = pair
-        pa, po = base.tokens[a], base.tokens[o]
-
-        def pref(x: Trace) -> float:
-            return _cos(x.final[query], x.final[a]) - _cos(x.final[query], x.final[o])
-
-        add(
-            "cos_preference",
-            f"cos(final['{q}'], final['{pa}']) - cos(final['{q}'], final['{po}'])",
-            pref(base),
-            pref(t),
+        pa, po = t.tokens[a], t.tokens[o]
+        if base.logits is not None:
+            m = logit_diff(target.ids[a], target.ids[o], position=query)
+            chosen.append(("logit_diff", m, f"logits['{q}' → '{pa}'] - logits['{q}' → '{po}']"))
+        chosen.append(
+            (
+                "preference",
+                preference(query, a, o),
+                f"cos(final['{q}'], final['{pa}']) - cos(final['{q}'], final['{po}'])",
+            )
         )
     if base.embedding is not None:
-        add("embedding_cosine", "cos(sentence embedding, the plain run's)", 1.0, _cos(t.embedding, base.embedding))
-    if base.final is not None:
-        add("final_cosine", f"cos(final['{q}'], the plain run's)", 1.0, _cos(t.final[query], base.final[query]))
+        chosen.append(("embedding_cosine", embedding_cosine(), "cos(sentence embedding, the plain run's)"))
+    if not chosen:
+        chosen.append(("final_cosine", None, f"cos(final['{q}'], the plain run's)"))
+    plain, under = _forward(base), _forward(t)
+    out = []
+    for name, metric, description in chosen:
+        fn = _final_cosine(target, plain, query) if metric is None else metric.bind(target, plain)
+        b, v = float(fn(plain)[0]), float(fn(under)[0])
+        out.append({"name": name, "description": description, "method": method, "base": b, "value": v, "effect": v - b})
     return out
 
 
@@ -174,6 +199,7 @@ def _summary(t: Trace, metric: dict, method: str, change: torch.Tensor) -> str:
 
 
 def intervene_payload(
+    model: Any,
     base: Trace,
     t: Trace,
     applied: Sequence[dict],
@@ -187,9 +213,7 @@ def intervene_payload(
 ) -> dict:
     """The answer of ``POST /api/intervene`` (see :class:`qkv.serve.intervene_schemas.InterveneResponse`)."""
     method = "; ".join(s["label"] for s in applied) or "none"
-    found = metrics(base, t, query, pair, method)
-    if not found:
-        raise ValueError(f"{t.model['name']} returns no final hidden states; no metric can be computed for it")
+    found = metrics(model, base, t, query, pair, method)
     if layer is None or head is None:
         first = next((s for s in applied if s["layer"] is not None and s.get("head") is not None), None)
         if first is not None and layer is None and head is None:
@@ -258,5 +282,18 @@ def intervene(
     base = tracer(text, model)
     i, pair = _query_and_pair(base, query, prefer, over)
     applied = resolve(base, specs, i)
-    t = tracer(text, model, interventions=lens_interventions(applied)) if applied else base
-    return intervene_payload(base, t, applied, query=i, pair=pair, layer=layer, head=head, include_trace=include_trace)
+    sources: dict[str, Trace] = {}
+    for k, spec in enumerate(applied):
+        if spec.get("source") and spec["source"] not in sources:
+            sources[spec["source"]] = tracer(spec["source"], model)
+        src = sources.get(spec.get("source"))
+        if src is not None and len(src) != len(base):
+            raise ValueError(
+                f"interventions[{k}] ({spec['kind']}): the source text is {len(src)} tokens long but the text is "
+                f"{len(base)}; expected the same token count (token i takes the source's token i): pick a source "
+                f"that differs in one word, e.g. the text with one word changed"
+            )
+    t = tracer(text, model, interventions=lens_interventions(applied, sources)) if applied else base
+    return intervene_payload(
+        model, base, t, applied, query=i, pair=pair, layer=layer, head=head, include_trace=include_trace
+    )
