@@ -95,10 +95,8 @@
   }
   function showMetric(r) {
     const m = r.metric, f = (x) => (x >= 0 ? "+" : "") + x.toFixed(4);
-    metric.textContent = specs.length
-      ? m.name + " = " + m.description + ": " + f(m.base) + " plain → " + f(m.value) + " intervened (effect " +
-        f(m.effect) + ")"
-      : m.name + " = " + m.description + ": " + f(m.base) + " (plain run; intervene to see it move)";
+    metric.textContent = m.name + " = " + m.description + ": " + f(m.base) + " plain → " + f(m.value) +
+      " intervened (effect " + f(m.effect) + ")";
     metric.title = r.summary;
   }
 
@@ -111,14 +109,13 @@
     if (!plain) return;
     const mine = ++seq, s = view.state();
     const body = Object.assign({ text: plain.trace.text, interventions: specs.slice(), query: s.query,
-                                 layer: s.layer, head: s.head, include_trace: specs.length > 0 }, pairOf());
+                                 layer: s.layer, head: s.head, include_trace: true }, pairOf());
     metric.classList.add("iv-busy");
     try {
       const r = await api.post("/api/intervene", body, (msg) => { if (mine === seq) metric.textContent = msg; });
       if (mine !== seq) return;
       setError("");
-      if (r.trace) showRun(r.trace, r.masked, r.labels);
-      else if (specs.length === 0) showRun(plain.trace, plain.masked, plain.labels);
+      showRun(r.trace, r.masked, r.labels);
       drawList(r.interventions.map((a) => a.label));
       showMetric(r);
       answers += 1;
@@ -145,7 +142,7 @@
   function changed() {
     drawList(null);
     mark();
-    if (specs.length === 0 && pairOf().prefer === undefined) {  // nothing to ask: the plain run
+    if (specs.length === 0) {  // nothing to ask: the plain run, as the page traced it
       ++seq;
       if (plain) showRun(plain.trace, plain.masked, plain.labels);
       metric.textContent = IDLE;
@@ -182,8 +179,8 @@
                  head: null });
     changed();
   });
-  prefer.addEventListener("change", changed);
-  over.addEventListener("change", changed);
+  prefer.addEventListener("change", () => { if (specs.length) ask(); });
+  over.addEventListener("change", () => { if (specs.length) ask(); });
   reset.addEventListener("click", () => { specs = []; changed(); });
 
   // -- following the page: a new text resets the interventions; a new query asks again -----------------------
