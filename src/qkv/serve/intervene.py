@@ -54,6 +54,13 @@ def _check_place(base: Trace, spec: dict, where: str) -> tuple[int | None, int |
         head = None if head is None else base.check_head(head)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
+    kv = base.model.get("num_kv_heads") or base.num_heads
+    if spec.get("step") in ("k", "v") and head is not None and head >= kv:
+        raise ValueError(
+            f"{where}: head {head} is out of range for step {spec['step']!r}; {base.model['name']} has {kv} "
+            f"key/value heads (0..{kv - 1}), each shared by {base.num_heads // kv} query heads; pick one of those, "
+            "or null for every head"
+        )
     return layer, head
 
 
