@@ -60,13 +60,17 @@ class HeadEffects:
     base: float
     effects: np.ndarray
     tokens: list[str] = field(default_factory=list)
+    layers: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.layers = self.layers or list(range(self.effects.shape[0]))
 
     def top(self, k: int = 5) -> list[tuple[int, int, float]]:
         """``(layer, head, effect)`` of the ``k`` heads with the largest ``|effect|`` (head grid; positions summed
         by their largest ``|effect|``)."""
         g = self.grid()
         order = np.argsort(-np.abs(g).ravel(), kind="stable")[:k]
-        return [(int(i // g.shape[1]), int(i % g.shape[1]), float(g.ravel()[i])) for i in order]
+        return [(self.layers[int(i // g.shape[1])], int(i % g.shape[1]), float(g.ravel()[i])) for i in order]
 
     def grid(self) -> np.ndarray:
         """``(N, H)``: the head grid (with positions: the effect of largest magnitude over positions)."""
@@ -91,11 +95,11 @@ class HeadEffects:
         "summary"}`` plus ``"tokens"`` and per head ``"positions"`` when positions were swept."""
         g = self.grid()
         heads = []
-        for n in range(g.shape[0]):
+        for r, n in enumerate(self.layers):
             for h in range(g.shape[1]):
-                d = {"layer": n, "head": h, "effect": float(g[n, h])}
+                d = {"layer": n, "head": h, "effect": float(g[r, h])}
                 if self.effects.ndim == 3:
-                    d["positions"] = [float(x) for x in self.effects[n, h]]
+                    d["positions"] = [float(x) for x in self.effects[r, h]]
                 heads.append(d)
         out = {
             "metric": {"name": self.metric, "base": self.base},
@@ -140,6 +144,7 @@ def ablation_sweep(
     over: Sequence[str] | None = None,
     source: Any = None,
     positions: bool = False,
+    layers: Sequence[int] | None = None,
     batch_size: int = 72,
 ) -> HeadEffects:
     """Ablate every (layer, head) -- with ``positions``, every (layer, head, token) -- one at a time, batched.
@@ -150,6 +155,7 @@ def ablation_sweep(
         model: any model qkv traces.
         how, over, source: as for :func:`qkv.lens.ablate`.
         positions: also sweep the token position (``(N, H, L)`` effects).
+        layers: only these layers (default all); ``effects`` then has one row per listed layer.
         batch_size: rows (copies of the text) per forward pass.
     """
     _check_batch(batch_size)
@@ -160,13 +166,14 @@ def ablation_sweep(
     if isinstance(source, str):
         source = build_traces(adapter, [source], steps=["output"])[0]
     info = target.info
-    N, H, L = info["num_layers"], info["num_heads"], len(target.tokens)
-    spots = [(n, h, p) for n in range(N) for h in range(H) for p in (range(L) if positions else [None])]
+    H, L = info["num_heads"], len(target.tokens)
+    rows = [target.layers(n)[0] for n in layers] if layers is not None else target.layers(None)
+    spots = [(n, h, p) for n in rows for h in range(H) for p in (range(L) if positions else [None])]
     ivs = [
         Ablate(n, h, how, "output", None if over is None else tuple(over), source, None if p is None else (p,))
         for n, h, p in spots
     ]
-    shape = (N, H, L) if positions else (N, H)
+    shape = (len(rows), H, L) if positions else (len(rows), H)
     if m.needs_trace:
         from .tracing import trace
 
@@ -175,7 +182,8 @@ def ablation_sweep(
     else:
         fn, base = _bind(m, adapter, target)
         vals = _run_jobs(adapter, target, fn, [iv.edits(target) for iv in ivs], batch_size)
-    return HeadEffects(text, info["name"], m.name, how, base, (vals - base).reshape(shape), list(target.tokens))
+    effects = (vals - base).reshape(shape)
+    return HeadEffects(text, info["name"], m.name, how, base, effects, list(target.tokens), rows)
 
 
 @dataclass
