@@ -39,6 +39,7 @@ __all__ = [
     "patch_sweep",
     "attribution_sweep",
     "rank_agreement",
+    "metric_gradient",
     "PATCH_STEPS",
 ]
 
@@ -289,7 +290,7 @@ def patch_sweep(
     return PatchResult(clean, corrupted, a.info["name"], m.name, ma, mb, denoise, noise)
 
 
-def _grad_at(adapter, target: Target, fn, step: str, N: int):
+def metric_gradient(adapter, target: Target, fn, step: str, N: int):
     """``(grads (N, H, L, D), activations (N, H, L, D))`` of the bound metric w.r.t. every layer's ``step``."""
     deltas: dict[str, torch.Tensor] = {}
     acts: dict[str, torch.Tensor] = {}
@@ -321,8 +322,8 @@ def attribution_sweep(
     a, b = _pair(adapter, clean, corrupted)
     fa, ma, fb, mb = _metric_pair(m, adapter, a, b)
     N = a.info["num_layers"]
-    ga, xa = _grad_at(adapter, a, fa, step, N)
-    gb, xb = _grad_at(adapter, b, fb, step, N)
+    ga, xa = metric_gradient(adapter, a, fa, step, N)
+    gb, xb = metric_gradient(adapter, b, fb, step, N)
     into_b = (gb * (xa - xb)).sum((-1, -2)).numpy()  # (N, H): m(b with a's head) - m_b, to first order
     into_a = (ga * (xb - xa)).sum((-1, -2)).numpy()
     d = ma - mb
