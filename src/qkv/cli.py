@@ -66,6 +66,7 @@ from .cli_explain import (
     run_explain,
     run_heads,
 )
+from .cli_intervene import ablate_args, patch_args, run_ablate, run_patch
 
 __all__ = [
     "main",
@@ -212,6 +213,12 @@ COMMANDS: dict[str, Command] = {
         "does a head track the referent? per-head accuracy over a dataset, with honest statistics",
         probe_args,
         run_probe,
+    ),
+    "ablate": Command(
+        "ablate every head in turn: the effect on the query's preference in the model's output", ablate_args, run_ablate
+    ),
+    "patch": Command(
+        "activation patching between two texts: how much of the difference each head restores", patch_args, run_patch
     ),
     "bench": Command(
         "benchmark qkv's attention against its peers (python -m bench in the source checkout)", _bench_args, _run_bench

@@ -99,6 +99,9 @@ def probe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON (schema qkv.probe)")
     p.add_argument("--png", metavar="PATH", help="write the layer x head accuracy grid as PNG")
+    from .cli_intervene import add_causal_flag
+
+    add_causal_flag(p)
 
 
 def run_probe(args, console) -> int:
@@ -132,6 +135,11 @@ def run_probe(args, console) -> int:
         with writing("png", args.png):
             save_grid(result, args.png)
         console.print(f"wrote {show(args.png)}", style="dim", markup=False, highlight=False)
+    causal = None
+    if args.causal:
+        from .cli_intervene import run_causal
+
+        causal = run_causal(args, _load(args), console)
     if args.json:
-        _write_json(args.json, result.to_dict(), console)
+        _write_json(args.json, {**result.to_dict(), **({"causal": causal} if causal else {})}, console)
     return 0
