@@ -26,6 +26,7 @@ from typing import Any, Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -177,10 +178,20 @@ def create_app(
                 f"tokens (shorten the text)"
             )
 
-    async def run(work: Callable[[], dict]) -> Response:
+    async def run(work: Callable[[], dict], answer: type[BaseModel]) -> Response:
+        """Compute ``work()`` in a trace slot; answer it as JSON after checking it is the route's ``answer``."""
+
+        def body() -> str:
+            doc = work()
+            try:  # the route returns exactly what its response_model declares
+                answer.model_validate(doc)
+            except ValidationError as e:  # a ValueError, but qkv's bug, not the request's: a 500
+                raise RuntimeError(f"the answer is not a {answer.__name__}: {e}") from None
+            return json.dumps(doc, ensure_ascii=False, allow_nan=False)
+
         async with gate.slot():
-            body = await run_in_threadpool(lambda: json.dumps(work(), ensure_ascii=False, allow_nan=False))
-        return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
+            text = await run_in_threadpool(body)
+        return Response(text, media_type="application/json", headers={"Cache-Control": "no-store"})
 
     # ------------------------------------------------------------------------------------------ routes
     @app.get("/", include_in_schema=False)
@@ -225,7 +236,8 @@ def create_app(
                 prefer=req.prefer,
                 over=req.over,
                 include_trace=req.include_trace,
-            )
+            ),
+            TraceResponse,
         )
 
     @app.post("/api/compare", response_model=CompareResponse, responses=_ERRORS)
@@ -241,7 +253,8 @@ def create_app(
                 prefer=req.prefer,
                 over=req.over,
                 measure=req.measure,
-            )
+            ),
+            CompareResponse,
         )
 
     @app.post("/api/probe", response_model=ProbeResponse, responses=_ERRORS)
@@ -252,7 +265,7 @@ def create_app(
         the probe then holds one trace slot, like a trace.
         """
         data = probe_items(req.items, max_items=limits.max_items, check_text=check_text)
-        return await run(lambda: probe_payload(data, m, measure=req.measure, seed=req.seed))
+        return await run(lambda: probe_payload(data, m, measure=req.measure, seed=req.seed), ProbeResponse)
 
     @app.post("/api/intervene", response_model=InterveneResponse, responses=_ERRORS)
     async def api_intervene(req: InterveneRequest) -> Response:
@@ -264,7 +277,7 @@ def create_app(
                 check_text(spec.source, f"interventions[{k}].source")
         specs = [spec.model_dump() for spec in req.interventions]
         fields = req.model_dump(include={"query", "prefer", "over", "layer", "head", "include_trace"})
-        return await run(lambda: intervene(m, req.text, specs, **fields))
+        return await run(lambda: intervene(m, req.text, specs, **fields), InterveneResponse)
 
     allowed = None if host in ("0.0.0.0", "::", "") else {*LOOPBACK_HOSTS, host.strip("[]").lower()}
     app.add_middleware(BodyLimit, max_body=limits.max_body, max_drain=limits.max_drain)
