@@ -176,6 +176,14 @@ def _bad(client, body, status, *fragments):
         ),
         ([{"kind": "ablate", "layer": 1, "head": 0, "how": "resample"}], ['how "resample"', 'no "source" text']),
         (
+            [{"kind": "ablate", "layer": 1, "head": 0, "source": "The dog sat."}],
+            ['interventions[0] (ablate): "source" is used only with how "resample", but how is "zero"'],
+        ),
+        (
+            [{"kind": "ablate", "layer": 1, "head": 0, "how": "resample", "source": SOFT, "references": [SOFT]}],
+            ['"references" is used only with how "mean", but how is "resample"'],
+        ),
+        (
             [{"kind": "ablate", "layer": 1, "head": 0, "how": "mean", "references": []}],
             ['field "interventions[0].references": expected at least 1 item'],
         ),

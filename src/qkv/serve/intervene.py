@@ -3,7 +3,7 @@
 The request's interventions arrive as dicts (``{"kind": "ablate", "layer": 3, "head": 1}``, see
 :mod:`qkv.serve.intervene_schemas`). :func:`resolve` checks each against the plain run of the text -- layer,
 head and tokens in range, in the words of the ``qkv`` command, prefixed with ``interventions[i]`` -- and
-:func:`intervene` traces the text with them (``qkv.trace(text, interventions=[lens.ablate(...), ...])``) and
+:func:`intervene` traces the text with them (``qkv.trace(text, interventions=[ablate(...), ...])``) and
 builds the answer: the query's weights in both runs, the metric on both runs and its effect, what was applied.
 
 Shape legend: ``N`` layers, ``H`` heads, ``L`` tokens, ``E`` hidden size.
@@ -18,9 +18,10 @@ import torch
 from ..lens.adapters import Forward
 from ..lens.effects import Metric, embedding_cosine, logit_diff, preference
 from ..lens.heads import choose_head
-from ..lens.interventions import Target
+from ..lens.interventions import Target, ablate, knockout, patch, swap
 from ..lens.loading import adapt
 from ..lens.trace import Trace
+from ..lens.tracing import trace
 from ..view.html import masked_keys, token_labels
 
 __all__ = ["resolve", "lens_interventions", "metrics", "intervene", "intervene_payload", "SCHEMA"]
@@ -83,11 +84,18 @@ def resolve(base: Trace, specs: Sequence[dict], query: int) -> list[dict]:
         layer, head = _check_place(base, spec, where)
         out = {**spec, "layer": layer, "head": head, "token_indices": []}
         if kind == "ablate":
-            if spec.get("how", "zero") == "resample" and not spec.get("source"):
+            how = spec.get("how", "zero")
+            if how == "resample" and not spec.get("source"):
                 raise ValueError(
                     f'{where}: how "resample" takes the head\'s output from another run, but no "source" text '
                     'was given; add "source": "another sentence with as many tokens", or use how "zero"'
                 )
+            for field, owner in (("source", "resample"), ("references", "mean")):
+                if spec.get(field) is not None and how != owner:
+                    raise ValueError(
+                        f'{where}: "{field}" is used only with how "{owner}", but how is "{how}"; '
+                        f'drop "{field}" or send "how": "{owner}"'
+                    )
             label = f"{spec.get('how', 'zero')}-ablate {_where(layer, head)}"
             if spec.get("how") == "resample":
                 label += f" from {_short(spec['source'])}"
@@ -116,8 +124,6 @@ def resolve(base: Trace, specs: Sequence[dict], query: int) -> list[dict]:
 def lens_interventions(applied: Sequence[dict], sources: dict[str, Trace] | None = None) -> list:
     """The :mod:`qkv.lens` interventions for resolved specs; ``sources`` maps a source text to its plain trace
     (a text not in it is traced by the library)."""
-    from .. import lens
-
     sources = sources or {}
     made = []
     for spec in applied:
@@ -125,14 +131,14 @@ def lens_interventions(applied: Sequence[dict], sources: dict[str, Trace] | None
         if kind == "ablate":
             how = spec.get("how", "zero")
             source = sources.get(spec.get("source"), spec.get("source"))
-            made.append(lens.ablate(layer, head, how=how, over=spec.get("references"), source=source))
+            made.append(ablate(layer, head, how=how, over=spec.get("references"), source=source))
         elif kind == "knockout":
-            made.append(lens.knockout(layer, head, query=spec["query"], keys=list(spec["keys"])))
+            made.append(knockout(layer, head, query=spec["query"], keys=list(spec["keys"])))
         elif kind == "swap":
-            made.append(lens.swap(layer, step=spec["step"], tokens=tuple(spec["tokens"]), head=head))
+            made.append(swap(layer, step=spec["step"], tokens=tuple(spec["tokens"]), head=head))
         else:
             source = sources.get(spec["source"], spec["source"])
-            made.append(lens.patch(source, layer, head, step=spec.get("step", "output")))
+            made.append(patch(source, layer, head, step=spec.get("step", "output")))
     return made
 
 
@@ -284,8 +290,7 @@ def intervene(
     Source texts (``patch``, ``ablate`` with ``how="resample"``) are traced by the library and must have the
     text's token count (it says so otherwise). ``tracer`` defaults to :func:`qkv.lens.tracing.trace`.
     """
-    if tracer is None:
-        from ..lens.tracing import trace as tracer
+    tracer = tracer or trace
     base = tracer(text, model)
     i, pair = _query_and_pair(base, query, prefer, over)
     applied = resolve(base, specs, i)
