@@ -146,3 +146,26 @@ def test_hostile_text_in_the_panel_is_text(browser, served):
     assert page.evaluate("() => window.__pwned") is None
     assert seen["errors"] == [] and seen["dialogs"] == [] and seen["outside"] == [], seen
     page.close()
+
+
+def test_a_refused_change_keeps_the_run_on_screen(browser, served):
+    page, seen = open_app(browser, served.url)
+    head(page, 3, 1).click(modifiers=["Alt"])
+    answered(page, 1)
+    before = table_weights(page)
+    refusal = "interventions[1] (swap): refused here to test the page"
+    page.route(
+        "**/api/intervene",
+        lambda route: route.fulfill(status=422, content_type="application/json", body='{"error": "%s"}' % refusal),
+    )
+    page.click("#iv-swap")
+    page.wait_for_selector("#iv-error:not([hidden])")
+    assert page.inner_text("#iv-error") == refusal
+    assert page.locator("#iv-list li").count() == 1 and page.inner_text("#iv-list").startswith("zero-ablate L3 H1")
+    assert page.locator(".tok.iv-swapped").count() == 0 and table_weights(page) == before
+    page.unroute("**/api/intervene")
+    page.click("#iv-swap")  # the same change, now answered: the error goes
+    answered(page, 2)
+    assert page.is_hidden("#iv-error") and page.locator("#iv-list li").count() == 2
+    assert [e for e in seen["errors"] if "status of 422" not in e] == [] and seen["outside"] == [], seen
+    page.close()

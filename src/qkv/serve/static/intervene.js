@@ -17,6 +17,7 @@
   let plain = null;      // the data of the plain run last shown by the page: {trace, masked, labels, summary}
   let summary = null;    // [text, query, measure] of the summary line the page last set
   let specs = [];        // the interventions, in order (the request's "interventions")
+  let applied = [];      // the interventions of the run on screen (a refused change falls back to them)
   let seq = 0, answers = 0, own = false, showing = false;
 
   function el(tag, attrs, text) {
@@ -115,13 +116,17 @@
       const r = await api.post("/api/intervene", body, (msg) => { if (mine === seq) metric.textContent = msg; });
       if (mine !== seq) return;
       setError("");
+      applied = body.interventions;
       showRun(r.trace, r.masked, r.labels);
       drawList(r.interventions.map((a) => a.label));
       showMetric(r);
       answers += 1;
       document.body.dataset.iv = String(answers);
     } catch (e) {
-      if (mine === seq) {
+      if (mine === seq) {  // the server refused the change: keep the run on screen and what it applies
+        specs = applied.slice();
+        drawList(null);
+        mark();
         setError(e.message);
         document.body.dataset.ivError = String(+(document.body.dataset.ivError || 0) + 1);
       }
@@ -144,6 +149,7 @@
     mark();
     if (specs.length === 0) {  // nothing to ask: the plain run, as the page traced it
       ++seq;
+      applied = [];
       if (plain) showRun(plain.trace, plain.masked, plain.labels);
       metric.textContent = IDLE;
       metric.title = "";
@@ -216,6 +222,7 @@
     if (fresh) {
       newText(D);
       specs = [];
+      applied = [];
       ++seq;
       drawList(null);
       metric.textContent = IDLE;
