@@ -9,6 +9,7 @@ import pytest
 import qkv
 from qkv import lens
 
+from ..view.steady import STEADY, boxes
 from .conftest import SENTENCE, XSS
 from .test_browser import open_app, submit, table_weights
 
@@ -45,12 +46,14 @@ def test_knock_out_swap_and_reset(browser, served):
     assert "Alt-click a map" in page.inner_text("#iv-metric")
     assert page.input_value("#iv-prefer") == str(cat) and page.input_value("#iv-over") == str(mat)
     title = page.inner_text("#breakdown-title")
+    still = boxes(page, (*STEADY, "#iv", "#iv-metric", "#iv-list"))
 
     # Alt-click a map: that head is knocked out (zero output), not selected; the view shows the intervened run
     head(page, 3, 1).click(modifiers=["Alt"])
     answered(page, 1)
     assert "iv-off" in head(page, 3, 1).get_attribute("class") and page.inner_text("#breakdown-title") == title
     assert page.locator(".map.iv-off").count() == 1
+    assert boxes(page, (*STEADY, "#iv", "#iv-metric", "#iv-list")) == still  # nothing moves as runs come and go
     assert page.inner_text("#iv-list").startswith("zero-ablate L3 H1")
     ablated = qkv.trace(SENTENCE, interventions=[lens.ablate(3, 1)])
     effect = lens.effect(SENTENCE, [lens.ablate(3, 1)], PREF)
@@ -122,6 +125,7 @@ def test_knock_out_swap_and_reset(browser, served):
     assert page.inner_text("#iv-list") == "" and page.locator(".tok.iv-swapped").count() == 0
     assert "Alt-click a map" in page.inner_text("#iv-metric") and page.is_hidden("#iv-error")
     assert table_weights(page) == pytest.approx(shown_weights(plain, 2, 4, plain.index("because")), abs=1.5e-3)
+    assert boxes(page, (*STEADY, "#iv", "#iv-metric", "#iv-list")) == still
 
     # a new sentence clears the interventions
     head(page, 0, 0).click(modifiers=["Alt"])
