@@ -11,9 +11,9 @@ Run: ``python bench/interventions.py [--repeat 5] [--items 96] [--skip-probe]``;
 * **qkv.hf** -- MiniLM loaded by transformers with ``attn_implementation="qkv"``: a forward with one head
   zero-ablated (hooks at the head outputs only, so the fast engine still runs) vs a plain forward.
 
-The model is loaded and warmed before timing; figures are medians of ``--repeat`` runs, interleaved so background
-load hits every variant alike. Other processes share the CPUs: the load average is reported beside the figures;
-compare ratios from the same run.
+One torch thread (the sweeps' default, see ``qkv.lens.effects.torch_threads``). The model is loaded and warmed
+before timing; figures are medians of ``--repeat`` runs, interleaved so background load hits every variant alike.
+Other processes share the CPUs: the load average is reported beside the figures; compare ratios from the same run.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def hf_figures(repeat: int) -> dict:
 
 
 def run(repeat: int = 5, items: int = 96, skip_probe: bool = False) -> str:
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(1)  # small matrices: one thread is fastest on a shared 2-core machine
     load0 = os.getloadavg()[0]
     s = sweep_figures(repeat)
     h = hf_figures(repeat)

@@ -73,3 +73,24 @@ def test_knockout_and_swaps_through_the_backend(family, char_tokenizer):
     group = base.num_heads // base.k.shape[1]  # query heads reading kv head 0
     torch.testing.assert_close(tk.scores[1, :group, q, k1], base.scores[1, :group, q, k2], atol=1e-5, rtol=0)
     assert torch.equal(tk.scores[1, group:], base.scores[1, group:])
+
+
+def test_logit_difference_of_a_causal_lm_equals_eager_with_the_pre_hook(char_tokenizer):
+    import qkv.hf
+
+    model = build("gpt2", lm=True)
+    ids = torch.tensor([char_tokenizer(TEXT_A)["input_ids"]])
+    model.set_attn_implementation("eager")
+    handle = model.get_submodule("transformer.h.1.attn.c_proj").register_forward_pre_hook(_replace(0))
+    try:
+        with torch.no_grad():
+            ablated = model(input_ids=ids).logits[0, -1]
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits[0, -1]
+    e = lens.effect(TEXT_A, [lens.ablate(1, HEAD)], lens.logit_diff(5, 7), qkv.hf.wrap(model, char_tokenizer))
+    assert e.metric == "logit_diff" and e.how == "zero"
+    assert abs(e.base - float(plain[5] - plain[7])) < 1e-4 and abs(e.value - float(ablated[5] - ablated[7])) < 1e-4
+    with pytest.raises(ValueError, match="out of range"):
+        lens.effect(TEXT_A, [], lens.logit_diff(5, 10_000), qkv.hf.wrap(model, char_tokenizer))

@@ -200,3 +200,23 @@ def test_patching_fractions_and_attribution_against_finite_differences(minilm):
 def test_patching_needs_texts_of_one_token_count(minilm):
     with pytest.raises(ValueError, match="same token count"):
         sweeps.patch_sweep(SENTENCE, "The cat sat.", lens.preference("cat", "cat", "sat"), minilm)
+
+
+def test_trace_batch_with_interventions_equals_each_text_alone(minilm):
+    iv = [lens.ablate(3, 5), lens.knockout(1, 0, query="it", keys="cat")]
+    both = qkv.trace([SENTENCE, OTHER], model=minilm, interventions=iv)
+    for text, t in zip((SENTENCE, OTHER), both):
+        torch.testing.assert_close(t.final, qkv.trace(text, model=minilm, interventions=iv).final, atol=1e-6, rtol=0)
+        assert t.weights[1, 0, t.index("it"), t.index("cat")] == 0
+
+
+def test_interventions_from_json_data():
+    from qkv.lens.interventions import from_dict
+
+    assert from_dict({"kind": "ablate", "layer": 3, "head": 1}) == lens.ablate(3, 1)
+    assert from_dict({"kind": "knockout", "layer": 0, "query": "it", "keys": ["cat"]}) == lens.knockout(
+        0, query="it", keys=["cat"]
+    )
+    for bad, words in [({"kind": "drop"}, "kind one of"), ({"kind": "swap", "layer": 0, "size": 2}, "size")]:
+        with pytest.raises(ValueError, match=words):
+            from_dict(bad)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import stats
-from .effects import Preference, forward_rows
+from .effects import Preference, forward_rows, torch_threads
 from .interventions import HOWS, Ablate, Target, reference_means
 from .loading import adapt
 from .probe_io import Dataset, Item, Skipped, load_twins, read_items
@@ -226,6 +226,7 @@ def causal_probe(
     seed: int = 0,
     splits: int = 21,
     progress=None,
+    threads: int | None = 1,
 ) -> CausalProbe:
     """Ablate every head on every item and measure the output preference (see the module docstring).
 
@@ -239,7 +240,13 @@ def causal_probe(
         batch_size: rows per forward pass (the plain run and one row per head).
         rounds, seed, splits: bootstrap draws, seed, held-out splits.
         progress: called with ``(done, total)`` after each item.
+        threads: torch intra-op threads while measuring (restored; :func:`qkv.lens.effects.torch_threads`).
     """
+    with torch_threads(threads):
+        return _causal_probe(items, model, how, over, pieces, attribution, batch_size, rounds, seed, splits, progress)
+
+
+def _causal_probe(items, model, how, over, pieces, attribution, batch_size, rounds, seed, splits, progress):
     if how not in HOWS[:2]:
         raise ValueError(
             f"the causal probe ablates with how = zero or mean, got {how!r}; resample needs a source per item"

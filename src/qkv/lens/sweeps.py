@@ -27,7 +27,7 @@ import torch
 
 from ..nn.hooks import Hooks, hooks
 from .build import build_traces
-from .effects import Metric, as_metric, forward_rows
+from .effects import Metric, as_metric, forward_rows, torch_threads
 from .interventions import HOWS, Ablate, Edit, Patch, Target
 from .loading import adapt
 from .stats import spearman
@@ -147,6 +147,7 @@ def ablation_sweep(
     positions: bool = False,
     layers: Sequence[int] | None = None,
     batch_size: int = 72,
+    threads: int | None = 1,
 ) -> HeadEffects:
     """Ablate every (layer, head) -- with ``positions``, every (layer, head, token) -- one at a time, batched.
 
@@ -158,7 +159,13 @@ def ablation_sweep(
         positions: also sweep the token position (``(N, H, L)`` effects).
         layers: only these layers (default all); ``effects`` then has one row per listed layer.
         batch_size: rows (copies of the text) per forward pass.
+        threads: torch intra-op threads while sweeping (restored; see :func:`qkv.lens.effects.torch_threads`).
     """
+    with torch_threads(threads):
+        return _ablation_sweep(text, metric, model, how, over, source, positions, layers, batch_size)
+
+
+def _ablation_sweep(text, metric, model, how, over, source, positions, layers, batch_size) -> HeadEffects:
     _check_batch(batch_size)
     if how not in HOWS:
         raise ValueError(f"how must be one of {', '.join(HOWS)}, got {how!r}; use zero, mean or resample")
@@ -269,8 +276,15 @@ def patch_sweep(
     *,
     steps: Sequence[str] = ("output",),
     batch_size: int = 72,
+    threads: int | None = 1,
 ) -> PatchResult:
-    """Exact activation patching per head and step, both directions (see the module docstring)."""
+    """Exact activation patching per head and step, both directions (see the module docstring); ``threads`` as
+    for :func:`ablation_sweep`."""
+    with torch_threads(threads):
+        return _patch_sweep(clean, corrupted, metric, model, steps, batch_size)
+
+
+def _patch_sweep(clean, corrupted, metric, model, steps, batch_size) -> PatchResult:
     _check_batch(batch_size)
     bad = [s for s in steps if s not in PATCH_STEPS]
     if bad or not steps:
@@ -312,10 +326,15 @@ def metric_gradient(adapter, target: Target, fn, step: str, N: int):
 
 
 def attribution_sweep(
-    clean: str, corrupted: str, metric: Any, model: Any = "minilm", *, step: str = "output"
+    clean: str, corrupted: str, metric: Any, model: Any = "minilm", *, step: str = "output", threads: int | None = 1
 ) -> PatchResult:
     """Attribution patching: ``grad m . (a_other - a_here)`` per head, one forward and one backward per direction,
     on the same fraction scale as :func:`patch_sweep` (an estimate; see :func:`rank_agreement`)."""
+    with torch_threads(threads):
+        return _attribution_sweep(clean, corrupted, metric, model, step)
+
+
+def _attribution_sweep(clean, corrupted, metric, model, step) -> PatchResult:
     if step not in ("output", "q", "k", "v"):
         raise ValueError(f"attribution patching takes step output, q, k or v, got {step!r}; e.g. step='output'")
     m, adapter = as_metric(metric), adapt(model)
