@@ -212,6 +212,10 @@ def test_compare_page_shows_every_head_and_errors(browser, app_server, minilm):
 
     page.fill("#text_b", SOFT)
     page.fill("#over", "mat")
+    page.fill("#query", "")  # no query: the server's default (the pronoun), as the CLI's
+    page.click("#go")
+    page.wait_for_selector("body[data-shown='2']")
+    assert "('it' → 'cat')" in page.inner_text("#heads-title") and page.locator("#error").is_hidden()
     t = held.hold(url)  # busy: the compare page waits and retries too
     try:
         page.click("#go")
@@ -219,7 +223,7 @@ def test_compare_page_shows_every_head_and_errors(browser, app_server, minilm):
         assert "busy, retrying" in page.inner_text("#status")
     finally:
         held.release(t)
-    page.wait_for_selector("body[data-shown='2']", timeout=30000)
+    page.wait_for_selector("body[data-shown='3']", timeout=30000)
     assert page.locator("#error").is_hidden() and rows.count() == 72
     assert [e for e in seen["errors"] if "status of 422" not in e and "status of 503" not in e] == []
     assert seen["outside"] == []
@@ -260,7 +264,7 @@ def test_probe_page_runs_the_shipped_items_and_shows_errors(browser, app_server,
     page.close()
 
 
-def test_every_page_links_to_the_others(browser, app_server):
+def test_every_page_links_to_the_others(app_server):
     url, _ = app_server
     for path, name in (("/", "Trace"), ("/compare", "Compare"), ("/probe", "Probe")):
         r = httpx.get(url + path)

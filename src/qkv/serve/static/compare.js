@@ -31,8 +31,9 @@
       api.cell(tr, fmt(h.diff_a));
       api.cell(tr, fmt(h.diff_b));
       api.cell(tr, fmt(h.diff_b - h.diff_a));
+      const clear = h.clear === true ? " (clear: ≥ 0.05 on both sides)" : "";  // servers that say so
       api.cell(tr, h.flipped ? (h.diff_a > 0 ? "'" + r.prefer + "' → '" + r.over + "'"
-        : "'" + r.over + "' → '" + r.prefer + "'") : "", "token");
+        : "'" + r.over + "' → '" + r.prefer + "'") + clear : "", "token");
       body.appendChild(tr);
     }
     $("result").hidden = false;
@@ -42,9 +43,10 @@
     e.preventDefault();
     const body = { measure: $("measure").value };
     for (const f of ["text_a", "text_b", "query", "prefer", "over"]) body[f] = $(f).value.trim();
-    const empty = ["text_a", "text_b", "query", "prefer", "over"].filter((f) => !body[f]);
+    const empty = ["text_a", "text_b", "prefer", "over"].filter((f) => !body[f]);
     if (empty.length) { setError("fill in " + empty.join(", ") + " (e.g. " + $(empty[0]).placeholder + ")"); return; }
-    if (/^-?\d+$/.test(body.query)) body.query = parseInt(body.query, 10);  // a token index, as in the CLI
+    if (!body.query) delete body.query;  // the server's default query, as the CLI's
+    else if (/^-?\d+$/.test(body.query)) body.query = parseInt(body.query, 10);  // a token index, as in the CLI
     $("go").disabled = true;
     setStatus("comparing…");
     const started = performance.now();
