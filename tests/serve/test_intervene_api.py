@@ -136,6 +136,24 @@ def test_patch_and_resample_from_another_text(client, minilm):
     ]
 
 
+def test_every_layer_and_every_head(client, minilm):
+    ivs = [lens.ablate(None, 2), lens.swap(None, "v", ("cat", "mat"))]
+    t = qkv.trace(SENTENCE, minilm, interventions=ivs)
+    doc = post(
+        client,
+        [
+            {"kind": "ablate", "layer": None, "head": 2},
+            {"kind": "swap", "layer": None, "step": "v", "tokens": ["cat", "mat"]},
+        ],
+        query="it",
+    )
+    assert doc["weights"] == t.weights[:, :, t.index("it")].tolist() and doc["weights"] != doc["base_weights"]
+    assert [x["label"] for x in doc["interventions"]] == [
+        "zero-ablate every layer, head 2",
+        "swap v of 'cat' and 'mat' in every layer",
+    ]
+
+
 def test_mean_ablation_with_references(client, minilm):
     refs = [SOFT, "The dog chased the ball because it was fast."]
     t = qkv.trace(SENTENCE, minilm, interventions=[lens.ablate(1, 7, how="mean", over=refs)])

@@ -18,7 +18,7 @@ import torch
 from ..lens.adapters import Forward
 from ..lens.effects import Metric, embedding_cosine, logit_diff, preference
 from ..lens.heads import choose_head
-from ..lens.interventions import Target, ablate, knockout, patch, swap
+from ..lens.interventions import KINDS, Intervention, Target, from_dict
 from ..lens.loading import adapt
 from ..lens.trace import Trace
 from ..lens.tracing import trace
@@ -121,24 +121,19 @@ def resolve(base: Trace, specs: Sequence[dict], query: int) -> list[dict]:
     return applied
 
 
-def lens_interventions(applied: Sequence[dict], sources: dict[str, Trace] | None = None) -> list:
-    """The :mod:`qkv.lens` interventions for resolved specs; ``sources`` maps a source text to its plain trace
-    (a text not in it is traced by the library)."""
+def lens_interventions(applied: Sequence[dict], sources: dict[str, Trace] | None = None) -> list[Intervention]:
+    """The :mod:`qkv.lens` interventions for resolved specs (through :func:`qkv.lens.interventions.from_dict`);
+    ``sources`` maps a source text to its plain trace (a text not in it is traced by the library). The API's
+    ``references`` is the library's ``over``."""
     sources = sources or {}
     made = []
     for spec in applied:
-        kind, layer, head = spec["kind"], spec["layer"], spec["head"]
-        if kind == "ablate":
-            how = spec.get("how", "zero")
-            source = sources.get(spec.get("source"), spec.get("source"))
-            made.append(ablate(layer, head, how=how, over=spec.get("references"), source=source))
-        elif kind == "knockout":
-            made.append(knockout(layer, head, query=spec["query"], keys=list(spec["keys"])))
-        elif kind == "swap":
-            made.append(swap(layer, step=spec["step"], tokens=tuple(spec["tokens"]), head=head))
-        else:
-            source = sources.get(spec["source"], spec["source"])
-            made.append(patch(source, layer, head, step=spec.get("step", "output")))
+        d = {"over": spec.get("references"), **spec}
+        if d.get("source") is not None:
+            d["source"] = sources.get(d["source"], d["source"])
+        fields = KINDS[spec["kind"]]
+        args = {k: v for k, v in d.items() if k in fields and (v is not None or k in ("layer", "head"))}
+        made.append(from_dict({"kind": spec["kind"], **args}))
     return made
 
 
