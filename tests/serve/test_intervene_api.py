@@ -243,3 +243,36 @@ def test_openapi_describes_intervene(client):
     items = spec["components"]["schemas"]["InterveneRequest"]["properties"]["interventions"]["items"]
     assert set(items["discriminator"]["mapping"]) == {"ablate", "knockout", "swap", "patch"}
     assert "InterveneResponse" in json.dumps(op["responses"]["200"])
+
+
+def test_the_plain_run_of_a_text_is_traced_once(minilm):
+    from fastapi.testclient import TestClient
+
+    from qkv.lens.trace import trace as lens_trace
+    from qkv.serve.app import create_app
+    from qkv.serve.intervene import PlainRuns
+
+    calls = []
+
+    def counting(text, model):
+        calls.append(text)
+        return lens_trace(text, model)
+
+    with TestClient(create_app(minilm, tracer=counting), base_url="http://127.0.0.1") as c:
+        first = c.post(
+            "/api/intervene", json={"text": SENTENCE, "interventions": [{"kind": "ablate", "layer": 3, "head": 1}]}
+        )
+        again = c.post(
+            "/api/intervene", json={"text": SENTENCE, "interventions": [{"kind": "ablate", "layer": 3, "head": 1}]}
+        )
+        patched = c.post(
+            "/api/intervene",
+            json={"text": SENTENCE, "interventions": [{"kind": "patch", "layer": 3, "head": 1, "source": SOFT}]},
+        )
+    assert first.status_code == again.status_code == patched.status_code == 200
+    assert first.json() == again.json() and calls == [SENTENCE, SOFT]
+    runs = PlainRuns(minilm, counting, size=2)
+    calls.clear()
+    a, b = runs(SENTENCE), runs(SOFT)
+    assert runs(SENTENCE) is a and runs("The dog sat.") is not b and runs(SOFT) is not b  # least recent goes first
+    assert calls == [SENTENCE, SOFT, "The dog sat.", SOFT]

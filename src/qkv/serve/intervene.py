@@ -11,6 +11,8 @@ Shape legend: ``N`` layers, ``H`` heads, ``L`` tokens, ``E`` hidden size.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
 import torch
@@ -24,11 +26,9 @@ from ..lens.trace import Trace
 from ..lens.tracing import trace
 from ..view.html import masked_keys, token_labels
 
-__all__ = ["resolve", "lens_interventions", "metrics", "intervene", "intervene_payload", "SCHEMA"]
+__all__ = ["resolve", "lens_interventions", "metrics", "intervene", "intervene_payload", "PlainRuns", "SCHEMA"]
 
 SCHEMA = "qkv.serve.intervene"
-
-Tracer = Callable[..., Trace]  #: ``tracer(text, model, interventions=[...]) -> Trace``
 
 
 def _where(layer: int | None, head: int | None) -> str:
@@ -267,12 +267,40 @@ def _query_and_pair(base: Trace, query, prefer, over) -> tuple[int, tuple[int, i
     return i, (a, b)
 
 
+class PlainRuns:
+    """The plain traces of the last ``size`` texts (the page asks about one text again and again, one change at a
+    time, so its plain run is traced once). Thread-safe; a trace is never changed after it is made.
+
+    Args:
+        model: what ``tracer`` runs.
+        tracer: ``tracer(text, model) -> Trace`` (the app's).
+        size: texts kept (a 64-token MiniLM trace holds about 6 MB).
+    """
+
+    def __init__(self, model: Any, tracer: Callable[[str, Any], Trace] = trace, size: int = 4):
+        self.model, self.tracer, self.size = model, tracer, size
+        self._runs: OrderedDict[str, Trace] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> Trace:
+        with self._lock:
+            if text in self._runs:
+                self._runs.move_to_end(text)
+                return self._runs[text]
+        t = self.tracer(text, self.model)
+        with self._lock:
+            self._runs[text] = t
+            while len(self._runs) > self.size:
+                self._runs.popitem(last=False)
+        return t
+
+
 def intervene(
     model: Any,
     text: str,
     specs: Sequence[dict],
     *,
-    tracer: Tracer | None = None,
+    plain: Callable[[str], Trace] | None = None,
     query: str | int | None = None,
     prefer: str | int | None = None,
     over: str | int | None = None,
@@ -282,17 +310,19 @@ def intervene(
 ) -> dict:
     """Trace ``text`` plainly and under ``specs``; the answer of ``POST /api/intervene``.
 
-    Source texts (``patch``, ``ablate`` with ``how="resample"``) are traced by the library and must have the
-    text's token count (it says so otherwise). ``tracer`` defaults to :func:`qkv.lens.tracing.trace`.
+    ``plain(text) -> Trace`` gives the plain runs of the text and of source texts (``patch``, ``ablate`` with
+    ``how="resample"``, which must have the text's token count); default: :func:`qkv.lens.tracing.trace` on
+    ``model`` (the app passes its :class:`PlainRuns`). The intervened run is ``qkv.trace(text, model,
+    interventions=...)``.
     """
-    tracer = tracer or trace
-    base = tracer(text, model)
+    plain = plain or (lambda x: trace(x, model))
+    base = plain(text)
     i, pair = _query_and_pair(base, query, prefer, over)
     applied = resolve(base, specs, i)
     sources: dict[str, Trace] = {}
     for k, spec in enumerate(applied):
         if spec.get("source") and spec["source"] not in sources:
-            sources[spec["source"]] = tracer(spec["source"], model)
+            sources[spec["source"]] = plain(spec["source"])
         src = sources.get(spec.get("source"))
         if src is not None and len(src) != len(base):
             raise ValueError(
@@ -300,7 +330,7 @@ def intervene(
                 f"{len(base)}; expected the same token count (token i takes the source's token i): pick a source "
                 f"that differs in one word, e.g. the text with one word changed"
             )
-    t = tracer(text, model, interventions=lens_interventions(applied, sources)) if applied else base
+    t = trace(text, model, interventions=lens_interventions(applied, sources)) if applied else base
     return intervene_payload(
         model, base, t, applied, query=i, pair=pair, layer=layer, head=head, include_trace=include_trace
     )
