@@ -55,6 +55,7 @@ def test_knock_out_swap_and_reset(browser, served):
     assert page.locator(".map.iv-off").count() == 1
     assert boxes(page, (*STEADY, "#iv", "#iv-metric", "#iv-list")) == still  # nothing moves as runs come and go
     assert page.inner_text("#iv-list").startswith("zero-ablate L3 H1")
+    assert page.inner_text("#summary").startswith("In the plain run (no interventions): ")
     ablated = qkv.trace(SENTENCE, interventions=[lens.ablate(3, 1)])
     effect = lens.effect(SENTENCE, [lens.ablate(3, 1)], PREF)
     base, value, change = metric_numbers(page)
@@ -124,6 +125,7 @@ def test_knock_out_swap_and_reset(browser, served):
     page.click("#iv-reset")
     assert page.inner_text("#iv-list") == "" and page.locator(".tok.iv-swapped").count() == 0
     assert "Alt-click a map" in page.inner_text("#iv-metric") and page.is_hidden("#iv-error")
+    assert not page.inner_text("#summary").startswith("In the plain run")
     assert table_weights(page) == pytest.approx(shown_weights(plain, 2, 4, plain.index("because")), abs=1.5e-3)
     assert boxes(page, (*STEADY, "#iv", "#iv-metric", "#iv-list")) == still
 

@@ -19,6 +19,7 @@
   let specs = [];        // the interventions, in order (the request's "interventions")
   let applied = [];      // the interventions of the run on screen (a refused change falls back to them)
   let seq = 0, answers = 0, own = false, showing = false;
+  const setSummary = view.setSummary;  // the view's own (wrapped below)
 
   function el(tag, attrs, text) {
     const e = document.createElement(tag);
@@ -141,9 +142,11 @@
       view.show({ trace: trace, masked: masked, labels: labels, summary: summary ? summary[0] : plain.summary,
                   initial: { query: s.query, layer: s.layer, head: s.head, measure: s.measure } });
     } finally { own = false; }
-    if (summary && view.setSummary) view.setSummary(summary[0], summary[1], summary[2]);
+    if (summary && setSummary) setSummary(honest(summary[0]), summary[1], summary[2]);
     mark();
   }
+  // the summary line is the page's (/api/trace, the plain run): say so while the view shows an intervened run
+  const honest = (text) => (applied.length && text ? "In the plain run (no interventions): " + text : text);
   function changed() {
     drawList(null);
     mark();
@@ -231,11 +234,10 @@
     mark();
     if (specs.length) ask();  // the same text traced again: keep its interventions
   };
-  const setSummary = view.setSummary;
   if (setSummary) {
     view.setSummary = function (text, query, measure) {
       summary = [text, query, measure];
-      setSummary(text, query, measure);
+      setSummary(honest(text), query, measure);
     };
   }
   const onchange = view.onchange;  // app.js's: the summary follows the query; here the metric does too
