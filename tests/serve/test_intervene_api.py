@@ -276,3 +276,18 @@ def test_the_plain_run_of_a_text_is_traced_once(minilm):
     a, b = runs(SENTENCE), runs(SOFT)
     assert runs(SENTENCE) is a and runs("The dog sat.") is not b and runs(SOFT) is not b  # least recent goes first
     assert calls == [SENTENCE, SOFT, "The dog sat.", SOFT]
+
+
+def test_swapping_k_equals_swapping_v_on_the_output_of_an_unmasked_model(client):
+    """Attention is equivariant to permuting keys: sum_j w(pi K)_j v_j = sum_j w(K)_j v_pi(j). Without a mask that
+    tells the two tokens apart (MiniLM), swapping their K and swapping their V change the weights differently
+    (who is found vs what is carried) and the layer's output -- hence every metric -- identically."""
+    k, v = (
+        post(client, [{"kind": "swap", "layer": 2, "step": step, "tokens": ["cat", "mat"], "head": 4}], **PAIR)
+        for step in "kv"
+    )
+    assert k["weights"][2] != k["base_weights"][2] and v["weights"][2] == v["base_weights"][2]
+    assert k["metric"]["effect"] != 0
+    for a, b in zip(k["metrics"], v["metrics"]):
+        assert a["value"] == pytest.approx(b["value"], abs=1e-6), (a, b)
+    torch.testing.assert_close(torch.tensor(k["weights"][3:]), torch.tensor(v["weights"][3:]), rtol=0, atol=1e-5)
