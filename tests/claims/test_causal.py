@@ -32,3 +32,4 @@ def test_output_preference_equals_the_lens_metric(four, minilm):
     swapped = lens.effect(it.text, [lens.swap(None, "k", ("cat", "mat"))], m, minilm)
     assert abs(plain.base - r.prefer[0, 0]) < 1e-5 and abs(swapped.value - r.prefer[0, 1]) < 1e-5
     assert "swapping K" in r.sentence("coreference") and "swapping V" in r.sentence("decoupling")
+    assert r.figures()["k_v_max_difference"] < 1e-4 and "cannot be separated" in r.sentence("decoupling")

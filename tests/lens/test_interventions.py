@@ -220,3 +220,11 @@ def test_interventions_from_json_data():
     for bad, words in [({"kind": "drop"}, "kind one of"), ({"kind": "swap", "layer": 0, "size": 2}, "size")]:
         with pytest.raises(ValueError, match=words):
             from_dict(bad)
+
+
+def test_swapping_k_equals_swapping_v_where_no_mask_tells_the_tokens_apart(minilm):
+    """Attention is invariant to permuting key-value pairs: w_b v_a + w_a v_b either way (the oracle)."""
+    tk = qkv.trace(SENTENCE, model=minilm, interventions=[lens.swap(None, "k", ("cat", "mat"))])
+    tv = qkv.trace(SENTENCE, model=minilm, interventions=[lens.swap(None, "v", ("cat", "mat"))])
+    torch.testing.assert_close(tk.output, tv.output, atol=1e-5, rtol=0)
+    torch.testing.assert_close(tk.final, tv.final, atol=1e-5, rtol=0)

@@ -9,6 +9,10 @@ For each twin item, with ``a`` the right candidate's head word and ``b`` the oth
   on the plain run and under each swap: K swapped moves *where* attention goes, V swapped moves *what* it carries;
   if either changes the preference, attention's routing matters for the output.
 
+Where no mask tells the two tokens apart (an encoder), the two swaps are the same intervention: attention is
+invariant to permuting key-value pairs, so swapping K of ``a`` and ``b`` gives every query ``w_b v_a + w_a v_b`` --
+exactly what swapping V gives. The report says so when the measured preferences agree item by item.
+
 Every figure is a mean over items with a 95 % pair-bootstrap interval (:func:`qkv.lens.stats.mean_interval`).
 
 Shapes: ``M`` items, ``N`` layers, ``H`` heads.
@@ -63,6 +67,7 @@ class SwapResult:
             }
         out["layer0_k_negates"] = float(np.mean(np.isclose(self.look0[:, 1], -self.look0[:, 0], atol=1e-5)))
         out["layer0_v_keeps"] = float(np.mean(np.isclose(self.look0[:, 2], self.look0[:, 0], atol=1e-6)))
+        out["k_v_max_difference"] = float(np.abs(self.prefer[:, 1] - self.prefer[:, 2]).max())
         return out
 
     def sentence(self, which: str) -> str:
@@ -74,6 +79,9 @@ class SwapResult:
         def iv(d: dict) -> str:
             return f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
 
+        def verdict(d: dict) -> str:
+            return "no measurable change" if d["ci_low"] <= 0 <= d["ci_high"] else "a measurable change"
+
         if which == "coreference":
             lk = f["look_effect"]["swap_k"]
             return (
@@ -81,13 +89,21 @@ class SwapResult:
                 f"'it' looks (weight difference right - wrong {iv(f['look']['plain'])} -> "
                 f"{iv(f['look']['swap_k'])}, change {iv(lk)}; layer 0 negated exactly in "
                 f"{f['layer0_k_negates']:.0%}) and changes the output preference for the right candidate "
-                f"({iv(p)}) by {iv(e['swap_k'])}."
+                f"({iv(p)}) by {iv(e['swap_k'])}: {verdict(e['swap_k'])}."
             )
+        gap = f["k_v_max_difference"]
+        same = (
+            f"exactly as swapping K does (item by item the preferences differ by at most {gap:.1e}): where no mask "
+            "tells the two tokens apart, attention is invariant to permuting key-value pairs, so swapping two "
+            "tokens' K is swapping their V, and 'where it looks' and 'what it carries' cannot be separated by swaps"
+            if gap < 1e-4
+            else f"against {iv(e['swap_k'])} for swapping K"
+        )
         return (
             f"Causally, over {f['items']} twin items: swapping V of the two candidates in every layer leaves layer 0's "
             f"weights unchanged ({f['layer0_v_keeps']:.0%} of items) but changes what is carried: the output "
-            f"preference for the right candidate ({iv(p)}) moves by {iv(e['swap_v'])}, against "
-            f"{iv(e['swap_k'])} for swapping K."
+            f"preference for the right candidate ({iv(p)}) moves by {iv(e['swap_v'])} ({verdict(e['swap_v'])}), "
+            f"{same}."
         )
 
 
