@@ -396,6 +396,8 @@ def test_report_verdicts_follow_their_own_numbers(small_report):
     )
     assert report.sentences == tuple(CORPUS[2:7]) and len(report.rows) == 5
     assert any("tracing" in m for m in messages) and any("claim 5" in m for m in messages)
+    for n in (4, 5):  # what swapping the twin candidates' K and V does (qkv.claims.causal)
+        assert report.claim(n).data["causal"]["items"] >= 80 and "Causally" in report.claim(n).summary
 
 
 def test_report_json_and_markdown(small_report):
@@ -423,7 +425,7 @@ def test_bad_input_is_refused(small_report, tmp_path):
 
 def test_threads_are_restored(small_report, minilm):
     before = torch.get_num_threads()
-    evaluate(minilm, sentences=CORPUS[:2], dims=(4, 8), synthetic_rows=64, threads=1)
+    evaluate(minilm, sentences=CORPUS[:2], dims=(4, 8), synthetic_rows=64, threads=1, causal=False)
     assert torch.get_num_threads() == before
 
 

@@ -63,7 +63,7 @@ import argparse
 import signal
 import sys
 
-from . import _support, apps, bench, claims, explain
+from . import _support, apps, bench, claims, explain, intervene
 from ._support import FLAG_WORDS, Command, InternalError, check_text_args, cli_words, os_reason, show
 from .explain import CLI_SCHEMA_VERSION
 
@@ -86,6 +86,8 @@ COMMANDS: dict[str, Command] = {
     "claims": claims.COMMAND,
     "serve": apps.SERVE,
     "probe": apps.PROBE,
+    "ablate": intervene.ABLATE,
+    "patch": intervene.PATCH,
     "bench": bench.COMMAND,
 }
 

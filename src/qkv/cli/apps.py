@@ -131,6 +131,9 @@ def probe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON (schema qkv.probe)")
     p.add_argument("--png", metavar="PATH", help="write the layer x head accuracy grid as PNG")
+    from .intervene import add_causal_flag
+
+    add_causal_flag(p)
 
 
 def run_probe(args, console) -> int:
@@ -163,8 +166,13 @@ def run_probe(args, console) -> int:
         with s.writing("png", args.png):
             save_grid(result, args.png)
         console.print(f"wrote {s.show(args.png)}", style="dim", markup=False, highlight=False)
+    causal = None
+    if args.causal:
+        from .intervene import run_causal
+
+        causal = run_causal(args, s.load(args), console)
     if args.json:
-        s.write_json(args.json, result.to_dict(), console)
+        s.write_json(args.json, {**result.to_dict(), **({"causal": causal} if causal else {})}, console)
     return 0
 
 

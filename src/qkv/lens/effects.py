@@ -23,8 +23,9 @@ Shapes: ``B`` rows (copies of one text), ``L`` tokens, ``E`` hidden size, ``V`` 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,7 @@ __all__ = [
     "Effect",
     "effect",
     "forward_rows",
+    "torch_threads",
 ]
 
 Bound = Callable[[Forward], Tensor]
@@ -196,6 +198,23 @@ def as_metric(metric: Any) -> Metric:
         f"a metric is lens.preference(...), lens.logit_diff(...), lens.embedding_cosine() or fn(trace) -> float, "
         f"got {type(metric).__name__}; build one of those"
     )
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (restored afterwards; ``None`` leaves torch as is).
+
+    Sweeps run many small matrix products: one thread is fastest on a shared machine (a second thread waits for a
+    core at every operation) -- 0.43 s vs 0.7-1.1 s for the 72-head MiniLM sweep at load 7 on 2 cores."""
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"threads must be a positive int or None (leave torch as is), got {n!r}; e.g. threads=1")
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def forward_rows(

@@ -57,6 +57,8 @@ __all__ = [
     "compile_edits",
     "HOWS",
     "VECTOR_STEPS",
+    "KINDS",
+    "from_dict",
 ]
 
 #: Ablation methods: zero the head, its mean over reference texts, or its tensor from another text.
@@ -454,3 +456,39 @@ def compile_edits(target: Target, interventions: Sequence[Intervention]) -> list
             )
         edits.extend(iv.edits(target))
     return edits
+
+
+#: ``kind`` of an intervention in JSON (``POST /api/intervene``) -> its constructor's keyword arguments.
+KINDS = {
+    "ablate": ("layer", "head", "how", "step", "over", "source", "positions"),
+    "knockout": ("layer", "head", "query", "keys"),
+    "swap": ("layer", "step", "tokens", "head"),
+    "patch": ("source", "layer", "head", "step", "positions"),
+}
+
+
+def from_dict(d: dict) -> Intervention:
+    """An intervention from JSON data: ``{"kind": "ablate"|"knockout"|"swap"|"patch", ...its arguments}``
+    (``source`` of ``patch``/``resample`` is a text).
+
+    Example:
+        >>> from_dict({"kind": "swap", "layer": 2, "step": "k", "tokens": ["cat", "mat"]})
+        Swap(layer=2, step='k', tokens=('cat', 'mat'), head=None, how='swap')
+    """
+    if not isinstance(d, dict) or d.get("kind") not in KINDS:
+        got = d.get("kind") if isinstance(d, dict) else type(d).__name__
+        raise _fail(
+            f"an intervention is an object with kind one of {', '.join(KINDS)}",
+            got,
+            'e.g. {"kind": "ablate", "layer": 3, "head": 1}',
+        )
+    kind = d["kind"]
+    extra = sorted(set(d) - {"kind", *KINDS[kind]})
+    if extra:
+        raise _fail(f"{kind} takes {', '.join(KINDS[kind])}", extra, "drop the other fields")
+    args = {k: v for k, v in d.items() if k != "kind"}
+    make = {"ablate": ablate, "knockout": knockout, "swap": swap, "patch": patch}[kind]
+    try:
+        return make(**args)
+    except TypeError as e:
+        raise _fail(f"{kind} needs {', '.join(KINDS[kind])}", sorted(args), f"give the missing fields ({e})") from None

@@ -27,7 +27,7 @@ import torch
 
 from ..nn.hooks import Hooks, hooks
 from .build import build_traces
-from .effects import Metric, as_metric, forward_rows
+from .effects import Metric, as_metric, forward_rows, torch_threads
 from .interventions import HOWS, Ablate, Edit, Patch, Target
 from .loading import adapt
 from .stats import spearman
@@ -39,6 +39,7 @@ __all__ = [
     "patch_sweep",
     "attribution_sweep",
     "rank_agreement",
+    "metric_gradient",
     "PATCH_STEPS",
 ]
 
@@ -60,13 +61,17 @@ class HeadEffects:
     base: float
     effects: np.ndarray
     tokens: list[str] = field(default_factory=list)
+    layers: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.layers = self.layers or list(range(self.effects.shape[0]))
 
     def top(self, k: int = 5) -> list[tuple[int, int, float]]:
         """``(layer, head, effect)`` of the ``k`` heads with the largest ``|effect|`` (head grid; positions summed
         by their largest ``|effect|``)."""
         g = self.grid()
         order = np.argsort(-np.abs(g).ravel(), kind="stable")[:k]
-        return [(int(i // g.shape[1]), int(i % g.shape[1]), float(g.ravel()[i])) for i in order]
+        return [(self.layers[int(i // g.shape[1])], int(i % g.shape[1]), float(g.ravel()[i])) for i in order]
 
     def grid(self) -> np.ndarray:
         """``(N, H)``: the head grid (with positions: the effect of largest magnitude over positions)."""
@@ -91,11 +96,11 @@ class HeadEffects:
         "summary"}`` plus ``"tokens"`` and per head ``"positions"`` when positions were swept."""
         g = self.grid()
         heads = []
-        for n in range(g.shape[0]):
+        for r, n in enumerate(self.layers):
             for h in range(g.shape[1]):
-                d = {"layer": n, "head": h, "effect": float(g[n, h])}
+                d = {"layer": n, "head": h, "effect": float(g[r, h])}
                 if self.effects.ndim == 3:
-                    d["positions"] = [float(x) for x in self.effects[n, h]]
+                    d["positions"] = [float(x) for x in self.effects[r, h]]
                 heads.append(d)
         out = {
             "metric": {"name": self.metric, "base": self.base},
@@ -140,7 +145,9 @@ def ablation_sweep(
     over: Sequence[str] | None = None,
     source: Any = None,
     positions: bool = False,
+    layers: Sequence[int] | None = None,
     batch_size: int = 72,
+    threads: int | None = 1,
 ) -> HeadEffects:
     """Ablate every (layer, head) -- with ``positions``, every (layer, head, token) -- one at a time, batched.
 
@@ -150,8 +157,15 @@ def ablation_sweep(
         model: any model qkv traces.
         how, over, source: as for :func:`qkv.lens.ablate`.
         positions: also sweep the token position (``(N, H, L)`` effects).
+        layers: only these layers (default all); ``effects`` then has one row per listed layer.
         batch_size: rows (copies of the text) per forward pass.
+        threads: torch intra-op threads while sweeping (restored; see :func:`qkv.lens.effects.torch_threads`).
     """
+    with torch_threads(threads):
+        return _ablation_sweep(text, metric, model, how, over, source, positions, layers, batch_size)
+
+
+def _ablation_sweep(text, metric, model, how, over, source, positions, layers, batch_size) -> HeadEffects:
     _check_batch(batch_size)
     if how not in HOWS:
         raise ValueError(f"how must be one of {', '.join(HOWS)}, got {how!r}; use zero, mean or resample")
@@ -160,13 +174,14 @@ def ablation_sweep(
     if isinstance(source, str):
         source = build_traces(adapter, [source], steps=["output"])[0]
     info = target.info
-    N, H, L = info["num_layers"], info["num_heads"], len(target.tokens)
-    spots = [(n, h, p) for n in range(N) for h in range(H) for p in (range(L) if positions else [None])]
+    H, L = info["num_heads"], len(target.tokens)
+    rows = [target.layers(n)[0] for n in layers] if layers is not None else target.layers(None)
+    spots = [(n, h, p) for n in rows for h in range(H) for p in (range(L) if positions else [None])]
     ivs = [
         Ablate(n, h, how, "output", None if over is None else tuple(over), source, None if p is None else (p,))
         for n, h, p in spots
     ]
-    shape = (N, H, L) if positions else (N, H)
+    shape = (len(rows), H, L) if positions else (len(rows), H)
     if m.needs_trace:
         from .tracing import trace
 
@@ -175,7 +190,8 @@ def ablation_sweep(
     else:
         fn, base = _bind(m, adapter, target)
         vals = _run_jobs(adapter, target, fn, [iv.edits(target) for iv in ivs], batch_size)
-    return HeadEffects(text, info["name"], m.name, how, base, (vals - base).reshape(shape), list(target.tokens))
+    effects = (vals - base).reshape(shape)
+    return HeadEffects(text, info["name"], m.name, how, base, effects, list(target.tokens), rows)
 
 
 @dataclass
@@ -260,8 +276,15 @@ def patch_sweep(
     *,
     steps: Sequence[str] = ("output",),
     batch_size: int = 72,
+    threads: int | None = 1,
 ) -> PatchResult:
-    """Exact activation patching per head and step, both directions (see the module docstring)."""
+    """Exact activation patching per head and step, both directions (see the module docstring); ``threads`` as
+    for :func:`ablation_sweep`."""
+    with torch_threads(threads):
+        return _patch_sweep(clean, corrupted, metric, model, steps, batch_size)
+
+
+def _patch_sweep(clean, corrupted, metric, model, steps, batch_size) -> PatchResult:
     _check_batch(batch_size)
     bad = [s for s in steps if s not in PATCH_STEPS]
     if bad or not steps:
@@ -281,7 +304,7 @@ def patch_sweep(
     return PatchResult(clean, corrupted, a.info["name"], m.name, ma, mb, denoise, noise)
 
 
-def _grad_at(adapter, target: Target, fn, step: str, N: int):
+def metric_gradient(adapter, target: Target, fn, step: str, N: int):
     """``(grads (N, H, L, D), activations (N, H, L, D))`` of the bound metric w.r.t. every layer's ``step``."""
     deltas: dict[str, torch.Tensor] = {}
     acts: dict[str, torch.Tensor] = {}
@@ -303,18 +326,23 @@ def _grad_at(adapter, target: Target, fn, step: str, N: int):
 
 
 def attribution_sweep(
-    clean: str, corrupted: str, metric: Any, model: Any = "minilm", *, step: str = "output"
+    clean: str, corrupted: str, metric: Any, model: Any = "minilm", *, step: str = "output", threads: int | None = 1
 ) -> PatchResult:
     """Attribution patching: ``grad m . (a_other - a_here)`` per head, one forward and one backward per direction,
     on the same fraction scale as :func:`patch_sweep` (an estimate; see :func:`rank_agreement`)."""
+    with torch_threads(threads):
+        return _attribution_sweep(clean, corrupted, metric, model, step)
+
+
+def _attribution_sweep(clean, corrupted, metric, model, step) -> PatchResult:
     if step not in ("output", "q", "k", "v"):
         raise ValueError(f"attribution patching takes step output, q, k or v, got {step!r}; e.g. step='output'")
     m, adapter = as_metric(metric), adapt(model)
     a, b = _pair(adapter, clean, corrupted)
     fa, ma, fb, mb = _metric_pair(m, adapter, a, b)
     N = a.info["num_layers"]
-    ga, xa = _grad_at(adapter, a, fa, step, N)
-    gb, xb = _grad_at(adapter, b, fb, step, N)
+    ga, xa = metric_gradient(adapter, a, fa, step, N)
+    gb, xb = metric_gradient(adapter, b, fb, step, N)
     into_b = (gb * (xa - xb)).sum((-1, -2)).numpy()  # (N, H): m(b with a's head) - m_b, to first order
     into_a = (ga * (xb - xa)).sum((-1, -2)).numpy()
     d = ma - mb

@@ -30,11 +30,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ..lens.loading import count_tokens, load_model, max_positions, model_info
-from ..lens.trace import Trace
-from ..lens.tracing import trace
+from ..lens.trace import Trace, count_tokens, load_model, max_positions, model_info, trace
 from .errors import message
-from .intervene import intervene
+from .intervene import PlainRuns, intervene
 from .intervene_schemas import InterveneRequest, InterveneResponse
 from .limits import BodyLimit, Busy, Limits, TraceGate
 from .page import CSP, SECURITY_HEADERS, assets, html_pages
@@ -269,6 +267,8 @@ def create_app(
         data = probe_items(req.items, max_items=limits.max_items, check_text=check_text)
         return await run(lambda: probe_payload(data, m, measure=req.measure, seed=req.seed), ProbeResponse)
 
+    plain_runs = PlainRuns(m, tracer)  # the page asks about one text, one change at a time
+
     @app.post("/api/intervene", response_model=InterveneResponse, responses=_ERRORS)
     async def api_intervene(req: InterveneRequest) -> Response:
         """Intervene at the essay's steps (ablate a head, knock out an edge, swap two tokens' q/k/v, patch from
@@ -279,7 +279,7 @@ def create_app(
                 check_text(spec.source, f"interventions[{k}].source")
         specs = [spec.model_dump() for spec in req.interventions]
         fields = req.model_dump(include={"query", "prefer", "over", "layer", "head", "include_trace"})
-        return await run(lambda: intervene(m, req.text, specs, **fields))
+        return await run(lambda: intervene(m, req.text, specs, plain=plain_runs, **fields), InterveneResponse)
 
     allowed = None if host in ("0.0.0.0", "::", "") else {*LOOPBACK_HOSTS, host.strip("[]").lower()}
     app.add_middleware(BodyLimit, max_body=limits.max_body, max_drain=limits.max_drain)

@@ -76,6 +76,10 @@ def _expected(err: dict) -> str:
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tags = err.get("ctx", {}).get("expected_tags") or ", ".join(repr(t) for t in UNION_TAGS)
         return f"an object whose {err.get('ctx', {}).get('discriminator', 'kind')} is one of {tags}"
+    if kind in ("too_short", "too_long"):
+        ctx = err.get("ctx", {})
+        n = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+        return f"{'at least' if kind == 'too_short' else 'at most'} {n} item{'s' if n != 1 else ''}"
     if kind == "literal_error":
         return err.get("ctx", {}).get("expected", "one of the allowed values")
     return _EXPECTED.get(kind) or err.get("msg", "a valid value").replace("Input should be ", "")

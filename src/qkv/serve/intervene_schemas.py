@@ -55,7 +55,10 @@ class AblateSpec(_Strict):
     )
     source: StrictStr | None = Field(None, description="resample only: the text whose output is taken")
     references: list[StrictStr] | None = Field(
-        None, max_length=64, description="mean only: reference texts (default: the library's documented default)"
+        None,
+        min_length=1,
+        max_length=64,
+        description="mean only: reference texts (default: the library's documented default)",
     )
 
 

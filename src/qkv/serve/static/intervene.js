@@ -17,7 +17,9 @@
   let plain = null;      // the data of the plain run last shown by the page: {trace, masked, labels, summary}
   let summary = null;    // [text, query, measure] of the summary line the page last set
   let specs = [];        // the interventions, in order (the request's "interventions")
+  let applied = [];      // the interventions of the run on screen (a refused change falls back to them)
   let seq = 0, answers = 0, own = false, showing = false;
+  const setSummary = view.setSummary;  // the view's own (wrapped below)
 
   function el(tag, attrs, text) {
     const e = document.createElement(tag);
@@ -95,10 +97,8 @@
   }
   function showMetric(r) {
     const m = r.metric, f = (x) => (x >= 0 ? "+" : "") + x.toFixed(4);
-    metric.textContent = specs.length
-      ? m.name + " = " + m.description + ": " + f(m.base) + " plain → " + f(m.value) + " intervened (effect " +
-        f(m.effect) + ")"
-      : m.name + " = " + m.description + ": " + f(m.base) + " (plain run; intervene to see it move)";
+    metric.textContent = m.name + " = " + m.description + ": " + f(m.base) + " plain → " + f(m.value) +
+      " intervened (effect " + f(m.effect) + ")";
     metric.title = r.summary;
   }
 
@@ -111,20 +111,23 @@
     if (!plain) return;
     const mine = ++seq, s = view.state();
     const body = Object.assign({ text: plain.trace.text, interventions: specs.slice(), query: s.query,
-                                 layer: s.layer, head: s.head, include_trace: specs.length > 0 }, pairOf());
+                                 layer: s.layer, head: s.head, include_trace: true }, pairOf());
     metric.classList.add("iv-busy");
     try {
       const r = await api.post("/api/intervene", body, (msg) => { if (mine === seq) metric.textContent = msg; });
       if (mine !== seq) return;
       setError("");
-      if (r.trace) showRun(r.trace, r.masked, r.labels);
-      else if (specs.length === 0) showRun(plain.trace, plain.masked, plain.labels);
+      applied = body.interventions;
+      showRun(r.trace, r.masked, r.labels);
       drawList(r.interventions.map((a) => a.label));
       showMetric(r);
       answers += 1;
       document.body.dataset.iv = String(answers);
     } catch (e) {
-      if (mine === seq) {
+      if (mine === seq) {  // the server refused the change: keep the run on screen and what it applies
+        specs = applied.slice();
+        drawList(null);
+        mark();
         setError(e.message);
         document.body.dataset.ivError = String(+(document.body.dataset.ivError || 0) + 1);
       }
@@ -139,14 +142,17 @@
       view.show({ trace: trace, masked: masked, labels: labels, summary: summary ? summary[0] : plain.summary,
                   initial: { query: s.query, layer: s.layer, head: s.head, measure: s.measure } });
     } finally { own = false; }
-    if (summary && view.setSummary) view.setSummary(summary[0], summary[1], summary[2]);
+    if (summary && setSummary) setSummary(honest(summary[0]), summary[1], summary[2]);
     mark();
   }
+  // the summary line is the page's (/api/trace, the plain run): say so while the view shows an intervened run
+  const honest = (text) => (applied.length && text ? "In the plain run (no interventions): " + text : text);
   function changed() {
     drawList(null);
     mark();
-    if (specs.length === 0 && pairOf().prefer === undefined) {  // nothing to ask: the plain run
+    if (specs.length === 0) {  // nothing to ask: the plain run, as the page traced it
       ++seq;
+      applied = [];
       if (plain) showRun(plain.trace, plain.masked, plain.labels);
       metric.textContent = IDLE;
       metric.title = "";
@@ -182,8 +188,8 @@
                  head: null });
     changed();
   });
-  prefer.addEventListener("change", changed);
-  over.addEventListener("change", changed);
+  prefer.addEventListener("change", () => { if (specs.length) ask(); });
+  over.addEventListener("change", () => { if (specs.length) ask(); });
   reset.addEventListener("click", () => { specs = []; changed(); });
 
   // -- following the page: a new text resets the interventions; a new query asks again -----------------------
@@ -219,6 +225,7 @@
     if (fresh) {
       newText(D);
       specs = [];
+      applied = [];
       ++seq;
       drawList(null);
       metric.textContent = IDLE;
@@ -227,11 +234,10 @@
     mark();
     if (specs.length) ask();  // the same text traced again: keep its interventions
   };
-  const setSummary = view.setSummary;
   if (setSummary) {
     view.setSummary = function (text, query, measure) {
       summary = [text, query, measure];
-      setSummary(text, query, measure);
+      setSummary(honest(text), query, measure);
     };
   }
   const onchange = view.onchange;  // app.js's: the summary follows the query; here the metric does too
