@@ -38,10 +38,10 @@ def test_every_name_of_the_pronoun_tells_the_same_story(query, essay_doc, tmp_pa
     assert doc["summary"] == essay_doc["summary"]
     out = capsys.readouterr().out
     assert "Step by step: 'it' in layer 5 head 11" in out and "'it' -> 'cat' vs 'mat'" in out
-    page = (tmp_path / "q.html").read_text()
-    assert '"initial": {"query": 8, "layer": 5, "head": 11' in page.replace("\\u0022", '"') or (
-        '"query":8' in page.replace(" ", "") and '"layer":5' in page.replace(" ", "")
-    )
+    from qkv.view.html import extract_json
+
+    initial = extract_json((tmp_path / "q.html").read_text())["initial"]
+    assert (initial["query"], initial["layer"], initial["head"]) == (8, 5, 11)
 
 
 def test_another_query_on_the_essay_has_no_default_pair(tmp_path):
@@ -150,3 +150,13 @@ def test_ctrl_c_at_any_moment_is_one_line_and_status_130(delay):
     assert r.returncode == 130, (r.returncode, r.stderr[-2000:])
     assert r.stderr.strip().splitlines()[-1] == "qkv: interrupted" and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert r.stderr.count("qkv: interrupted") == 1
+
+
+def test_the_page_without_arguments_opens_where_the_command_does(essay_doc):
+    """``write_html(trace)`` with no query/head: the same default rule as the command (and qkv serve)."""
+    import qkv
+    from qkv.view.html import extract_json, render_html
+
+    data = extract_json(render_html(qkv.trace(ESSAY_SENTENCE)))
+    assert data["initial"]["query"] == essay_doc["query"]["index"] == 8
+    assert (data["initial"]["layer"], data["initial"]["head"]) == (5, 11)
