@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from ..lens.essay import ESSAY_SENTENCE
 from ..lens.trace import Trace, count_tokens, load_model, max_positions, model_info, trace
 from .errors import message
 from .limits import BodyLimit, Busy, Limits, TraceGate
@@ -158,7 +159,7 @@ def create_app(
         """The CLI's checks, before the model runs: non-empty, not too long in characters or tokens."""
         if not text.strip():
             raise ValueError(
-                f'"{field}" is empty; give a sentence such as "The cat sat on the mat because it was tired."'
+                f'"{field}" is empty; give a sentence such as "{ESSAY_SENTENCE}"'
             )
         if len(text) > limits.max_chars:
             raise ValueError(
