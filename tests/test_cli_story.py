@@ -143,20 +143,31 @@ def _interrupt_after(delay: float, *args: str) -> subprocess.CompletedProcess | 
 
 @pytest.mark.parametrize("delay", [0.3, 0.8, 1.5, 3.0, 6.0])
 def test_ctrl_c_at_any_moment_is_one_line_and_status_130(delay):
-    """From start-up imports (torch) through loading and tracing: one line, status 130, never a traceback."""
+    """From start-up imports (torch) through loading and tracing: one line, status 130, never a traceback.
+
+    Status 130 is what a shell shows both for ``exit(130)`` and for a death by SIGINT (``-2`` here), which Python
+    chooses when the signal lands after the last line of Python. A command whose output is complete had finished
+    its work first (or a library swallowed the signal while it loaded: numpy's import does, for about 0.1 s).
+    """
     r = _interrupt_after(delay, "explain", "--top", "1")
     if r is None:
         pytest.skip(f"the command finished within {delay} s")
-    assert r.returncode == 130, (r.returncode, r.stderr[-2000:])
-    assert r.stderr.strip().splitlines()[-1] == "qkv: interrupted" and "Traceback" not in r.stderr, r.stderr[-2000:]
-    assert r.stderr.count("qkv: interrupted") == 1
+    assert "Traceback" not in r.stderr and "KeyboardInterrupt" not in r.stderr, r.stderr[-2000:]
+    if r.stdout:  # every line of output comes after the work: the signal arrived when it was done
+        assert "'it' -> 'cat' vs 'mat'" in r.stdout and r.returncode in (0, 130, -signal.SIGINT)
+        pytest.skip(f"the command had finished its work within {delay} s")
+    assert r.returncode in (130, -signal.SIGINT), (r.returncode, r.stderr[-2000:])
+    assert r.stderr == "qkv: interrupted\n", r.stderr[-2000:]
 
 
-def test_the_page_without_arguments_opens_where_the_command_does(essay_doc):
-    """``write_html(trace)`` with no query/head: the same default rule as the command (and qkv serve)."""
-    import qkv
-    from qkv.view.html import extract_json, render_html
+def test_an_interrupt_in_process_returns_130_and_leaves_the_signal_handler(monkeypatch, capsys):
+    import qkv.cli
 
-    data = extract_json(render_html(qkv.trace(ESSAY_SENTENCE)))
-    assert data["initial"]["query"] == essay_doc["query"]["index"] == 8
-    assert (data["initial"]["layer"], data["initial"]["head"]) == (5, 11)
+    def stop(args, console):
+        raise KeyboardInterrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    monkeypatch.setitem(qkv.cli.COMMANDS, "claims", qkv.cli.COMMANDS["claims"]._replace(run=stop))
+    assert main(["claims"]) == 130
+    assert capsys.readouterr().err == "qkv: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) is before
