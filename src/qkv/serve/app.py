@@ -158,9 +158,7 @@ def create_app(
     def check_text(text: str, field: str = "text") -> None:
         """The CLI's checks, before the model runs: non-empty, not too long in characters or tokens."""
         if not text.strip():
-            raise ValueError(
-                f'"{field}" is empty; give a sentence such as "{ESSAY_SENTENCE}"'
-            )
+            raise ValueError(f'"{field}" is empty; give a sentence such as "{ESSAY_SENTENCE}"')
         if len(text) > limits.max_chars:
             raise ValueError(
                 f'"{field}" has {len(text):,} characters; this server traces at most '
