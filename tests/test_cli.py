@@ -184,3 +184,28 @@ def test_python_dash_m_qkv_is_the_command():
     done = subprocess.run([sys.executable, "-m", "qkv", "--version"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["qkv", qkv.__version__]
+
+
+# ---------------------------------------------------------------------------------------------- hub ids
+def test_a_hub_id_without_an_organisation_is_looked_up_not_refused(tmp_path, monkeypatch, capsys):
+    """``--model gpt2`` is a valid hub id: not in the (empty) cache, it is explained as such, not as "not org/name"."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.delenv("HF_HOME", raising=False)
+    assert main(["explain", "--model", "gpt2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qkv explain: error: --model: no model called 'gpt2': not a directory here; as a hub id,")
+    assert "'gpt2' is not in the local Hugging Face cache" in err and "huggingface-cli download gpt2" in err
+    assert "org/name" not in err and not any(tmp_path.iterdir())
+
+
+def test_a_cached_hub_id_without_an_organisation_loads(tmp_path, monkeypatch, capsys):
+    import qkv.models
+
+    snapshot = tmp_path / "models--tiny-minilm" / "snapshots" / "abc123"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.symlink_to(qkv.models.resolve("minilm"), target_is_directory=True)
+    (tmp_path / "models--tiny-minilm" / "refs").mkdir()
+    (tmp_path / "models--tiny-minilm" / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    assert main(["explain", "--model", "tiny-minilm", "--top", "1"]) == 0
+    assert "What 'it' (token 8) attends to" in capsys.readouterr().out

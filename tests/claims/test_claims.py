@@ -452,3 +452,12 @@ def test_cli_claims_end_to_end(tmp_path):
     assert len(doc["sentences"]) == len(CORPUS)
     for name in FIGURES:
         assert (tmp_path / "figs" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_coreference_summary_says_its_margin_so_compare_does_not_contradict_it(small_report):
+    """ "0 heads ... switch" here and "L3 H1 flips" in qkv compare: the summary says a switch needs the margin."""
+    report, _, _ = small_report
+    c = report.claim("coreference")
+    tau = c.data["tau"] if isinstance(c.data, dict) and "tau" in c.data else 0.05
+    assert f"by >= {tau} on the control" in c.summary
+    assert f"a margin under {tau} counts as no preference" in c.summary and "qkv compare" in c.summary

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from ..lens.essay import ESSAY_SENTENCE
-from ..lens.trace import Trace, _clean
+from ..lens.naming import clean as _clean
+from ..lens.trace import Trace
 from .measures import cosine_matrix, entropy, max_weight, pearson, softmax_jacobian_norm, spearman, top_mass
 
 __all__ = [

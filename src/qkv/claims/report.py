@@ -332,7 +332,9 @@ def _claim_coreference(c, p, th: Thresholds, name: str, causal=None) -> ClaimRes
         f"(control margin {control:+.2f}). Averaged over all {c.heads} heads {q} gives {ref} "
         f"{c.mean_referent_weight:.3f} and {other} {c.mean_other_weight:.3f} (margin {c.mean_margin:+.3f}; "
         f"control {c.mean_control_margin:+.3f}). {c.referent_heads} heads prefer {ref} by >= {c.tau} and switch "
-        f"to {other} on the control; {c.first_noun_heads} prefer {ref} in both."
+        f"to {other} by >= {c.tau} on the control; {c.first_noun_heads} prefer {ref} in both (a margin under "
+        f"{c.tau} counts as no preference, so smaller sign changes -- the flips qkv compare lists -- are not "
+        "counted here)."
     )
     summary = (
         f"Over {s.n} pronoun sentences in {p.twins.pairs} twin pairs (one word flips the referent), "

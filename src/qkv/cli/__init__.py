@@ -127,11 +127,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def interrupted() -> int:
     """Say ``qkv: interrupted`` (once, whatever else is pressed) and return the status 130."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not turn this line into a traceback
+    try:  # a second Ctrl-C while saying so must not turn this line into a traceback
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not ours to change
+        previous = None
     try:
         print("qkv: interrupted", file=sys.stderr, flush=True)
     except OSError:
         pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     return 130
 
 

@@ -139,10 +139,6 @@ def run_explain(args, console) -> int:
     from ..view.terminal import breakdown_table, top_table
 
     _positive(args)
-    if args.measure == "rollout" and args.head is not None:
-        raise ValueError("rollout combines all heads of a layer; drop --head or use --measure weights/values")
-    if (args.prefer is None) != (args.over is None):
-        raise ValueError("give both --prefer and --over (e.g. --prefer cat --over mat), or neither")
     s.check_outputs(args)
     t = _trace(args.text, args, html=bool(args.html))
     i, prefer, over = _resolve(t, args, args.prefer, args.over)

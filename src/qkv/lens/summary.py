@@ -1,10 +1,10 @@
 """What a trace says about one query, in words and as plain data: the analysis every view draws.
 
-The sentences the CLI prints, ``--html`` shows and ``qkv serve`` returns come from here (the views only
+The sentences the CLI prints, its HTML page shows and ``qkv serve`` returns come from here (the views only
 draw them): :func:`preference_summary` (one query, a ``prefer``/``over`` pair), :func:`attention_summary`
 (no pair), :func:`head_caveat` (a head that marks a word for every token), :func:`head_flips` and
-:func:`compare_summary` (a minimal pair), and :func:`explanation` -- the part of ``qkv explain --json`` and
-``POST /api/trace`` they share (the resolved query and pair, the head shown first, its breakdown, the
+:func:`compare_summary` (a minimal pair), and :func:`explanation` -- the part of the explain command's JSON
+and ``POST /api/trace`` they share (the resolved query and pair, the head shown first, its breakdown, the
 summary and the caveat).
 
 A head *prefers* ``prefer`` when its ``measure(query -> prefer) - measure(query -> over)`` is positive; a

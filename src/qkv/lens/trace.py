@@ -32,10 +32,8 @@ Example (a synthetic trace; ``qkv.trace(text)`` builds one from a model):
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import json
-import re
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
@@ -45,7 +43,8 @@ import torch
 from torch import Tensor
 
 from .attribution import normalise_rows, rollout
-from .essay import ESSAY_PAIR, ESSAY_QUERY, ESSAY_SENTENCE, PRONOUNS
+from .essay import ESSAY_SENTENCE
+from .naming import resolve, token_index
 from .rows import Attended, BreakdownRow, HeadPreference, Resolved
 
 __all__ = [
@@ -96,17 +95,6 @@ def set_html_display(fn) -> None:
 #: How tokenizers spell "not in my vocabulary" (WordPiece, SentencePiece, some BPEs).
 UNKNOWN_TOKENS = frozenset({"[UNK]", "<unk>", "<|unk|>"})
 SCHEMA_VERSION = 1
-
-
-def _spelled(token: str) -> str:
-    """A token as the user would type it: WordPiece ``##``, byte-level ``Ġ``, SentencePiece ``▁`` dropped."""
-    t = token[2:] if token.startswith("##") and len(token) > 2 else token
-    return t.lstrip("Ġ▁")
-
-
-def _clean(token: str) -> str:
-    """:func:`_spelled`, lower-cased (to compare tokens whatever their case)."""
-    return _spelled(token).lower()
 
 
 @dataclass(repr=False)
@@ -238,62 +226,7 @@ class Trace:
                 was split into), the occurrence or index is out of range, or the query is neither a string
                 nor an integer.
         """
-        L = len(self.tokens)
-        if isinstance(query, bool) or not isinstance(query, (int, str)):
-            raise ValueError(
-                f"a query token must be a token string ('it'), its n-th occurrence ('it@2') or an integer "
-                f"index, got {type(query).__name__} {query!r}"
-            )
-        if isinstance(query, int):
-            if not -L <= query < L:
-                raise ValueError(f"token index {query} is out of range; the text has {L} tokens (0..{L - 1})")
-            return query % L
-        if not query.strip():
-            raise ValueError(f"a query token must be a non-empty string or an index, got {query!r}")
-        want, nth = query.strip(), 1
-        m = re.fullmatch(r"(.+)@(\d+)", want)
-        if m and not self._matches(want):
-            want, nth = m.group(1), int(m.group(2))
-        hits = self._matches(want)
-        if len(hits) >= nth >= 1:
-            return hits[nth - 1]
-        if hits:
-            raise ValueError(
-                f"{query!r}: the text has only {len(hits)} occurrence(s) of {want!r}; use {want}@1..{want}@{len(hits)}"
-            )
-        if re.fullmatch(r"-?\d+", want):
-            return self.index(int(want))
-        note = self.vocabulary_note()
-        if note:
-            raise ValueError(f"token {query!r} is not in the text as the model reads it: {note}")
-        pieces = self._pieces(want)
-        if pieces:
-            shown = " ".join(repr(self.tokens[j]) for j in pieces)
-            raise ValueError(
-                f"token {query!r} is not one token: the model reads it as {len(pieces)} pieces ({shown}, tokens "
-                f"{pieces[0]}..{pieces[-1]}); name one piece (e.g. {_spelled(self.tokens[pieces[0]])!r}) or an "
-                f"index (e.g. {pieces[0]})"
-            )
-        pool = list(dict.fromkeys(_clean(t) for t, s in zip(self.tokens, self.special) if not s))
-        close = difflib.get_close_matches(want.lower(), pool, n=5, cutoff=0.5)
-        hint = f"close matches: {', '.join(close)}" if close else f"tokens are: {' '.join(pool)}"
-        raise ValueError(f"token {query!r} is not in the text; {hint}")
-
-    def _matches(self, word: str) -> list[int]:
-        """Positions whose token is ``word``: with its exact case if any token has it, else ignoring case."""
-        exact = [j for j, t in enumerate(self.tokens) if word in (t, _spelled(t))]
-        if exact:
-            return exact
-        low = word.lower()
-        return [j for j, t in enumerate(self.tokens) if low in (t.lower(), _clean(t))]
-
-    def _pieces(self, word: str) -> list[int]:
-        """The tokens of the first whole-word occurrence of ``word`` in the text when it is more than one."""
-        for m in re.finditer(rf"(?<!\w){re.escape(word)}(?!\w)", self.text, flags=re.IGNORECASE):
-            toks = self.span(m.start(), m.end())
-            if len(toks) > 1:
-                return toks
-        return []
+        return token_index(self, query)
 
     def resolve(
         self, query: str | int | None = None, prefer: str | int | None = None, over: str | int | None = None
@@ -313,38 +246,7 @@ class Trace:
             ValueError: a token not in the text (``prefer: ...``/``over: ...`` for the pair), only one of
                 ``prefer``/``over``, or both naming the same token.
         """
-        if (prefer is None) != (over is None):
-            raise ValueError("give both prefer and over (e.g. prefer='cat', over='mat'), or neither")
-        if query is None:
-            words = [j for j, s in enumerate(self.special) if not s]
-            i = next((j for j in words if _clean(self.tokens[j]) in PRONOUNS), words[0] if words else 0)
-        else:
-            i = self.index(query)
-        if prefer is None:
-            return Resolved(i, *self._essay_pair(i))
-        pair = []
-        for name, tok in (("prefer", prefer), ("over", over)):
-            try:
-                pair.append(self.index(tok))
-            except ValueError as e:
-                raise ValueError(f"{name}: {e}") from None
-        if pair[0] == pair[1]:
-            raise ValueError(
-                f"prefer and over name the same token ({self.tokens[pair[0]]!r} at {pair[0]}); "
-                "pick two different tokens"
-            )
-        return Resolved(i, pair[0], pair[1])
-
-    def _essay_pair(self, i: int) -> tuple[int | None, int | None]:
-        """The essay's ``(cat, mat)`` indices when this is the essay's sentence and ``i`` its pronoun."""
-        if self.text != ESSAY_SENTENCE:
-            return None, None
-        try:
-            if self.index(ESSAY_QUERY) != i:
-                return None, None
-            return self.index(ESSAY_PAIR[0]), self.index(ESSAY_PAIR[1])
-        except ValueError:  # a tokenizer that splits the essay's words
-            return None, None
+        return resolve(self, query, prefer, over)
 
     # ---------------------------------------------------------------- vocabulary
     @property

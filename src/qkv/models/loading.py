@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,9 +121,14 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
         raise ValueError(f"{path} is a file; pass the checkpoint directory (the one holding config.json)")
     if name.count("/") == 1 and not name.startswith((".", "/", "~")):
         return _from_hub_cache(name)
+    if re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):  # a hub id without an organisation, such as gpt2
+        try:
+            return _from_hub_cache(name)
+        except ValueError as e:
+            raise ValueError(f"no model called {name!r}: not a directory here; as a hub id, {e}") from None
     raise ValueError(
-        f"no model called {name!r}: not a directory, not 'org/name'; pass 'minilm', a directory with "
-        "config.json and model.safetensors, or a hub id that is in the local Hugging Face cache"
+        f"no model called {name!r}: not a directory and not a hub id ('gpt2' or 'org/name'); pass 'minilm', a "
+        "directory with config.json and model.safetensors, or a hub id that is in the local Hugging Face cache"
     )
 
 

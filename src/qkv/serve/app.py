@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from ..lens.essay import ESSAY_SENTENCE
 from ..lens.trace import Trace, count_tokens, load_model, max_positions, model_info, trace
 from .errors import message
 from .intervene import PlainRuns, intervene
@@ -163,9 +164,7 @@ def create_app(
     def check_text(text: str, field: str = "text") -> None:
         """The CLI's checks, before the model runs: non-empty, not too long in characters or tokens."""
         if not text.strip():
-            raise ValueError(
-                f'"{field}" is empty; give a sentence such as "The cat sat on the mat because it was tired."'
-            )
+            raise ValueError(f'"{field}" is empty; give a sentence such as "{ESSAY_SENTENCE}"')
         if len(text) > limits.max_chars:
             raise ValueError(
                 f'"{field}" has {len(text):,} characters; this server traces at most '

@@ -81,7 +81,9 @@ class CompareRequest(_Strict):
     text_a: StrictStr = Field(examples=[DEFAULT_TEXT])
     text_b: StrictStr = Field(examples=["The cat sat on the mat because it was soft."])
     query: TokenRef | None = Field(
-        None, description=_QUERY + "; default: text A's first pronoun, else its first token", examples=[DEFAULT_QUERY]
+        None,
+        description=_QUERY + "; default: each text's first pronoun, else its first token",
+        examples=[DEFAULT_QUERY],
     )
     prefer: TokenRef = Field(description="a token in both texts", examples=["cat"])
     over: TokenRef = Field(description="another token in both texts", examples=["mat"])

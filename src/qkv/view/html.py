@@ -171,8 +171,9 @@ def render_html(
 
     Args:
         trace: what to show.
-        query: the token selected at first (default: the first non-special token).
-        layer, head: the head selected at first (default: the sharpest head for ``query``).
+        query: the token selected at first (default: :meth:`Trace.resolve`'s, the text's first pronoun).
+        layer, head: the head selected at first (default: :func:`qkv.lens.heads.choose_head` for ``query`` and
+            the pair :meth:`Trace.resolve` gives, as the CLI and ``qkv serve`` choose it).
         measure: ``weights``, ``values`` or ``rollout`` at first.
         summary: one line of text shown under the sentence (e.g. the CLI's honest summary).
         decimals: rounding of the embedded numbers (4 keeps the page small).
@@ -180,10 +181,8 @@ def render_html(
     if measure not in MEASURES:
         raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
     check_size(trace.num_layers, trace.num_heads, len(trace))
-    if query is None:
-        query = next((j for j, s in enumerate(trace.special) if not s), 0)
-    i = trace.index(query)
-    layer, head = choose_head(trace, i, layer=layer, head=head)
+    i, prefer, over = trace.resolve(query)  # the rule of the CLI and qkv serve (the essay's pair on its sentence)
+    layer, head = choose_head(trace, i, layer=layer, head=head, prefer=prefer, over=over)
     data = {
         "trace": trace.to_dict(decimals),
         "labels": token_labels(trace),
