@@ -17,9 +17,9 @@ import os
 
 import pytest
 import torch
-from torch import Tensor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch import Tensor
 
 from qkv import attention, implementations, masks, mods
 
