@@ -326,3 +326,23 @@ def test_merge_keeps_a_nan_part_nan():
     assert torch.isnan(out).all() and torch.isnan(lse).all()
     whole = attention(q, k, v, return_lse=True)
     assert torch.isnan(whole[0]).all() and torch.isnan(whole[1]).all()
+
+
+@pytest.mark.parametrize("mask_name", ["none", "full", "causal", "window", "padding"])
+@pytest.mark.parametrize("impl", ["reference", "tiled"])
+def test_the_o_of_l_rows_equal_the_indicator_pass(impl, mask_name):
+    """Bands and key padding find the NaN rows by prefix sums; the same mask as a bool tensor takes the
+    indicator pass. Both must name the same rows (and give the same output)."""
+    B, L = 2, 300
+    q, k, v = _inputs(B=B, H=2, L=L)
+    q[0, 1, 7, 0], k[1, 0, 280, 2], v[0, 0, 100, 1], k[0, 1, 3, 3] = NAN, INF, -INF, NAN
+    mask = _MASKS[mask_name](L)
+    if mask_name == "padding":
+        mask = masks.padding(torch.tensor([L - 5, L // 2]))  # key padding only: the O(L) path
+    dense = masks.as_mask(mask).dense(B, 2, L, L) if mask is not None else torch.ones(L, L, dtype=torch.bool)
+    structured = attention(q, k, v, mask=mask, impl=impl)
+    as_tensor = attention(q, k, v, mask=dense, impl=impl)
+    assert torch.isnan(structured).any()
+    torch.testing.assert_close(structured, as_tensor, equal_nan=True, rtol=1e-5, atol=1e-6)
+    want = expected(q, k, v, mask, torch.zeros_like(structured))[0]
+    assert_rule(impl, structured, want, 1e-5)
