@@ -54,10 +54,13 @@ def all_finite(inp: AttentionInputs) -> bool:
 
 
 def _bad_rows(t: Tensor) -> Tensor:
-    """``t.shape[:-1]`` bool: rows of ``t`` holding NaN/inf. ``t * 0`` is 0 for finite entries and NaN for the
-    others, so a row sums to 0 iff it is finite (exact, never overflows; 50x faster on CPU than
-    ``isfinite(t).all(-1)``, whose reduction over a bool last dim is not vectorised)."""
-    return t.detach().mul(0).sum(-1) != 0
+    """``t.shape[:-1]`` bool: rows of ``t`` holding NaN/inf -- the max of ``|t|`` over the row is finite iff every
+    entry is (``amax`` propagates NaN). 40x faster on CPU than ``~isfinite(t).all(-1)``, whose reduction over a
+    bool last dim is not vectorised; and unlike ``(t * 0).sum(-1) != 0`` it survives ``torch.compile``, which
+    simplifies ``t * 0`` to 0."""
+    if t.shape[-1] == 0:  # v with Dv = 0: nothing to hold a NaN
+        return torch.zeros(t.shape[:-1], dtype=torch.bool, device=t.device)
+    return ~torch.isfinite(t.detach().abs().amax(-1))
 
 
 def _admitted_bad(admits_lo: Tensor, admits_hi: Tensor, bad_kv: Tensor) -> tuple[Tensor, Tensor]:
