@@ -112,7 +112,12 @@ _REBUILT: "OrderedDict[tuple, tuple]" = OrderedDict()
 
 def _key(t: Tensor):
     if t.numel() <= _BY_VALUE:
-        return (t.dtype, tuple(t.shape), t.device.type, t.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return (
+            t.dtype,
+            tuple(t.shape),
+            t.device.type,
+            t.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes(),
+        )
     return (id(t), t._version)
 
 
