@@ -9,9 +9,10 @@ for every contender; only the attention call differs:
 * **flex** -- FlexAttention with the window's block mask (``create_block_mask``), compiled only (eager
   FlexAttention is a dense reference implementation); on CPU forward only (no backward there in torch 2.13).
 
-Each row is the median of ``--rounds`` timed calls after a warm-up (the compile happens in the warm-up and is
-reported separately); forward+backward runs ``loss.backward()`` on the output's sum. Compiled outputs are
-checked against the eager qkv model (same weights) before anything is timed.
+Each row is the median of ``--rounds`` timed calls, in rounds that interleave every contender, after a
+warm-up (the compile happens in the warm-up and is reported separately); forward+backward runs
+``loss.backward()`` on the output's sum. Compiled outputs are checked against the eager qkv model (same
+weights) before anything is timed.
 
 Run: ``python -m bench.compiled [--n 1024] [--window 128] [--layers 2] [--hidden 256] [--rounds 5]
 [--device cpu|cuda]``; writes ``bench/results/compiled.md`` (``compiled_cuda.md`` on a GPU). The default run
@@ -90,29 +91,21 @@ def attentions(n: int, window: int, device: str = "cpu") -> dict:
     }
 
 
-def _median(fn, rounds: int) -> float:
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
 
 
-def run(n=1024, window=128, layers=2, hidden=256, rounds=5, device="cpu") -> list[dict]:
-    """Rows ``{attention, mode, pass, ms, compile_s}``; ``mode`` eager/compiled, ``pass`` fwd/fwd+bwd."""
+def _steps(n, window, layers, hidden, device) -> tuple[dict, dict]:
+    """``({(attention, mode, pass): step()}, {same key: first-call seconds})``: every step compiled (warmed up)
+    and checked against the eager qkv model before anything is timed."""
     torch.manual_seed(0)
     attends = attentions(n, window, device)
     base = Model(layers, hidden, attends["qkv"]).to(device)
     x = torch.randn(1, n, hidden, device=device)
     with torch.no_grad():
         want = base(x)
-    rows = []
+    steps, first = {}, {}
     for name, attend in attends.items():
         model = Model(layers, hidden, attend).to(device)
         model.load_state_dict(base.state_dict())
@@ -120,8 +113,7 @@ def run(n=1024, window=128, layers=2, hidden=256, rounds=5, device="cpu") -> lis
             if name == "flex" and mode == "eager":
                 continue  # eager FlexAttention is its dense reference, not the product
             m = torch.compile(model) if mode == "compiled" else model
-            passes = ("fwd",) if name == "flex" and device == "cpu" else ("fwd", "fwd+bwd")
-            for p in passes:
+            for p in ("fwd",) if name == "flex" and device == "cpu" else ("fwd", "fwd+bwd"):
                 xi = x.clone().requires_grad_(p == "fwd+bwd")
 
                 def step(m=m, xi=xi, p=p):
@@ -134,24 +126,32 @@ def run(n=1024, window=128, layers=2, hidden=256, rounds=5, device="cpu") -> lis
 
                 t = time.perf_counter()
                 out = step()  # warm-up (and the compile)
-                warm = time.perf_counter() - t
+                first[name, mode, p] = time.perf_counter() - t
                 err = (out.detach() - want).abs().max().item()
                 if err > 1e-3 * max(1.0, want.abs().max().item()):
                     raise AssertionError(f"{name} {mode} {p}: output differs from eager qkv by {err:.3g}")
-                ms = _median(step, rounds) * 1e3
-                rows.append(
-                    {
-                        "attention": name,
-                        "mode": mode,
-                        "pass": p,
-                        "ms": ms,
-                        "compile_s": warm if mode == "compiled" else None,
-                    }
-                )
-                print(
-                    f"{name:11s} {mode:8s} {p:8s} {ms:8.1f} ms"
-                    + (f"  (first call {warm:.1f} s)" if mode == "compiled" else "")
-                )
+                steps[name, mode, p] = step
+                print(f"{name:11s} {mode:8s} {p:8s} first call {first[name, mode, p]:.1f} s", flush=True)
+    return steps, first
+
+
+def run(n=1024, window=128, layers=2, hidden=256, rounds=5, device="cpu") -> list[dict]:
+    """Rows ``{attention, mode, pass, ms, compile_s}``; ``mode`` eager/compiled, ``pass`` fwd/fwd+bwd. The steps
+    are timed in interleaved rounds (a changing machine load hits every contender alike); medians."""
+    steps, first = _steps(n, window, layers, hidden, device)
+    times: dict = {key: [] for key in steps}
+    for _ in range(rounds):
+        for key, step in steps.items():
+            t = time.perf_counter()
+            step()
+            times[key].append(time.perf_counter() - t)
+    rows = []
+    for (name, mode, p), ts in times.items():
+        ms = statistics.median(ts) * 1e3
+        rows.append({"attention": name, "mode": mode, "pass": p, "ms": ms, "compile_s": first[name, mode, p]})
+        print(f"{name:11s} {mode:8s} {p:8s} {ms:8.1f} ms", flush=True)
+    for r in rows:
+        r["compile_s"] = r["compile_s"] if r["mode"] == "compiled" else None
     return rows
 
 
