@@ -43,7 +43,7 @@ lint: $(STAMP)
 
 # The randomized differential test with 10x the examples of a CI run.
 fuzz: $(STAMP)
-	QKV_FUZZ_EXAMPLES=20000 $(PY) -m pytest -q tests/attention/test_fuzz.py
+	QKV_FUZZ_EXAMPLES=20000 QKV_FUZZ_NONFINITE_EXAMPLES=20000 $(PY) -m pytest -q tests/attention/test_fuzz.py
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not browser"

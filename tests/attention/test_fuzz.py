@@ -4,6 +4,11 @@ Hypothesis draws B, Hq/Hkv, Lq != Lk (0 included), D != Dv, fp32/fp64, random co
 (``& | ~``, bool tensors, functions) and every score mod (ALiBi, softcap, bias with -inf, callables holding
 tensors in a module, a dict or a global), and compares out, lse and the gradients of q, k, v and of the mod's
 tensors. ``QKV_FUZZ_EXAMPLES`` sets the count (CI: 2,000; ``make fuzz``: 20,000).
+
+The non-finite fuzz puts NaN/+-inf into q, k and v (single entries, whole rows, padding garbage) under the same
+masks and mods and checks every engine against the documented rule computed independently
+(:mod:`.nonfinite_oracle`: a dense mask picks the NaN rows, the fp64 reference on the cleaned inputs gives the
+rest), out, lse and gradients. ``QKV_FUZZ_NONFINITE_EXAMPLES`` sets its count (CI: 1,500; ``make fuzz``: 20,000).
 """
 
 from __future__ import annotations
@@ -14,10 +19,14 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch import Tensor
 
 from qkv import attention, implementations, masks, mods
 
+from .nonfinite_oracle import assert_rule, expected
+
 EXAMPLES = int(os.environ.get("QKV_FUZZ_EXAMPLES", "2000"))
+NONFINITE_EXAMPLES = int(os.environ.get("QKV_FUZZ_NONFINITE_EXAMPLES", "1500"))
 GLOBAL_BIAS = torch.zeros(8)  # a module-level tensor a score mod reaches as a global (set per example)
 
 
@@ -214,3 +223,66 @@ def test_frozen_qkv_and_a_trainable_mod_tensor():
         w.grad = None
         attention(x, x, x, score_mod=mods.bias(w), mask=masks.causal(), impl=impl).sum().backward()
         assert w.grad is not None and torch.isfinite(w.grad).all()
+
+
+def _spoil(draw, t: Tensor, g: torch.Generator) -> None:
+    """Put NaN/+-inf into ``t`` (B, H, L, D) in place: an entry, a whole row, or every row from some position on."""
+    B, H, L, D = t.shape
+    if t.numel() == 0:
+        return
+    value = draw(st.sampled_from([float("nan"), float("inf"), float("-inf")]))
+    b, h = draw(st.integers(0, B - 1)), draw(st.integers(0, H - 1))
+    i, d = draw(st.integers(0, L - 1)), draw(st.integers(0, D - 1))
+    kind = draw(st.sampled_from(["entry", "entry", "row", "tail", "random"]))
+    if kind == "entry":
+        t[b, h, i, d] = value
+    elif kind == "row":
+        t[b, h, i] = value
+    elif kind == "tail":  # padding garbage
+        t[b, :, i:] = value
+    else:
+        t.masked_fill_(torch.rand(t.shape, generator=g) < 0.05, value)
+
+
+@settings(max_examples=NONFINITE_EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_every_engine_follows_the_nonfinite_rule(data):
+    draw = data.draw
+    B, Hkv, G = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.sampled_from([1, 2]))
+    Hq, lq, lk = Hkv * G, draw(st.integers(1, 20)), draw(st.integers(1, 20))
+    D, Dv = draw(st.integers(1, 6)), draw(st.sampled_from([None, 3]))
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    q = torch.randn(B, Hq, lq, D, generator=g, dtype=dtype)
+    k = torch.randn(B, Hkv, lk, D, generator=g, dtype=dtype)
+    v = torch.randn(B, Hkv, lk, Dv or D, generator=g, dtype=dtype)
+    for _ in range(draw(st.integers(1, 3))):
+        _spoil(draw, draw(st.sampled_from([q, k, v])), g)
+    dout = torch.randn(B, Hq, lq, Dv or D, generator=g, dtype=torch.float64)
+    mask = _mask(draw, B, Hq, lq, lk, g)
+    mod, tensors = _mod(draw, B, Hq, lq, lk, g, dtype)
+    ref_tensors = [t.detach().double().requires_grad_() for t in tensors]
+    ref_mod = _rebind(mod, tensors, ref_tensors)
+    tol = 1e-9 if dtype == torch.float64 else 2e-4
+    with_lse = draw(st.booleans())
+    for impl in draw(st.permutations(list(implementations()))):  # the first engine that takes the inputs
+        try:
+            out, lse, grads = _run(impl, q, k, v, mask, mod, tensors, dout, with_lse)
+        except ValueError as e:
+            assert "cannot run these inputs" in str(e), str(e)
+            continue
+        want_out, want_lse, want_grads = expected(
+            q, k, v, mask, dout, score_mod=ref_mod, mod_tensors=ref_tensors, with_lse=with_lse
+        )
+        assert_rule(f"{impl} out", out, want_out, tol)
+        if with_lse:
+            assert_rule(f"{impl} lse", lse, want_lse, tol)
+        for n, (a, b) in enumerate(zip(grads, want_grads)):
+            name = f"{impl} grad {['q', 'k', 'v', *['mod'] * 9][n]}"
+            if a is None or b is None:
+                assert a is None and (b is None or not torch.any(b != 0)), f"{name}: gradient missing"
+                continue
+            assert torch.isfinite(a).all(), f"{name}: not finite"
+            assert_rule(name, a, b, tol * 10)
+        return
+    raise AssertionError("no engine took the inputs")

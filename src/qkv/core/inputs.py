@@ -156,6 +156,13 @@ def check_inputs(
         scale = 1.0 / math.sqrt(qs[3])
     else:
         if isinstance(scale, Tensor):
+            if scale.numel() != 1 or scale.requires_grad:
+                raise _fail(
+                    "scale must be one number (a float or a one-element tensor without gradient)",
+                    f"a tensor of shape {tuple(scale.shape)}" + (" that requires grad" if scale.requires_grad else ""),
+                    "pass one factor, e.g. scale=0.125; a per-head or learnable scale belongs in a score_mod, "
+                    "e.g. score_mod=lambda s, b, h, q, kv: s * w[h]",
+                )
             scale = float(scale)
         if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale) or scale <= 0:
             raise _fail(

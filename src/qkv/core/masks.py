@@ -52,6 +52,7 @@ from .mask_base import (
     Mask,
     _block_bounds,
     _check_align,
+    _Combined,
     _diag_offset,
     _TensorMask,
     as_mask,
@@ -315,13 +316,24 @@ class _Prefix(Mask):
     closed_form = True
 
     def __init__(self, prefix_length):
-        t = torch.as_tensor(prefix_length)
-        if t.dtype.is_floating_point or t.dim() > 1 or (not torch.compiler.is_compiling() and (t < 0).any()):
+        try:
+            t = torch.as_tensor(prefix_length)
+        except (TypeError, ValueError, RuntimeError):
+            t = None
+        if t is None or t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool or t.dim() > 1:
+            ok = False
+        else:  # values are not read in traced code
+            ok = torch.compiler.is_compiling() or not bool((t < 0).any())
+        if not ok:
             raise ValueError(
-                f"prefix_lm: prefix_length must be a non-negative int or a (B,) integer tensor, got {prefix_length!r}"
+                f"prefix_lm: prefix_length must be a non-negative int or a (B,) integer tensor, got {prefix_length!r}; "
+                "pass e.g. 3 or torch.tensor([3, 5])"
             )
         self.prefix = t.long()
         self.batch_size = t.shape[0] if t.dim() == 1 else None
+
+    def __repr__(self):
+        return f"prefix_keys({_lengths(self.prefix)})"
 
     def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
         p = self.prefix.to(kv_idx.device)
@@ -336,12 +348,30 @@ class _Prefix(Mask):
         return out.expand(-1, 1, nq, -1).to(torch.int8)
 
 
+class _PrefixLM(_Combined):
+    """``prefix_keys | causal``, shown as the call that built it."""
+
+    def __init__(self, prefix: _Prefix, align: str):
+        super().__init__("or", prefix, causal(align))
+        self.align = align
+
+    def __repr__(self):
+        return f"prefix_lm({_lengths(self.a.prefix)}, align={self.align!r})"
+
+
+def _lengths(p: Tensor) -> str:
+    """An int, a short list, or the shape of a long (B,) tensor of lengths."""
+    if p.dim() == 0:
+        return str(int(p))
+    return str(p.tolist()) if p.numel() <= 8 else f"tensor of shape {tuple(p.shape)}"
+
+
 def prefix_lm(prefix_length, align: str = "bottom_right") -> Mask:
     """Prefix-LM: every query sees the first ``prefix_length`` keys bidirectionally, the rest causally.
 
     Equal to ``causal(align) | (keys < prefix_length)``. ``prefix_length`` is an int or a ``(B,)`` tensor.
     """
-    return _Prefix(prefix_length) | causal(align)
+    return _PrefixLM(_Prefix(prefix_length), align)
 
 
 class _Function(Mask):
@@ -352,6 +382,30 @@ class _Function(Mask):
 
     def fingerprint(self):
         return None  # a function's behaviour cannot be fingerprinted
+
+    def check(self, B, H, lq, lk):
+        """Also refuse a function that depends on ``b``/``h`` without ``batch_size``/``num_heads``: it would be
+        evaluated for batch element / head 0 only and broadcast (silently wrong). One call on 1-element index
+        tensors finds it: a result with a batch (head) dim depends on ``b`` (``h``)."""
+        super().check(B, H, lq, lk)
+        for size, given, dim, arg, name in (
+            (B, self.batch_size, 0, "batch_size", "b"),
+            (H, self.num_heads, 1, "num_heads", "h"),
+        ):
+            if size < 2 or given is not None or lq == 0 or lk == 0:
+                continue
+            idx = [torch.zeros(1, 1, 1, 1, dtype=torch.long) for _ in range(4)]
+            idx[dim] = torch.arange(size).view([size if d == dim else 1 for d in range(4)])
+            try:
+                out = self.fn(*idx)
+            except Exception:  # the real evaluation reports the function's own errors
+                continue
+            if isinstance(out, Tensor) and out.dim() == 4 and out.shape[dim] == size:
+                raise ValueError(
+                    f"mask function {self!r} depends on {name} (its result varies along dim {dim}, {size} entries) "
+                    f"and needs {arg}, got {arg}=None; pass masks.from_function(fn, {arg}={size}) -- without it "
+                    f"only {name}=0 would be evaluated and broadcast"
+                )
 
     def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
         out = self.fn(b, h, q_idx, kv_idx)
@@ -388,7 +442,8 @@ def from_function(
 
     The arguments are broadcastable int64 index tensors; return a bool tensor that broadcasts
     with them. Give ``batch_size``/``num_heads`` when the function depends on ``b``/``h`` so that
-    ``dense``/``block_map`` evaluate every batch element/head.
+    ``dense``/``block_map`` evaluate every batch element/head; without them such a function is refused
+    with a ``ValueError`` (it would be evaluated for ``b = 0``/``h = 0`` only).
 
     Example:
         >>> from qkv import masks

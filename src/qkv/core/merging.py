@@ -11,7 +11,7 @@ neutral, and rows where every part is empty give ``out = 0``, ``lse = -inf`` -- 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -19,6 +19,42 @@ from torch import Tensor
 from .lse import lse_dtype, stable_exp
 
 __all__ = ["merge"]
+
+
+_HOW = "pass a list of attention(..., return_lse=True) results, e.g. merge([a, b])"
+
+
+def _describe(x) -> str:
+    return f"a tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+
+
+def _check_parts(parts) -> list:
+    """``parts`` as a list of ``(out, lse)`` tensor pairs, or ``ValueError`` saying what arrived."""
+    if isinstance(parts, (tuple, list)) and len(parts) == 2 and all(isinstance(x, Tensor) for x in parts):
+        raise ValueError(
+            f"merge expects a list of (out, lse) pairs, got one pair (out {tuple(parts[0].shape)}, lse "
+            f"{tuple(parts[1].shape)}); wrap the pairs in a list: merge([a, b])"
+        )
+    if isinstance(parts, (Tensor, str, bytes, dict)) or not isinstance(parts, Iterable):
+        raise ValueError(f"merge expects a list of (out, lse) pairs, got {_describe(parts)}; {_HOW}")
+    parts = list(parts)
+    if not parts:
+        raise ValueError(f"merge needs at least one (out, lse) part, got an empty list; {_HOW}")
+    for i, part in enumerate(parts):
+        if not (isinstance(part, (tuple, list)) and len(part) == 2 and all(isinstance(x, Tensor) for x in part)):
+            got = (
+                f"a {type(part).__name__} of {', '.join(_describe(x) for x in part)}"
+                if isinstance(part, (tuple, list))
+                else _describe(part)
+            )
+            raise ValueError(f"part {i}: expected a pair (out, lse) of tensors, got {got}; {_HOW}")
+    device = parts[0][0].device
+    if any(t.device != device for part in parts for t in part):
+        devices = sorted({str(t.device) for part in parts for t in part})
+        raise ValueError(
+            f"merge expects every part on one device, got {', '.join(devices)}; move them with .to(device)"
+        )
+    return parts
 
 
 def merge(parts: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
@@ -36,9 +72,7 @@ def merge(parts: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
         >>> bool(torch.allclose(out, whole[0]) and torch.allclose(lse, whole[1]))
         True
     """
-    parts = list(parts)
-    if not parts:
-        raise ValueError("merge needs at least one (out, lse) part, got an empty list")
+    parts = _check_parts(parts)
     out0, lse0 = parts[0]
     for i, (o, part_lse) in enumerate(parts):
         if o.dim() != 4 or part_lse.shape != o.shape[:-1]:

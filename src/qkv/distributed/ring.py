@@ -300,6 +300,10 @@ def _exchange_meta(q, k, v, layout, group, rank, W, timeout):
     for i, nm in enumerate(names, start=2):
         vals = [row[i] for row in rows]
         if len(set(vals)) > 1:
+            if nm == "dtype":  # codes -> names: [torch.float32, torch.bfloat16], not [2, 1]
+                vals = "[" + ", ".join(str(_DTYPES[c]) if 0 <= c < len(_DTYPES) else "?" for c in vals) + "]"
+            elif nm == "layout":
+                vals = [LAYOUTS[c] for c in vals]
             raise ValueError(
                 f"ring_attention: ranks disagree on {nm}: {vals} (rank order); every rank must pass "
                 "q, k, v with the same batch, heads, head dims and dtype, and the same layout"
