@@ -58,7 +58,7 @@ def tiled_attention(
     grad_index: list[int],
     needs_grad: bool,
 ) -> tuple[Tensor, Tensor]:
-    """``(out (B, Hq, Lq, Dv) in q's dtype, lse (B, Hq, Lq))``, both contiguous."""
+    """``(out (B, Hq, Lq, Dv) in q's dtype, lse (B, Hq, Lq))``, both with heads innermost in memory."""
     if grad_index:  # tensors that will get gradients: never cached (as in eager mode)
         mask, mod = rebuild(spec, tensors)
     else:
@@ -67,13 +67,20 @@ def tiled_attention(
     inp = _inputs(q, k, v, mask, mod, scale, params)
     p = engine._problem(inp, needs_grad)
     out, lse = engine._forward(p, _compute(q), _compute(k), _compute(v))
-    return out.to(q.dtype).contiguous(), lse.contiguous()
+    return _heads_inner(out.to(q.dtype)), _heads_inner(lse)
+
+
+def _heads_inner(t: Tensor) -> Tensor:
+    """``t`` ``(B, H, L, ...)`` in ``(B, L, H, ...)`` memory: the fused kernel's own output layout (no copy when
+    it is already so), which a model's ``out.transpose(1, 2).reshape(B, L, H * Dv)`` reads without a copy."""
+    return t.transpose(1, 2).contiguous().transpose(1, 2)
 
 
 @tiled_attention.register_fake
 def _(q, k, v, tensors, spec, scale, grad_index, needs_grad):
     B, Hq, Lq, _ = q.shape
-    return q.new_empty((B, Hq, Lq, v.shape[3])), q.new_empty((B, Hq, Lq), dtype=lse_dtype(q.dtype))
+    out = q.new_empty((B, Lq, Hq, v.shape[3])).transpose(1, 2)
+    return out, q.new_empty((B, Lq, Hq), dtype=lse_dtype(q.dtype)).transpose(1, 2)
 
 
 def _autograd_inside():

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import math
 from collections import OrderedDict
 
 import torch
@@ -41,6 +42,8 @@ class _NotDescribable(Exception):
 
 
 def _describe(obj, tensors: list, depth: int):
+    if isinstance(obj, float) and not math.isfinite(obj):  # repr() would not read back
+        raise _NotDescribable()
     if obj is None or isinstance(obj, _PLAIN):
         return obj
     if isinstance(obj, Tensor):
