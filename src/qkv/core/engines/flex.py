@@ -38,6 +38,7 @@ Example (CPU: forward only; compiling takes a few seconds):
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 
 import torch
@@ -52,6 +53,7 @@ __all__ = [
     "flex_reasons",
     "flex_unavailable",
     "block_mask_for",
+    "on_device",
     "kv_blocks",
     "BLOCK",
     "FLEX_DTYPES",
@@ -66,7 +68,7 @@ FLEX_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32})
 #: eager path.
 RECOMPILE_LIMIT = 128
 
-_CACHE: "OrderedDict[tuple, object]" = OrderedDict()  # (mask fingerprint, sizes, device) -> BlockMask
+_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()  # (mask fingerprint, sizes, device) -> (mask, BlockMask)
 _CACHE_SIZE = 16
 _compiled = None
 
@@ -146,6 +148,31 @@ def _score_mod(mod, lq: int, lk: int):
     return score_mod
 
 
+def on_device(node, device, memo: dict | None = None):
+    """A copy of a mask or score mod (and of its children) whose tensors are on ``device``; ``node`` itself when
+    they already are. Flex compiles ``mask_mod``/``score_mod`` into its kernel: a tensor they capture must live on
+    the kernel's device (a CPU ``padding`` length or ALiBi slope next to CUDA queries would be a copy inside the
+    kernel). Reads nothing but the object's attributes (the tensors, masks and mods it holds)."""
+    memo = {} if memo is None else memo
+    if id(node) in memo:
+        return memo[id(node)]
+    if isinstance(node, Tensor):
+        out = node if node.device == torch.device(device) else node.to(device)
+    elif isinstance(node, (tuple, list)):
+        out = type(node)(on_device(x, device, memo) for x in node)
+    elif hasattr(node, "fingerprint") and hasattr(node, "__dict__") and not isinstance(node, type):
+        moved = {k: on_device(v, device, memo) for k, v in vars(node).items()}
+        if all(moved[k] is v for k, v in vars(node).items()):
+            out = node
+        else:
+            out = copy.copy(node)
+            vars(out).update(moved)
+    else:
+        out = node
+    memo[id(node)] = out
+    return out
+
+
 def block_mask_for(mask, B: int, H: int, lq: int, lk: int, device) -> object:
     """The ``BlockMask`` of ``mask`` for a ``(B, H, lq, lk)`` problem from its block map (closed form where the
     mask has one: nothing of size ``lq x lk`` is evaluated), reused for the same mask fingerprint and sizes."""
@@ -155,15 +182,16 @@ def block_mask_for(mask, B: int, H: int, lq: int, lk: int, device) -> object:
     key = None if fp is None else (fp, B, H, lq, lk, str(device))
     if key is not None and key in _CACHE:
         _CACHE.move_to_end(key)
-        return _CACHE[key]
-    kinds = mask.block_map(lq, lk, BLOCK, BLOCK, device)  # (B|1, H|1, nq, nk) int8 EMPTY/PARTIAL/FULL
+        return _CACHE[key][1]
+    moved = on_device(mask, device)
+    kinds = moved.block_map(lq, lk, BLOCK, BLOCK, device)  # (B|1, H|1, nq, nk) int8 EMPTY/PARTIAL/FULL
     num, idx = kv_blocks(kinds == PARTIAL)
     full_num, full_idx = kv_blocks(kinds == FULL)
     bm = BlockMask.from_kv_blocks(
-        num, idx, full_num, full_idx, BLOCK_SIZE=BLOCK, mask_mod=_mask_mod(mask, lq, lk), seq_lengths=(lq, lk)
+        num, idx, full_num, full_idx, BLOCK_SIZE=BLOCK, mask_mod=_mask_mod(moved, lq, lk), seq_lengths=(lq, lk)
     )
     if key is not None:
-        _CACHE[key] = bm  # holds the mask (through mask_mod), so its id in the fingerprint stays unique
+        _CACHE[key] = (mask, bm)  # holds the mask, so the ids in its fingerprint stay unique
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
     return bm
@@ -182,7 +210,7 @@ def flex_forward(inp: AttentionInputs) -> tuple[Tensor, Tensor | None]:
     """``(out, lse or None)`` of validated inputs (lse only when asked for); differentiable on GPUs."""
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (inp.q, inp.k, inp.v))
     block_mask = None if inp.mask is None else block_mask_for(inp.mask, inp.B, inp.Hq, inp.Lq, inp.Lk, q.device)
-    score_mod = _score_mod(inp.score_mod, inp.Lq, inp.Lk)
+    score_mod = _score_mod(on_device(inp.score_mod, q.device), inp.Lq, inp.Lk)
     kwargs = _lse_request() if inp.return_lse else {}
     try:
         res = _flex()(
