@@ -209,6 +209,8 @@ def _lse_request():
 def flex_forward(inp: AttentionInputs) -> tuple[Tensor, Tensor | None]:
     """``(out, lse or None)`` of validated inputs (lse only when asked for); differentiable on GPUs."""
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (inp.q, inp.k, inp.v))
+    if not inp.needs_grad:  # Flex on CPU refuses inputs that require grad even under no_grad
+        q, k, v = q.detach(), k.detach(), v.detach()
     block_mask = None if inp.mask is None else block_mask_for(inp.mask, inp.B, inp.Hq, inp.Lq, inp.Lk, q.device)
     score_mod = _score_mod(on_device(inp.score_mod, q.device), inp.Lq, inp.Lk)
     kwargs = _lse_request() if inp.return_lse else {}
