@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 PY="${PYTHON:-python3}"
 BENCH_S="${BENCH_S:-390}"
 TESTS_S="${TESTS_S:-150}"
-TESTS="${QKV_DEVICE_TESTS:-tests/attention/test_devices.py tests/nn/test_devices.py tests/models/test_devices.py tests/attention/test_merge.py}"
+TESTS="${QKV_DEVICE_TESTS:-tests/attention/test_devices.py tests/attention/test_flex.py tests/nn/test_devices.py tests/models/test_devices.py tests/hf/test_devices.py}"
 
 start=$(date +%s)
 timeout -k 10 "$BENCH_S" "$PY" bench/gpu.py "$@"
