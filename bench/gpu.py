@@ -104,7 +104,13 @@ def correctness(rep: Report, cfg: dict) -> None:
             if not rep.before(cfg["until"]["correctness"]):
                 rep.add(f"| {name} | {dtype} | skipped: time budget | | | | | |")
                 continue
-            for r in gpu_correct.check_case(name, lq, lk, mask, mod, dtype, cfg["device"], D=cfg["D"]):
+            try:
+                rows = gpu_correct.check_case(name, lq, lk, mask, mod, dtype, cfg["device"], D=cfg["D"])
+            except Exception as e:  # a finding: record it and go on with the next case
+                failures += 1
+                rep.add(f"| {name} | {dtype} | error | | **FAIL** | | | `{type(e).__name__}: {str(e)[:200]}` |")
+                continue
+            for r in rows:
                 failures += r["ok"] is False
                 ok = {True: "ok", False: "**FAIL**", None: "-"}[r["ok"]]
                 rep.add(

@@ -149,10 +149,10 @@ def check_case(name, Lq, Lk, mask, mod_factory, dtype, device, *, Hq=8, Hkv=2, D
     extra, extra64 = ((bias[0],), (bias[1],)) if bias else ((), ())
     scale = 1 / math.sqrt(D)
     q, k, v = (t.to(dtype) for t in (q64, k64, v64))
-    base = {}  # lse in the loss or not -> (fp64 reference, plain low precision): the engines' gradients differ
+    oracles = {}  # lse in the loss or not -> (fp64 reference, plain low precision): the engines' gradients differ
 
     def ref_plain(lse: bool):
-        if lse not in base:
+        if lse not in oracles:
             r = _run(
                 lambda a, b, c: plain_attention(a, b, c, mask, mod64, scale),
                 q64,
@@ -165,8 +165,8 @@ def check_case(name, Lq, Lk, mask, mod_factory, dtype, device, *, Hq=8, Hkv=2, D
                 lse,
             )
             p = _run(lambda a, b, c: plain_attention(a, b, c, mask, mod, scale), q, k, v, extra, dout, dlse, True, lse)
-            base[lse] = (r, p)
-        return base[lse]
+            oracles[lse] = (r, p)
+        return oracles[lse]
 
     rows = []
     dev_grads = True
