@@ -4,7 +4,7 @@
 #
 #   bash bench/gpu_check.sh [bench/gpu.py flags]       # e.g. --budget 330
 #
-# Time caps (seconds): BENCH_S for the script (default 390), TESTS_S for pytest (default 150). With $OUT set (the
+# Time caps (seconds): BENCH_S for the script (default 370; its own budget is 360), TESTS_S for pytest (default 100). With $OUT set (the
 # lent machine's output folder) the report and the pytest log are copied there. pytest runs with
 # `-o addopts=` so that plugins the machine may lack (pytest-timeout) are not needed.
 set -u
@@ -12,8 +12,8 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 PY="${PYTHON:-python3}"
-BENCH_S="${BENCH_S:-390}"
-TESTS_S="${TESTS_S:-150}"
+BENCH_S="${BENCH_S:-370}"
+TESTS_S="${TESTS_S:-100}"
 TESTS="${QKV_DEVICE_TESTS:-tests/attention/test_devices.py tests/attention/test_flex.py tests/nn/test_devices.py tests/models/test_devices.py tests/hf/test_devices.py}"
 
 start=$(date +%s)
