@@ -265,8 +265,9 @@ def main(argv=None) -> int:
         print("no CUDA device: run with --smoke for the CPU check of this script", file=sys.stderr)
         return 2
     cfg = _config(args)
-    torch._dynamo.config.recompile_limit = 256  # Flex called directly compiles once per mask and size too
-    torch._dynamo.config.accumulated_recompile_limit = 1024
+    for name, value in (("recompile_limit", 256), ("accumulated_recompile_limit", 1024)):
+        if hasattr(torch._dynamo.config, name):  # Flex called directly compiles once per mask and size too
+            setattr(torch._dynamo.config, name, max(value, getattr(torch._dynamo.config, name)))
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 correctness is checked against ieee fp32
     rep = Report(args.out, args.budget)
     _header(rep, cfg, argv)
