@@ -70,7 +70,8 @@ RECOMPILE_LIMIT = 128
 
 _CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()  # (mask fingerprint, sizes, device) -> (mask, BlockMask)
 _CACHE_SIZE = 16
-_compiled = None
+_compiled: dict = {}  # dynamic shapes or not -> compiled flex_attention
+_STATIC_ONLY: set = set()  # non-empty once a dynamic-shape compile failed where a static one worked
 
 
 def flex_unavailable() -> str | None:
@@ -82,21 +83,21 @@ def flex_unavailable() -> str | None:
     return None
 
 
-def _flex():
-    """``flex_attention`` compiled once: the whole graph (a graph break fails instead of running Flex's eager
-    O(Lq x Lk) path) and torch.compile's automatic dynamic shapes -- the first shape compiles static, a second
-    one recompiles with symbolic lengths, later lengths reuse it (a KV cache growing by one key per step, prompts
-    of every length: measured on CPU, 2 compiles for lengths 200, 300, 420, 1000, 130)."""
-    global _compiled
-    if _compiled is None:
+def _flex(dynamic: bool):
+    """``flex_attention`` compiled once per kind: the whole graph (a graph break fails instead of running Flex's
+    eager O(Lq x Lk) path), with torch.compile's automatic dynamic shapes (``dynamic``: the first length compiles
+    static, a second one recompiles with symbolic lengths, later lengths reuse it -- a KV cache growing by one key
+    per step, prompts of every length; measured on CPU: 2 compiles for lengths 200, 300, 420, 1000, 130) or with
+    static shapes only (one compile per length)."""
+    if dynamic not in _compiled:
         from torch.nn.attention.flex_attention import flex_attention
 
-        _compiled = torch.compile(flex_attention, fullgraph=True)
+        _compiled[dynamic] = torch.compile(flex_attention, fullgraph=True, dynamic=None if dynamic else False)
         # Raised once, globally (a per-call config.patch cost ~0.5 ms): one compile per mask structure and shape.
         for name, value in (("recompile_limit", RECOMPILE_LIMIT), ("accumulated_recompile_limit", 8 * RECOMPILE_LIMIT)):
             if hasattr(torch._dynamo.config, name):
                 setattr(torch._dynamo.config, name, max(value, getattr(torch._dynamo.config, name)))
-    return _compiled
+    return _compiled[dynamic]
 
 
 def flex_reasons(inp: AttentionInputs) -> list[str]:
@@ -217,20 +218,35 @@ def flex_forward(inp: AttentionInputs) -> tuple[Tensor, Tensor | None]:
     block_mask = None if inp.mask is None else block_mask_for(inp.mask, inp.B, inp.Hq, inp.Lq, inp.Lk, q.device)
     score_mod = _score_mod(on_device(inp.score_mod, q.device), inp.Lq, inp.Lk)
     kwargs = _lse_request() if inp.return_lse else {}
+    args = dict(score_mod=score_mod, block_mask=block_mask, scale=inp.scale, enable_gqa=inp.groups > 1, **kwargs)
+    # Dynamic shapes on CUDA; static on CPU, where torch 2.13's C++ Flex template miscompiles some dynamic
+    # graphs (CppCompileError "cur_qSplitSize7 was not declared": padding & causal with ALiBi, B=2).
+    dynamic = inp.device_type != "cpu" and not _STATIC_ONLY
     try:
-        res = _flex()(
-            q, k, v, score_mod=score_mod, block_mask=block_mask, scale=inp.scale, enable_gqa=inp.groups > 1, **kwargs
-        )
+        res = _flex(dynamic)(q, k, v, **args)
     except ValueError:
         raise
-    except Exception as e:  # torch.compile's errors name its internals: say which mask/mod and what to do
-        first = (str(e).strip().splitlines() or [""])[0][:300]
-        raise RuntimeError(
-            f"FlexAttention failed on mask {inp.mask!r} with score_mod {inp.score_mod!r} "
-            f"({type(e).__name__}: {first}); use impl='tiled' for these inputs"
-        ) from e
+    except Exception as e:
+        if not dynamic:
+            raise _failed(inp, e) from e
+        try:  # a compiler failure with symbolic lengths: the same call, and every later one, with static shapes
+            res = _flex(False)(q, k, v, **args)
+            _STATIC_ONLY.add(True)
+        except ValueError:
+            raise
+        except Exception as e2:
+            raise _failed(inp, e2) from e2
     if not inp.return_lse:
         return res, None
     out, aux = res
     lse = aux if isinstance(aux, Tensor) else aux.lse
     return out, lse.float()
+
+
+def _failed(inp: AttentionInputs, e: Exception) -> RuntimeError:
+    """torch.compile's errors name its internals: say which mask and mod failed, and what to do."""
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    return RuntimeError(
+        f"FlexAttention failed on mask {inp.mask!r} with score_mod {inp.score_mod!r} "
+        f"({type(e).__name__}: {first}); use impl='tiled' for these inputs"
+    )
