@@ -11,9 +11,10 @@ map in closed form (:meth:`qkv.masks.Mask.block_map`), so this engine
 * passes the mask as ``mask_mod`` (``mask.evaluate``) and the score mod as ``score_mod`` -- qkv's mods
   already have Flex's signature ``(score, b, h, q_idx, kv_idx)``, and gradients reach the tensors they
   capture (Flex differentiates captured buffers);
-* compiles ``flex_attention`` once (``torch.compile``, automatic dynamic shapes, ``fullgraph``): torch.compile
-  recompiles when the structure changes (another mask kind, another window width) and once for a second
-  length, not for a new mask object of the same structure or new document ids / slopes / bias values;
+* compiles ``flex_attention`` once (``torch.compile``, ``fullgraph``; on CUDA with automatic dynamic shapes, on
+  CPU static): torch.compile recompiles when the structure changes (another mask kind, another window width) and
+  for a new length (on CUDA only once: the second length compiles symbolic lengths), not for a new mask object
+  of the same structure or new document ids / slopes / bias values;
 * declares what Flex cannot do (dropout, float64, empty problems; on CPU: gradients and the log-sum-exp,
   which compiled Flex does not provide there) so that ``auto`` never picks it for them.
 
