@@ -55,6 +55,7 @@ def test_engine_on_device_equals_the_reference(device, impl, case):
             mod32=mod,
             extra64=extra64,
             extra32=extra32,
+            floor=1e-6 if device.type == "cpu" else 1e-5,  # GPU kernels: exp2, other reduction orders
             grad_rel_floor=1e-5,
         )
     except ValueError as e:  # declared refusals (sdpa takes no window, no mods, no lse) are not failures
