@@ -2,7 +2,8 @@
 
 Run on the device: ``PYTHONPATH=src python3 bench/gpu.py`` (from the repository root; no network, qkv need not
 be installed); ``--smoke`` runs the same code on CPU at tiny sizes (a check of the script, not a measurement).
-Writes ``bench/results/gpu.md`` (``--out``) after every line, so a run cut short still leaves its report.
+Writes ``bench/results/gpu.md`` (``--out``; ``--smoke``: ``gpu_smoke.md``) after every line, so a run cut short
+still leaves its report.
 
 Sections, in order (each in its own try/except: an error is written into the report and the run goes on):
 
@@ -41,6 +42,7 @@ except ImportError:  # run as a script (python bench/gpu.py): bench/ itself is o
 __all__ = ["Report", "main"]
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gpu.md"
+SMOKE = RESULTS.with_name("gpu_smoke.md")  # a CPU check of the script, never mistaken for GPU figures
 PEAK_BF16 = 790e12
 #: The fraction of the budget before which each phase may start new work (later phases get what is left).
 UNTIL = {"correctness": 0.33, "speed": 0.62, "model": 0.74, "speed_large": 0.88, "model_large": 0.95}
@@ -260,7 +262,7 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true", help="CPU, tiny sizes: check the script itself")
     p.add_argument("--budget", type=float, default=360.0, help="seconds for the whole run (default 360)")
     p.add_argument("--peak", type=float, default=PEAK_BF16 / 1e12, help="bf16 dense peak in TFLOP/s (default 790)")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=Path, help=f"report path (default {RESULTS.name}; with --smoke {SMOKE.name})")
     p.add_argument("--skip", nargs="*", default=[], choices=["correctness", "speed", "model"], help="sections to skip")
     p.add_argument("--sizes", type=int, nargs="+", help="speed sizes N (default 4096 16384 65536)")
     p.add_argument("--lengths", type=int, nargs="+", help="model lengths (default 8192 32768)")
@@ -268,6 +270,7 @@ def main(argv=None) -> int:
     if not args.smoke and not torch.cuda.is_available():
         print("no CUDA device: run with --smoke for the CPU check of this script", file=sys.stderr)
         return 2
+    args.out = args.out or (SMOKE if args.smoke else RESULTS)
     cfg = _config(args)
     cfg["sizes"] = args.sizes or cfg["sizes"]
     cfg["lengths"] = args.lengths or cfg["lengths"]
