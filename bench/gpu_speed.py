@@ -142,6 +142,8 @@ def speed_rows(mask: str, n: int, device, dtype, *, B=1, H=16, D=128, grads=True
             try:
                 first, t = _time(call, device, reps, budget_s)
             except Exception as e:  # a finding: record it and go on
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
                 rows.append(
                     {
                         "mask": mask,
