@@ -3,7 +3,7 @@ exact, fast and visible inside real models.
 
 The tree (data flows one way; ``make lint`` enforces it with import-linter)::
 
-    qkv.core            the mechanism: attention/steps/merge, masks, mods, engines (reference, sdpa, tiled)
+    qkv.core            the mechanism: attention/steps/merge, masks, mods, engines (reference, sdpa, tiled, flex)
     qkv.masks, qkv.mods the public modules of masks and score mods
     qkv.nn              multi-head attention, KV cache, RoPE, the recording hooks
     qkv.models          model families loaded from safetensors (BERT/MiniLM, GPT-2, Llama)

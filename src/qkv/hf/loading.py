@@ -67,8 +67,9 @@ def wrap(model, tokenizer=None, name: str | None = None) -> HFModel:
     return HFModel(model, tokenizer, str(name))
 
 
-def load(name_or_path: str | os.PathLike, *, dtype=None) -> HFModel:
-    """Load ``name_or_path`` (a directory or a cached hub id) with ``AutoModel`` and the ``"qkv"`` backend.
+def load(name_or_path: str | os.PathLike, *, dtype=None, device=None) -> HFModel:
+    """Load ``name_or_path`` (a directory or a cached hub id) with ``AutoModel`` and the ``"qkv"`` backend,
+    in ``dtype`` (default float32) on ``device`` (default CPU).
 
     Raises:
         ValueError: not a directory and not in the local cache (nothing is downloaded), no config.json,
@@ -100,6 +101,8 @@ def load(name_or_path: str | os.PathLike, *, dtype=None) -> HFModel:
     model = AutoModel.from_pretrained(
         directory, attn_implementation="qkv", local_files_only=True, dtype=dtype or torch.float32
     )
+    if device is not None:
+        model = model.to(device)
     return HFModel(model.eval(), _tokenizer(directory, model.config), os.fspath(name_or_path))
 
 

@@ -11,9 +11,10 @@ map in closed form (:meth:`qkv.masks.Mask.block_map`), so this engine
 * passes the mask as ``mask_mod`` (``mask.evaluate``) and the score mod as ``score_mod`` -- qkv's mods
   already have Flex's signature ``(score, b, h, q_idx, kv_idx)``, and gradients reach the tensors they
   capture (Flex differentiates captured buffers);
-* compiles ``flex_attention`` once (``torch.compile``, static shapes, ``fullgraph``): torch.compile
-  recompiles only when the structure changes (another mask kind, another window width, another shape),
-  not for a new mask object of the same structure or new document ids / slopes / bias values;
+* compiles ``flex_attention`` once (``torch.compile``, ``fullgraph``; on CUDA with automatic dynamic shapes, on
+  CPU static): torch.compile recompiles when the structure changes (another mask kind, another window width) and
+  for a new length (on CUDA only once: the second length compiles symbolic lengths), not for a new mask object
+  of the same structure or new document ids / slopes / bias values;
 * declares what Flex cannot do (dropout, float64, empty problems; on CPU: gradients and the log-sum-exp,
   which compiled Flex does not provide there) so that ``auto`` never picks it for them.
 
@@ -38,6 +39,7 @@ Example (CPU: forward only; compiling takes a few seconds):
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 
 import torch
@@ -52,6 +54,7 @@ __all__ = [
     "flex_reasons",
     "flex_unavailable",
     "block_mask_for",
+    "on_device",
     "kv_blocks",
     "BLOCK",
     "FLEX_DTYPES",
@@ -66,9 +69,10 @@ FLEX_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32})
 #: eager path.
 RECOMPILE_LIMIT = 128
 
-_CACHE: "OrderedDict[tuple, object]" = OrderedDict()  # (mask fingerprint, sizes, device) -> BlockMask
+_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()  # (mask fingerprint, sizes, device) -> (mask, BlockMask)
 _CACHE_SIZE = 16
-_compiled = None
+_compiled: dict = {}  # dynamic shapes or not -> compiled flex_attention
+_STATIC_ONLY: set = set()  # non-empty once a dynamic-shape compile failed where a static one worked
 
 
 def flex_unavailable() -> str | None:
@@ -80,18 +84,21 @@ def flex_unavailable() -> str | None:
     return None
 
 
-def _flex():
-    """``flex_attention`` compiled once (static shapes, whole graph: a graph break fails instead of running eager)."""
-    global _compiled
-    if _compiled is None:
+def _flex(dynamic: bool):
+    """``flex_attention`` compiled once per kind: the whole graph (a graph break fails instead of running Flex's
+    eager O(Lq x Lk) path), with torch.compile's automatic dynamic shapes (``dynamic``: the first length compiles
+    static, a second one recompiles with symbolic lengths, later lengths reuse it -- a KV cache growing by one key
+    per step, prompts of every length; measured on CPU: 2 compiles for lengths 200, 300, 420, 1000, 130) or with
+    static shapes only (one compile per length)."""
+    if dynamic not in _compiled:
         from torch.nn.attention.flex_attention import flex_attention
 
-        _compiled = torch.compile(flex_attention, dynamic=False, fullgraph=True)
+        _compiled[dynamic] = torch.compile(flex_attention, fullgraph=True, dynamic=None if dynamic else False)
         # Raised once, globally (a per-call config.patch cost ~0.5 ms): one compile per mask structure and shape.
         for name, value in (("recompile_limit", RECOMPILE_LIMIT), ("accumulated_recompile_limit", 8 * RECOMPILE_LIMIT)):
             if hasattr(torch._dynamo.config, name):
                 setattr(torch._dynamo.config, name, max(value, getattr(torch._dynamo.config, name)))
-    return _compiled
+    return _compiled[dynamic]
 
 
 def flex_reasons(inp: AttentionInputs) -> list[str]:
@@ -146,6 +153,31 @@ def _score_mod(mod, lq: int, lk: int):
     return score_mod
 
 
+def on_device(node, device, memo: dict | None = None):
+    """A copy of a mask or score mod (and of its children) whose tensors are on ``device``; ``node`` itself when
+    they already are. Flex compiles ``mask_mod``/``score_mod`` into its kernel: a tensor they capture must live on
+    the kernel's device (a CPU ``padding`` length or ALiBi slope next to CUDA queries would be a copy inside the
+    kernel). Reads nothing but the object's attributes (the tensors, masks and mods it holds)."""
+    memo = {} if memo is None else memo
+    if id(node) in memo:
+        return memo[id(node)]
+    if isinstance(node, Tensor):
+        out = node if node.device == torch.device(device) else node.to(device)
+    elif isinstance(node, (tuple, list)):
+        out = type(node)(on_device(x, device, memo) for x in node)
+    elif hasattr(node, "fingerprint") and hasattr(node, "__dict__") and not isinstance(node, type):
+        moved = {k: on_device(v, device, memo) for k, v in vars(node).items()}
+        if all(moved[k] is v for k, v in vars(node).items()):
+            out = node
+        else:
+            out = copy.copy(node)
+            vars(out).update(moved)
+    else:
+        out = node
+    memo[id(node)] = out
+    return out
+
+
 def block_mask_for(mask, B: int, H: int, lq: int, lk: int, device) -> object:
     """The ``BlockMask`` of ``mask`` for a ``(B, H, lq, lk)`` problem from its block map (closed form where the
     mask has one: nothing of size ``lq x lk`` is evaluated), reused for the same mask fingerprint and sizes."""
@@ -155,15 +187,16 @@ def block_mask_for(mask, B: int, H: int, lq: int, lk: int, device) -> object:
     key = None if fp is None else (fp, B, H, lq, lk, str(device))
     if key is not None and key in _CACHE:
         _CACHE.move_to_end(key)
-        return _CACHE[key]
-    kinds = mask.block_map(lq, lk, BLOCK, BLOCK, device)  # (B|1, H|1, nq, nk) int8 EMPTY/PARTIAL/FULL
+        return _CACHE[key][1]
+    moved = on_device(mask, device)
+    kinds = moved.block_map(lq, lk, BLOCK, BLOCK, device)  # (B|1, H|1, nq, nk) int8 EMPTY/PARTIAL/FULL
     num, idx = kv_blocks(kinds == PARTIAL)
     full_num, full_idx = kv_blocks(kinds == FULL)
     bm = BlockMask.from_kv_blocks(
-        num, idx, full_num, full_idx, BLOCK_SIZE=BLOCK, mask_mod=_mask_mod(mask, lq, lk), seq_lengths=(lq, lk)
+        num, idx, full_num, full_idx, BLOCK_SIZE=BLOCK, mask_mod=_mask_mod(moved, lq, lk), seq_lengths=(lq, lk)
     )
     if key is not None:
-        _CACHE[key] = bm  # holds the mask (through mask_mod), so its id in the fingerprint stays unique
+        _CACHE[key] = (mask, bm)  # holds the mask, so the ids in its fingerprint stay unique
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
     return bm
@@ -181,23 +214,40 @@ def _lse_request():
 def flex_forward(inp: AttentionInputs) -> tuple[Tensor, Tensor | None]:
     """``(out, lse or None)`` of validated inputs (lse only when asked for); differentiable on GPUs."""
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (inp.q, inp.k, inp.v))
+    if not inp.needs_grad:  # Flex on CPU refuses inputs that require grad even under no_grad
+        q, k, v = q.detach(), k.detach(), v.detach()
     block_mask = None if inp.mask is None else block_mask_for(inp.mask, inp.B, inp.Hq, inp.Lq, inp.Lk, q.device)
-    score_mod = _score_mod(inp.score_mod, inp.Lq, inp.Lk)
+    score_mod = _score_mod(on_device(inp.score_mod, q.device), inp.Lq, inp.Lk)
     kwargs = _lse_request() if inp.return_lse else {}
+    args = dict(score_mod=score_mod, block_mask=block_mask, scale=inp.scale, enable_gqa=inp.groups > 1, **kwargs)
+    # Dynamic shapes on CUDA; static on CPU, where torch 2.13's C++ Flex template miscompiles some dynamic
+    # graphs (CppCompileError "cur_qSplitSize7 was not declared": padding & causal with ALiBi, B=2).
+    dynamic = inp.device_type != "cpu" and not _STATIC_ONLY
     try:
-        res = _flex()(
-            q, k, v, score_mod=score_mod, block_mask=block_mask, scale=inp.scale, enable_gqa=inp.groups > 1, **kwargs
-        )
+        res = _flex(dynamic)(q, k, v, **args)
     except ValueError:
         raise
-    except Exception as e:  # torch.compile's errors name its internals: say which mask/mod and what to do
-        first = (str(e).strip().splitlines() or [""])[0][:300]
-        raise RuntimeError(
-            f"FlexAttention failed on mask {inp.mask!r} with score_mod {inp.score_mod!r} "
-            f"({type(e).__name__}: {first}); use impl='tiled' for these inputs"
-        ) from e
+    except Exception as e:
+        if not dynamic:
+            raise _failed(inp, e) from e
+        try:  # a compiler failure with symbolic lengths: the same call, and every later one, with static shapes
+            res = _flex(False)(q, k, v, **args)
+            _STATIC_ONLY.add(True)
+        except ValueError:
+            raise
+        except Exception as e2:
+            raise _failed(inp, e2) from e2
     if not inp.return_lse:
         return res, None
     out, aux = res
     lse = aux if isinstance(aux, Tensor) else aux.lse
     return out, lse.float()
+
+
+def _failed(inp: AttentionInputs, e: Exception) -> RuntimeError:
+    """torch.compile's errors name its internals: say which mask and mod failed, and what to do."""
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    return RuntimeError(
+        f"FlexAttention failed on mask {inp.mask!r} with score_mod {inp.score_mod!r} "
+        f"({type(e).__name__}: {first}); use impl='tiled' for these inputs"
+    )
