@@ -115,13 +115,15 @@ def correctness(rep: Report, cfg: dict) -> None:
             if dtype == torch.bfloat16 and name not in gpu_correct.BF16_CASES:
                 continue
             if not rep.before(cfg["until"]["correctness"]):
-                rep.add(_row(name, dtype, "skipped: time budget", "", "", "", "", ""))
+                rep.add(_row(name, str(dtype)[6:], "skipped: time budget", "", "", "", "", ""))
                 continue
             try:
                 rows = gpu_correct.check_case(name, lq, lk, mask, mod, dtype, cfg["device"], D=cfg["D"])
             except Exception as e:  # a finding: record it and go on with the next case
                 failures += 1
-                rep.add(_row(name, dtype, "error", "", "**FAIL**", "", "", f"`{type(e).__name__}: {str(e)[:200]}`"))
+                rep.add(
+                    _row(name, str(dtype)[6:], "error", "", "**FAIL**", "", "", f"`{type(e).__name__}: {str(e)[:200]}`")
+                )
                 continue
             for r in rows:
                 failures += r["ok"] is False
