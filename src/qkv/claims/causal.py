@@ -52,7 +52,12 @@ class SwapResult:
 
     def figures(self) -> dict:
         """Means with intervals: ``look``, ``look_layer0``, ``prefer`` (plain, k, v) and the swaps' effects."""
-        out = {"items": len(self.groups), "model": self.model}
+        out = {
+            "items": len(self.groups),
+            "model": self.model,
+            "metric": {"name": "preference", "base": float(self.prefer[:, 0].mean())},
+            "how": "swap k / swap v of the two candidates, every layer and head",
+        }
         for key, arr in (("look", self.look), ("look_layer0", self.look0), ("prefer", self.prefer)):
             mean, lo, hi = stats.mean_interval(arr, self.groups, self.rounds, self.seed)
             out[key] = {
