@@ -17,6 +17,7 @@ Shapes: q ``(B, Hq, Lq, D)``, k ``(B, Hkv, Lk, D)``, v ``(B, Hkv, Lk, Dv)``.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -44,6 +45,8 @@ def _rows_touching(inp: AttentionInputs, bad_kv: Tensor) -> Tensor:
     """``(B, Hq, Lq)`` bool: query rows whose mask admits a bad key/value position (``bad_kv (B, Hkv, Lk)``)."""
     B, Hq, Lq, G = inp.B, inp.Hq, inp.Lq, inp.groups
     bad = bad_kv.repeat_interleave(G, dim=1)  # (B, Hq, Lk): query head h reads kv head h // G
+    if inp.mask is None:  # every row attends every key
+        return bad.any(-1, keepdim=True).expand(B, Hq, Lq).clone()
     cols = bad.any(dim=(0, 1)).nonzero().flatten()
     touched = torch.zeros(B, Hq, Lq, dtype=torch.bool, device=inp.q.device)
     b = torch.arange(B, device=touched.device).view(B, 1, 1, 1)
@@ -56,7 +59,9 @@ def _rows_touching(inp: AttentionInputs, bad_kv: Tensor) -> Tensor:
     return touched
 
 
-def run_with_nonfinite(forward, inp: AttentionInputs) -> tuple[Tensor, Tensor | None]:
+def run_with_nonfinite(
+    forward: Callable[[AttentionInputs], tuple[Tensor, Tensor | None]], inp: AttentionInputs
+) -> tuple[Tensor, Tensor | None]:
     """``forward(inp)`` under the rule above (call when :func:`needs_rule`)."""
     bad_q = ~torch.isfinite(inp.q.detach()).all(-1)  # (B, Hq, Lq)
     bad_kv = ~(torch.isfinite(inp.k.detach()).all(-1) & torch.isfinite(inp.v.detach()).all(-1))  # (B, Hkv, Lk)
