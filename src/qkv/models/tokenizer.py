@@ -158,7 +158,12 @@ class Tokenizer:
 
     def token(self, i: int) -> str:
         """The string of token id ``i``."""
-        return self._tok.id_to_token(int(i))
+        s = self._tok.id_to_token(int(i))
+        if s is None:
+            raise ValueError(
+                f"token id {i} is not in the vocabulary (ids 0..{self.vocab_size - 1}); use an id below that"
+            )
+        return s
 
     def __repr__(self) -> str:
         return f"Tokenizer({str(self.path)!r}, vocab={self.vocab_size}, max_positions={self.max_positions})"
