@@ -20,14 +20,19 @@ Example:
     torch.Size([1, 2, 4, 8])
 """
 
+from typing import TYPE_CHECKING, Any
+
 from . import masks, mods
 from .core import Steps, attention, implementations, merge, steps
+
+if TYPE_CHECKING:  # for type checkers; at run time `qkv.trace` is imported on first use (__getattr__)
+    from .lens.tracing import trace
 
 __version__ = "0.1.0"
 __all__ = ["attention", "steps", "Steps", "masks", "mods", "merge", "implementations", "trace", "__version__"]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # The lens sits on top of the models; import it only when asked for (keeps `import qkv` light).
     if name == "trace":
         from . import view  # noqa: F401 -- the composition root wires the view's notebook display into Trace
@@ -37,5 +42,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'qkv' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted([*globals(), "trace"])

@@ -314,7 +314,7 @@ class Trace:
         return hits[0]
 
     # ---------------------------------------------------------------- measures
-    def _need(self, what: str, steps: str):
+    def _need(self, what: str, steps: str) -> Tensor:
         value = getattr(self, what)
         if value is None:
             raise ValueError(
@@ -410,12 +410,13 @@ class Trace:
         """One row per key token: ``q.k``, scaled score, softmax weight, ``||a f(v)||`` and its share."""
         i, n, h = self.index(query), self.check_layer(layer), self.check_head(head)
         raw, share = self.value_norms[n, h, i], self.values[n, h, i]
+        scores, scaled = self._need("scores", "'scores'"), self._need("scaled", "'scaled'")
         return [
             BreakdownRow(
                 j,
                 t,
-                float(self.scores[n, h, i, j]),
-                float(self.scaled[n, h, i, j]),
+                float(scores[n, h, i, j]),
+                float(scaled[n, h, i, j]),
                 float(self.weights[n, h, i, j]),
                 float(raw[j]),
                 float(share[j]),
