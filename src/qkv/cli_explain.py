@@ -145,7 +145,7 @@ def run_explain(args, console) -> int:
     console.print(breakdown_table(t, i, layer, head))
     summary = (
         preference_summary(t, i, prefer, over, args.measure)
-        if prefer is not None
+        if prefer is not None and over is not None  # both or neither (_pair)
         else attention_summary(t, i, args.measure)
     )
     console.print()
