@@ -153,7 +153,10 @@ def real_variance(traces: Sequence[Trace]) -> list[VarianceLayer]:
         raw = torch.cat([_step(t, "scores")[n].flatten() for t in traces]).double()
         scaled = torch.cat([_step(t, "scaled")[n].flatten() for t in traces]).double()
         per_head = torch.stack(
-            [torch.cat([_step(t, "scaled")[n, h].flatten() for t in traces]).double().var() for h in range(traces[0].num_heads)]
+            [
+                torch.cat([_step(t, "scaled")[n, h].flatten() for t in traces]).double().var()
+                for h in range(traces[0].num_heads)
+            ]
         )
         mean, var = independent_variance(q, k)
         vq, vk = float(q.double().var()), float(k.double().var())

@@ -37,7 +37,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -59,7 +59,7 @@ _MOVED = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _MOVED:
         warnings.warn(
             f"qkv.lens.trace.{name} moved to {_MOVED[name]}.{name} (qkv.trace for trace); import it from there",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -148,7 +149,7 @@ class Tokenizer:
             mask[i, : len(e)] = 1
         return ids, mask
 
-    def decode(self, ids, *, skip_special_tokens: bool = False) -> str:
+    def decode(self, ids: Sequence[int] | Tensor, *, skip_special_tokens: bool = False) -> str:
         """Token ids (list or 1-D tensor) back to text."""
         if isinstance(ids, Tensor):
             if ids.dim() != 1:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..core.mask_base import MaskLike
+from ..core.mods import ScoreModLike
 from .cache import KVCache
 from .hooked import attend
 from .rope import RotaryEmbedding
@@ -106,8 +108,8 @@ class MultiHeadAttention(nn.Module):
         x: Tensor,
         context: Tensor | None = None,
         *,
-        mask=None,
-        score_mod=None,
+        mask: MaskLike = None,
+        score_mod: ScoreModLike = None,
         cache: KVCache | None = None,
         rope: RotaryEmbedding | None = None,
         positions: Tensor | None = None,
@@ -195,7 +197,9 @@ class MultiHeadAttention(nn.Module):
         qk = rope(y[:, : hq + hkv], positions)  # (B, Hq + Hkv, L, D): one rotation for both
         return qk[:, :hq], qk[:, hq:], y[:, hq + hkv :]
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, mask=None, score_mod=None) -> Tensor:
+    def attend(
+        self, q: Tensor, k: Tensor, v: Tensor, *, mask: MaskLike = None, score_mod: ScoreModLike = None
+    ) -> Tensor:
         """Per-head attention ``(B, Hq, Lq, Dv)`` through this module's hook points
         (:mod:`qkv.nn.hooks`: ``{name}.{q,k,v,scores,scaled,weights,output}`` can be read and replaced);
         the fast :func:`qkv.attention` when no hook set sees this module."""
