@@ -110,3 +110,11 @@ def test_bad_mask_and_mod_types():
         v,
         mask=masks.from_function(lambda b, h, i, j: i - j),
     )
+
+
+def test_a_mask_combined_with_none_says_so():
+    # before: AttributeError deep inside the composition; a bool tensor still combines
+    raises(r"mask & None: a mask combines with a Mask or a bool tensor", lambda: masks.causal() & None)
+    raises(r"mask \| None", lambda: masks.causal() | None)
+    m = masks.causal() & torch.ones(1, 1, 3, 3, dtype=torch.bool).tril(-1)
+    assert m.dense(1, 1, 3, 3)[0, 0].tolist() == [[False] * 3, [True, False, False], [True, True, False]]
