@@ -35,11 +35,13 @@ demo: $(STAMP)
 test: $(STAMP) browser lint
 	$(PY) -m pytest -q
 
-# ruff (lint + format check) and the layering contracts of DESIGN.md (import-linter, see pyproject.toml).
+# ruff (lint + format check), the layering contracts of DESIGN.md (import-linter) and the types of src/qkv (mypy;
+# both configured in pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench tools
 	$(VENV)/bin/ruff format --check src tests bench tools
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 # The randomized differential test with 10x the examples of a CI run.
 fuzz: $(STAMP)

@@ -20,6 +20,8 @@ Example:
     torch.Size([1, 2, 4, 8])
 """
 
+from typing import TYPE_CHECKING, Any
+
 try:
     from . import masks, mods
     from .core import Steps, attention, implementations, merge, steps
@@ -40,11 +42,14 @@ except KeyboardInterrupt:  # Ctrl-C while torch loads: the `qkv` command says on
         raise SystemExit(130) from None
     raise
 
+if TYPE_CHECKING:  # for type checkers; at run time `qkv.trace` is imported on first use (__getattr__)
+    from .lens.tracing import trace
+
 __version__ = "0.1.0"
 __all__ = ["attention", "steps", "Steps", "masks", "mods", "merge", "implementations", "trace", "__version__"]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # The lens sits on top of the models; import it only when asked for (keeps `import qkv` light).
     if name == "trace":
         from . import view  # noqa: F401 -- the composition root wires the view's notebook display into Trace
@@ -54,5 +59,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'qkv' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted([*globals(), "trace"])

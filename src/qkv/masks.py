@@ -14,7 +14,7 @@ Example:
     q3   ■ · ■ ■
 """
 
-from .core.mask_base import Band, Mask, as_mask, offset
+from .core.mask_base import Band, Mask, MaskLike, as_mask, offset
 from .core.masks import (
     EMPTY,
     FULL,
@@ -36,6 +36,7 @@ __all__ = [
     "FULL",
     "Band",
     "Mask",
+    "MaskLike",
     "causal",
     "sliding_window",
     "global_window",

@@ -11,10 +11,23 @@ Example:
     torch.Size([1, 2, 6, 8])
 """
 
-from .core.mods import ScoreMod, additive, alibi, alibi_slopes, as_mod, bias, compose, offset, shift_invariant, softcap
+from .core.mods import (
+    ScoreMod,
+    ScoreModLike,
+    additive,
+    alibi,
+    alibi_slopes,
+    as_mod,
+    bias,
+    compose,
+    offset,
+    shift_invariant,
+    softcap,
+)
 
 __all__ = [
     "ScoreMod",
+    "ScoreModLike",
     "alibi",
     "alibi_slopes",
     "softcap",

@@ -240,3 +240,11 @@ def test_ring_ranks_that_disagree_on_dtype_are_told_the_dtype_names(monkeypatch)
     q = torch.randn(1, 2, 4, 8)
     msg = raises("ranks disagree on dtype", ring._exchange_meta, q, q, q, "contiguous", None, 0, 2, None)
     assert "[torch.float32, torch.bfloat16] (rank order)" in msg and "[2, 1]" not in msg
+
+
+def test_a_mask_combined_with_none_says_so():
+    # before: AttributeError deep inside the composition; a bool tensor still combines
+    raises(r"mask & None: a mask combines with a Mask or a bool tensor", lambda: masks.causal() & None)
+    raises(r"mask \| None", lambda: masks.causal() | None)
+    m = masks.causal() & torch.ones(1, 1, 3, 3, dtype=torch.bool).tril(-1)
+    assert m.dense(1, 1, 3, 3)[0, 0].tolist() == [[False] * 3, [True, False, False], [True, True, False]]

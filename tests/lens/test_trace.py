@@ -146,6 +146,13 @@ def test_breakdown_is_the_chain_for_one_token(cat_trace):
     assert [r.value_norm for r in rows] == pytest.approx((t.weights[5, 11, 8] * t.fv_norms[5, 11]).tolist())
 
 
+def test_breakdown_of_a_trace_without_scores_names_the_missing_step(cat_trace):
+    t = cat_trace
+    weights_only = Trace(t.text, t.tokens, t.offsets, t.special, t.model, t.weights, None, None, t.fv_norms)
+    with pytest.raises(ValueError, match=r"this trace did not record 'scores'; trace with steps including 'scores'"):
+        weights_only.breakdown("it", 5, 11)
+
+
 def test_to_json_follows_the_documented_schema(cat_trace):
     doc = json.loads(cat_trace.to_json())
     assert doc["schema"] == "qkv.trace" and doc["version"] == SCHEMA_VERSION == 1

@@ -67,6 +67,15 @@ def test_decode_round_trip(tok):
     assert tok.decode(torch.tensor(enc.ids), skip_special_tokens=True) == TEXTS[0].lower()
 
 
+def test_token_spells_an_id_and_refuses_an_unknown_one(tok):
+    enc = tok.encode(TEXTS[0])
+    assert [tok.token(i) for i in enc.ids[:3]] == enc.tokens[:3]
+    with pytest.raises(
+        ValueError, match=rf"token id {tok.vocab_size} is not in the vocabulary \(ids 0\.\.{tok.vocab_size - 1}\)"
+    ):
+        tok.token(tok.vocab_size)
+
+
 def test_importing_qkv_models_does_not_import_transformers():
     code = (
         "import qkv.models, qkv.nn, sys; m = qkv.models.load('minilm'); "

@@ -83,6 +83,14 @@ def _layers(traces: Sequence[Trace], need: tuple[str, ...]) -> int:
     return n
 
 
+def _step(t: Trace, name: str) -> Tensor:
+    """A recorded step of ``t`` (``q``, ``k``, ``scores``...); :func:`_layers` has checked it is there."""
+    value = getattr(t, name)
+    if value is None:
+        raise ValueError(f"trace of {t.text!r} lacks {name}; build it with qkv.trace(text, model)")
+    return value
+
+
 # ------------------------------------------------------------------------------------------ claim 1
 @dataclass(frozen=True)
 class VarianceLayer:
@@ -140,13 +148,16 @@ def real_variance(traces: Sequence[Trace]) -> list[VarianceLayer]:
     """Per layer, pooled over sentences, heads and (query, key) pairs (specials included)."""
     out = []
     for n in range(_layers(traces, ("q", "k"))):
-        q = torch.cat([t.q[n].transpose(0, 1) for t in traces])  # (T, H, D): every token of every sentence
-        k = torch.cat([t.k[n].transpose(0, 1) for t in traces])  # (T, Hkv, D)
+        q = torch.cat([_step(t, "q")[n].transpose(0, 1) for t in traces])  # (T, H, D): every token of every sentence
+        k = torch.cat([_step(t, "k")[n].transpose(0, 1) for t in traces])  # (T, Hkv, D)
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # (T, H, D): the key head of each query head
-        raw = torch.cat([t.scores[n].flatten() for t in traces]).double()
-        scaled = torch.cat([t.scaled[n].flatten() for t in traces]).double()
+        raw = torch.cat([_step(t, "scores")[n].flatten() for t in traces]).double()
+        scaled = torch.cat([_step(t, "scaled")[n].flatten() for t in traces]).double()
         per_head = torch.stack(
-            [torch.cat([t.scaled[n, h].flatten() for t in traces]).double().var() for h in range(traces[0].num_heads)]
+            [
+                torch.cat([_step(t, "scaled")[n, h].flatten() for t in traces]).double().var()
+                for h in range(traces[0].num_heads)
+            ]
         )
         mean, var = independent_variance(q, k)
         vq, vk = float(q.double().var()), float(k.double().var())
@@ -201,7 +212,7 @@ def real_saturation(traces: Sequence[Trace]) -> list[SaturationLayer]:
     out = []
     for n in range(_layers(traces, ())):
         scaled = [t.weights[n] for t in traces]  # the model's own weights, (H, L, L) each
-        unscaled = [torch.softmax(t.scores[n].double(), dim=-1) for t in traces]
+        unscaled = [torch.softmax(_step(t, "scores")[n].double(), dim=-1) for t in traces]
         ms, hs, js = _row_means(scaled)
         mu, hu, ju = _row_means(unscaled)
         log_n = float(np.mean([math.log(len(t)) for t in traces]))
@@ -254,7 +265,7 @@ def real_sharpness(traces: Sequence[Trace]) -> list[SharpnessLayer]:
             top3.append(top_mass(w, 3).flatten())
             u1.append(torch.full((w[..., 0].numel(),), 1.0 / L, dtype=torch.float64))
             u3.append(torch.full((w[..., 0].numel(),), min(3, L) / L, dtype=torch.float64))
-            lin.append(top_mass(linear_weights(t.scaled[n]), 1).flatten())
+            lin.append(top_mass(linear_weights(_step(t, "scaled")[n]), 1).flatten())
             is_special = torch.tensor(t.special, dtype=torch.float64)  # (L,)
             special.append(is_special[w.argmax(-1)].flatten())
         m = [float(torch.cat(x).mean()) for x in (top1, top3, u1, u3, lin, special)]
@@ -309,10 +320,8 @@ def real_decoupling(traces: Sequence[Trace], close_key_cos: float = 0.8) -> tupl
         if len(idx) < 2:
             continue
         iu = torch.triu_indices(len(idx), len(idx), offset=1)  # (2, P)
-        kc = cosine_matrix(t.k[:, :, idx])[..., iu[0], iu[1]]  # (N, Hkv, P)
-        vc = cosine_matrix(t.v[:, :, idx])[..., iu[0], iu[1]]
-        key_cos.append(kc)
-        value_cos.append(vc)
+        key_cos.append(cosine_matrix(_step(t, "k")[:, :, idx])[..., iu[0], iu[1]])  # (N, Hkv, P)
+        value_cos.append(cosine_matrix(_step(t, "v")[:, :, idx])[..., iu[0], iu[1]])
         where += [(s, idx[a], idx[b]) for a, b in iu.T.tolist()]
     if not where or len(where) < 3:
         raise ValueError("need at least 3 pairs of non-special tokens to correlate key and value similarity")
@@ -330,7 +339,7 @@ def real_decoupling(traces: Sequence[Trace], close_key_cos: float = 0.8) -> tupl
     gap = np.where(distinct[None, None, :], kc - vc, -np.inf)
     if (np.where(distinct[None, None, :], kc, -np.inf) >= close_key_cos).any():
         gap = np.where(kc >= close_key_cos, gap, -np.inf)
-    n, h, p = np.unravel_index(int(np.argmax(gap)), gap.shape)
+    n, h, p = (int(x) for x in np.unravel_index(int(np.argmax(gap)), gap.shape))
     s, i, j = where[p]
     t = traces[s]
     example = PairExample(

@@ -111,7 +111,7 @@ def show(path) -> str:
 def os_reason(e: OSError) -> str:
     """``"[ENOSPC] No space left on device: the disk is full: ..."`` for an OSError."""
     code = errno.errorcode.get(e.errno, "") if e.errno is not None else ""
-    hint = _OS_HINTS.get(e.errno, "check the path and the disk, or write elsewhere")
+    hint = _OS_HINTS.get(e.errno or 0, "check the path and the disk, or write elsewhere")  # errno None: no hint
     return f"{'[' + code + '] ' if code else ''}{e.strerror or e}: {hint}"
 
 

@@ -17,9 +17,12 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
+from torch.types import Device
 
 from . import mods as _mods
 from .walk import leaves
@@ -27,7 +30,7 @@ from .walk import leaves
 __all__ = ["captured_tensors"]
 
 
-def _tensors(obj, out: list, depth: int = 0) -> list:
+def _tensors(obj: object, out: list[Tensor], depth: int = 0) -> list[Tensor]:
     if isinstance(obj, Tensor):
         out.append(obj)
     elif depth < 4 and isinstance(obj, (list, tuple)):
@@ -47,7 +50,9 @@ class _Watch(TorchFunctionMode):
         self.made = list(inputs)  # kept alive so ids stay unique
         self.found: list[Tensor] = []
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(
+        self, func: Callable[..., Any], types: object, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
         kwargs = kwargs or {}
         for t in _tensors(list(args) + list(kwargs.values()), []):
             if t.requires_grad and not any(t is m for m in self.made) and not any(t is f for f in self.found):
@@ -57,7 +62,7 @@ class _Watch(TorchFunctionMode):
         return out
 
 
-def _held(mod) -> list[Tensor]:
+def _held(mod: _mods.ScoreModLike) -> list[Tensor]:
     """Tensors requiring grad that the mods of a composition hold as attributes (a bias tensor), first-use order.
 
     What :func:`captured_tensors` answers under ``torch.compile``: there the probe cannot run, and a mod given as
@@ -71,7 +76,9 @@ def _held(mod) -> list[Tensor]:
     return found
 
 
-def captured_tensors(mod, B: int, H: int, lq: int, lk: int, dtype: torch.dtype, device) -> list[Tensor]:
+def captured_tensors(
+    mod: _mods.ScoreModLike, B: int, H: int, lq: int, lk: int, dtype: torch.dtype, device: Device
+) -> list[Tensor]:
     """Tensors requiring grad that ``mod`` computes with (in first-use order); empty for None or an empty problem.
 
     The mod runs once on a ``(B, H, 1, 1)`` block at query 0, key 0 of an ``lq x lk`` problem.

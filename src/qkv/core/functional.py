@@ -2,29 +2,76 @@
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
+import torch
 from torch import Tensor
 
 from . import registry
 from .engines.reference import Steps, run_steps
 from .inputs import check_inputs
+from .mask_base import MaskLike
+from .mods import ScoreModLike
 from .nonfinite import attend
 
 __all__ = ["attention", "steps"]
 
 
+@overload
 def attention(
     q: Tensor,
     k: Tensor,
     v: Tensor,
     *,
-    mask=None,
-    score_mod=None,
+    mask: MaskLike = None,
+    score_mod: ScoreModLike = None,
     scale: float | None = None,
     dropout_p: float = 0.0,
-    generator=None,
+    generator: torch.Generator | None = None,
+    impl: str = "auto",
+    return_lse: Literal[False] = False,
+) -> Tensor: ...
+@overload
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    mask: MaskLike = None,
+    score_mod: ScoreModLike = None,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    generator: torch.Generator | None = None,
+    impl: str = "auto",
+    return_lse: Literal[True],
+) -> tuple[Tensor, Tensor]: ...
+@overload
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    mask: MaskLike = None,
+    score_mod: ScoreModLike = None,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    generator: torch.Generator | None = None,
+    impl: str = "auto",
+    return_lse: bool,
+) -> Tensor | tuple[Tensor, Tensor]: ...
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    mask: MaskLike = None,
+    score_mod: ScoreModLike = None,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    generator: torch.Generator | None = None,
     impl: str = "auto",
     return_lse: bool = False,
-):
+) -> Tensor | tuple[Tensor, Tensor]:
     r"""Scaled dot-product attention: ``softmax(score_mod(q @ k^T * scale) masked) @ v``.
 
     Shapes (as ``torch.nn.functional.scaled_dot_product_attention``): q ``(B, Hq, Lq, D)``,
@@ -90,10 +137,21 @@ def attention(
     )
     chosen = registry.select(impl, inp)
     out, lse = attend(chosen.forward, inp)  # the NaN/inf rule (qkv.core.nonfinite); finite inputs: the engine alone
-    return (out, lse) if return_lse else out
+    if not return_lse:
+        return out
+    assert lse is not None, f"{chosen.name} returned no lse although it declares supports.lse"
+    return out, lse
 
 
-def steps(q: Tensor, k: Tensor, v: Tensor, *, mask=None, score_mod=None, scale: float | None = None) -> Steps:
+def steps(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    mask: MaskLike = None,
+    score_mod: ScoreModLike = None,
+    scale: float | None = None,
+) -> Steps:
     """Every named step of the reference chain for one call, as a :class:`Steps` named tuple.
 
     Fields: ``scores`` (raw ``q @ k^T``), ``scaled``, ``modified`` (after ``score_mod``), ``masked``

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -43,13 +42,13 @@ class AttentionInputs:
     q: Tensor
     k: Tensor
     v: Tensor
-    mask: Any
-    score_mod: Any
+    mask: _masks.Mask | None
+    score_mod: _mods.ScoreMod | None
     scale: float
     dropout_p: float
-    generator: Any
+    generator: torch.Generator | None
     return_lse: bool
-    mod_tensors: tuple = ()
+    mod_tensors: tuple[Tensor, ...] = ()
     B: int = field(init=False)
     Hq: int = field(init=False)
     Hkv: int = field(init=False)
@@ -62,7 +61,7 @@ class AttentionInputs:
     compute_dtype: torch.dtype = field(init=False)
     device_type: str = field(init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         (B, Hq, Lq, D), (_, Hkv, Lk, _), Dv = self.q.shape, self.k.shape, self.v.shape[3]
         dtype = self.q.dtype
         for name, value in (
@@ -90,7 +89,16 @@ def _fail(what: str, got: str, fix: str) -> ValueError:
 
 
 def check_inputs(
-    q, k, v, *, mask=None, score_mod=None, scale=None, dropout_p=0.0, generator=None, return_lse=False
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    mask: _masks.MaskLike = None,
+    score_mod: _mods.ScoreModLike = None,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    generator: torch.Generator | None = None,
+    return_lse: bool = False,
 ) -> AttentionInputs:
     """Validate and normalise the arguments of :func:`qkv.attention`; raise ``ValueError`` otherwise."""
     for name, t in (("q", q), ("k", k), ("v", v)):
@@ -186,7 +194,7 @@ def check_inputs(
     if mask is not None:
         mask.check(B, Hq, Lq, Lk)
     score_mod = _mods.as_mod(score_mod)
-    mod_tensors: tuple = ()
+    mod_tensors: tuple[Tensor, ...] = ()
     if score_mod is not None:
         score_mod.check(B, Hq, Lq, Lk)
         if torch.is_grad_enabled():

@@ -18,9 +18,11 @@ Shape legend: ``B`` batch, ``H`` heads, ``Lq`` query length, ``Lk`` key length.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Union
 
 import torch
 from torch import Tensor
+from torch.types import Device
 
 from .walk import fingerprint_of
 
@@ -30,6 +32,7 @@ __all__ = [
     "FULL",
     "Band",
     "Mask",
+    "MaskLike",
     "as_mask",
     "offset",
     "check_broadcast",
@@ -84,7 +87,7 @@ def _diag_offset(align: str, lq: int, lk: int) -> int:
     return lk - lq if align == "bottom_right" else 0
 
 
-def index_grid(B: int, H: int, lq: int, lk: int, device=None):
+def index_grid(B: int, H: int, lq: int, lk: int, device: Device = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Broadcastable index tensors b (B,1,1,1), h (1,H,1,1), q (1,1,Lq,1), kv (1,1,1,Lk)."""
     b = torch.arange(B, device=device).view(B, 1, 1, 1)
     h = torch.arange(H, device=device).view(1, H, 1, 1)
@@ -93,7 +96,7 @@ def index_grid(B: int, H: int, lq: int, lk: int, device=None):
     return b, h, q, kv
 
 
-def _block_bounds(length: int, block: int, device=None):
+def _block_bounds(length: int, block: int, device: Device = None) -> tuple[Tensor, Tensor]:
     """First and last (inclusive) index of each block: two (n,) int64 tensors."""
     starts = torch.arange(0, max(length, 0), block, device=device)
     ends = torch.clamp(starts + block, max=length) - 1
@@ -169,17 +172,17 @@ class Mask:
         for child in self.children:
             child.check(B, H, lq, lk)
 
-    def fingerprint(self):
+    def fingerprint(self) -> object:
         """Hashable key of this mask's identity and the versions of its tensors (an in-place change
         gives a new key), or None when it cannot be fingerprinted (functions, inference tensors)."""
         return fingerprint_of(self)
 
-    def _block_map(self, lq: int, lk: int, block_q: int, block_k: int, device=None) -> Tensor | None:
+    def _block_map(self, lq: int, lk: int, block_q: int, block_k: int, device: Device = None) -> Tensor | None:
         """Closed-form block map, or None to evaluate the mask block-row by block-row."""
         return None
 
     # -- derived -----------------------------------------------------------------------------
-    def dense(self, B: int = 1, H: int = 1, lq: int = 1, lk: int = 1, device=None) -> Tensor:
+    def dense(self, B: int = 1, H: int = 1, lq: int = 1, lk: int = 1, device: Device = None) -> Tensor:
         """Materialise as a bool tensor of shape ``(B|1, H|1, lq, lk)``."""
         Bm = B if self.batch_size is not None else 1
         Hm = H if self.num_heads is not None else 1
@@ -187,7 +190,7 @@ class Mask:
         out = self.evaluate(b, h, q, kv, lq, lk)
         return out.expand(Bm, Hm, lq, lk)
 
-    def block_map(self, lq: int, lk: int, block_q: int, block_k: int, device=None) -> Tensor:
+    def block_map(self, lq: int, lk: int, block_q: int, block_k: int, device: Device = None) -> Tensor:
         """Per-block kind: int8 ``(B|1, H|1, ceil(lq/block_q), ceil(lk/block_k))`` of EMPTY/PARTIAL/FULL.
 
         A block is EMPTY when no (q, k) pair in it may attend, FULL when all may, else PARTIAL.
@@ -228,17 +231,29 @@ class Mask:
             rows.append(f"q{str(i).ljust(wq)}   {cells}")
         return "\n".join(rows)
 
-    def __and__(self, other: "Mask") -> "Mask":
-        return _Combined("and", as_mask(self), as_mask(other))
+    def __and__(self, other: Mask | Tensor) -> Mask:
+        return _Combined("and", self, _operand(other, "&"))
 
-    def __or__(self, other: "Mask") -> "Mask":
-        return _Combined("or", as_mask(self), as_mask(other))
+    def __or__(self, other: Mask | Tensor) -> Mask:
+        return _Combined("or", self, _operand(other, "|"))
 
     def __invert__(self) -> "Mask":
         return _Not(self)
 
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         return f"{type(self).__name__}()"
+
+
+#: what ``mask=`` accepts: a :class:`Mask`, a bool tensor broadcastable to ``(B, H, Lq, Lk)``, or None (no mask)
+MaskLike = Union[Mask, Tensor, None]
+
+
+def _operand(other: object, op: str) -> Mask:
+    """The other side of ``mask & other`` / ``mask | other`` as a Mask (a bool tensor is wrapped)."""
+    m = as_mask(other)
+    if m is None:
+        raise ValueError(f"mask {op} None: a mask combines with a Mask or a bool tensor, got None; drop the {op}")
+    return m
 
 
 class _TensorMask(Mask):
@@ -255,18 +270,18 @@ class _TensorMask(Mask):
 
     closed_form = True
 
-    def check(self, B, H, lq, lk):
+    def check(self, B: int, H: int, lq: int, lk: int) -> None:
         check_broadcast(self.t, (B, H, lq, lk), "mask")
 
-    def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
+    def evaluate(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         return gather_4d(self.t.to(q_idx.device), b, h, q_idx, kv_idx)
 
-    def dense(self, B=1, H=1, lq=1, lk=1, device=None):
+    def dense(self, B: int = 1, H: int = 1, lq: int = 1, lk: int = 1, device: Device = None) -> Tensor:
         self.check(B, H, lq, lk)
         t = self.t if device is None else self.t.to(device)
         return t.expand(t.shape[0], t.shape[1], lq, lk)
 
-    def _block_map(self, lq, lk, block_q, block_k, device=None):
+    def _block_map(self, lq: int, lk: int, block_q: int, block_k: int, device: Device = None) -> Tensor | None:
         t = self.dense(self.t.shape[0], self.t.shape[1], lq, lk, device)
         Bm, Hm = t.shape[:2]
         nq, nk = -(-lq // block_q), -(-lk // block_k)
@@ -276,7 +291,7 @@ class _TensorMask(Mask):
         anyb, allb = anyv.any(5).any(3), allv.all(5).all(3)
         return torch.where(allb, FULL, torch.where(anyb, PARTIAL, EMPTY))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"tensor_mask(shape={tuple(self.t.shape)})"
 
 
@@ -287,7 +302,7 @@ class _Combined(Mask):
         self.batch_size = a.batch_size or b.batch_size
         self.num_heads = a.num_heads or b.num_heads
 
-    def band(self, lq, lk):
+    def band(self, lq: int, lk: int) -> Band | None:
         x, y = self.a.band(lq, lk), self.b.band(lq, lk)
         if x is None or y is None:
             return None
@@ -296,26 +311,26 @@ class _Combined(Mask):
         return x if x.intersect(y) == y else (y if x.intersect(y) == x else None)  # a union is a band if nested
 
     @property
-    def translation_invariant(self):
+    def translation_invariant(self) -> bool:
         return self.a.translation_invariant and self.b.translation_invariant
 
     @property
-    def closed_form(self):
+    def closed_form(self) -> bool:
         return self.a.closed_form and self.b.closed_form
 
-    def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
+    def evaluate(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         x = self.a.evaluate(b, h, q_idx, kv_idx, lq, lk)
         y = self.b.evaluate(b, h, q_idx, kv_idx, lq, lk)
         return (x & y) if self.op == "and" else (x | y)
 
-    def _block_map(self, lq, lk, block_q, block_k, device=None):
+    def _block_map(self, lq: int, lk: int, block_q: int, block_k: int, device: Device = None) -> Tensor | None:
         x = self.a.block_map(lq, lk, block_q, block_k, device)
         y = self.b.block_map(lq, lk, block_q, block_k, device)
         # EMPTY < PARTIAL < FULL: "and" is the minimum, "or" the maximum -- except that two
         # PARTIAL blocks may combine into EMPTY/FULL; PARTIAL is always a safe answer.
         return torch.minimum(x, y) if self.op == "and" else torch.maximum(x, y)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"({self.a!r} {'&' if self.op == 'and' else '|'} {self.b!r})"
 
 
@@ -325,27 +340,29 @@ class _Not(Mask):
         self.children = (a,)
         self.batch_size, self.num_heads = a.batch_size, a.num_heads
 
-    def band(self, lq, lk):
+    def band(self, lq: int, lk: int) -> Band | None:
         x = self.a.band(lq, lk)
-        if x is None or (x.lo is None) == (x.hi is None):  # the complement of a two-sided band is no band
-            return None
-        return Band(x.hi + 1, None) if x.lo is None else Band(None, x.lo - 1)
+        if x is not None and x.lo is None and x.hi is not None:
+            return Band(x.hi + 1, None)
+        if x is not None and x.hi is None and x.lo is not None:
+            return Band(None, x.lo - 1)
+        return None  # the complement of a two-sided band (or of no band) is no band
 
     @property
-    def translation_invariant(self):
+    def translation_invariant(self) -> bool:
         return self.a.translation_invariant
 
     @property
-    def closed_form(self):
+    def closed_form(self) -> bool:
         return self.a.closed_form
 
-    def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
+    def evaluate(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         return ~self.a.evaluate(b, h, q_idx, kv_idx, lq, lk)
 
-    def _block_map(self, lq, lk, block_q, block_k, device=None):
+    def _block_map(self, lq: int, lk: int, block_q: int, block_k: int, device: Device = None) -> Tensor | None:
         return FULL - self.a.block_map(lq, lk, block_q, block_k, device)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"~{self.a!r}"
 
 
@@ -358,35 +375,34 @@ class _OffsetMask(Mask):
         self.children = (mask,)
         self.batch_size, self.num_heads = mask.batch_size, mask.num_heads
 
-    def band(self, lq, lk):
+    def band(self, lq: int, lk: int) -> Band | None:
         # kv + kv_off - (q + q_off) in [lo, hi]  <=>  kv - q in [lo + q_off - kv_off, hi + q_off - kv_off]
         inner = self.mask.band(self.lq_total, self.lk_total)
         return None if inner is None else inner.shift(self.q_offset - self.kv_offset)
 
     @property
-    def translation_invariant(self):
+    def translation_invariant(self) -> bool:
         return self.mask.translation_invariant
 
-    def check(self, B, H, lq, lk):
+    def check(self, B: int, H: int, lq: int, lk: int) -> None:
         self.mask.check(B, H, self.lq_total, self.lk_total)
 
-    def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
+    def evaluate(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         return self.mask.evaluate(b, h, q_idx + self.q_offset, kv_idx + self.kv_offset, self.lq_total, self.lk_total)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"offset({self.mask!r}, q+{self.q_offset}, kv+{self.kv_offset})"
 
 
-def offset(mask: Mask | None, q_offset: int, kv_offset: int, lq_total: int, lk_total: int) -> Mask | None:
+def offset(mask: MaskLike, q_offset: int, kv_offset: int, lq_total: int, lk_total: int) -> Mask | None:
     """Restrict ``mask`` of a global ``lq_total x lk_total`` problem to the block whose first query is
     ``q_offset`` and first key is ``kv_offset`` (split-KV, KV-cache chunks and ring attention use
     global positions through this)."""
-    if mask is None:
-        return None
-    return _OffsetMask(as_mask(mask), q_offset, kv_offset, lq_total, lk_total)
+    m = as_mask(mask)
+    return None if m is None else _OffsetMask(m, q_offset, kv_offset, lq_total, lk_total)
 
 
-def as_mask(mask) -> Mask | None:
+def as_mask(mask: object) -> Mask | None:
     """Accept ``None``, a :class:`Mask` or a bool tensor; anything else is a clear error."""
     if mask is None or isinstance(mask, Mask):
         return mask

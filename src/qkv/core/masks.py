@@ -39,10 +39,11 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence, Union
 
 import torch
 from torch import Tensor
+from torch.types import Device
 
 from .mask_base import (
     EMPTY,
@@ -50,6 +51,7 @@ from .mask_base import (
     PARTIAL,
     Band,
     Mask,
+    MaskLike,
     _block_bounds,
     _check_align,
     _Combined,
@@ -65,6 +67,7 @@ __all__ = [
     "FULL",
     "Band",
     "Mask",
+    "MaskLike",
     "causal",
     "sliding_window",
     "padding",
@@ -83,18 +86,18 @@ class _Full(Mask):
     translation_invariant = True
     closed_form = True
 
-    def band(self, lq, lk):
+    def band(self, lq: int, lk: int) -> Band | None:
         return Band(None, None)
 
-    def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
+    def evaluate(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         return torch.ones((), dtype=torch.bool, device=q_idx.device).expand(
             torch.broadcast_shapes(q_idx.shape, kv_idx.shape)
         )
 
-    def _block_map(self, lq, lk, block_q, block_k, device=None):
+    def _block_map(self, lq: int, lk: int, block_q: int, block_k: int, device: Device = None) -> Tensor | None:
         return torch.full((1, 1, -(-lq // block_q), -(-lk // block_k)), FULL, dtype=torch.int8, device=device)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "full()"
 
 
@@ -112,11 +115,11 @@ class _Diagonal(Mask):
     def __init__(self, left: int | None, right: int | None, align: str, name: str):
         self.left, self.right, self.align, self.name = left, right, _check_align(align), name
 
-    def band(self, lq, lk):
+    def band(self, lq: int, lk: int) -> Band | None:
         off = _diag_offset(self.align, lq, lk)
         return Band(None if self.left is None else off - self.left, None if self.right is None else off + self.right)
 
-    def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
+    def evaluate(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         d = kv_idx - q_idx - _diag_offset(self.align, lq, lk)
         ok = torch.ones((), dtype=torch.bool, device=d.device).expand(d.shape)
         if self.right is not None:
@@ -125,7 +128,7 @@ class _Diagonal(Mask):
             ok = ok & (d >= -self.left)
         return ok
 
-    def _block_map(self, lq, lk, block_q, block_k, device=None):
+    def _block_map(self, lq: int, lk: int, block_q: int, block_k: int, device: Device = None) -> Tensor | None:
         off = _diag_offset(self.align, lq, lk)
         qs, qe = _block_bounds(lq, block_q, device)
         ks, ke = _block_bounds(lk, block_k, device)
@@ -142,7 +145,7 @@ class _Diagonal(Mask):
         out = torch.where(full_, FULL, torch.where(empty, EMPTY, PARTIAL))
         return out.to(torch.int8).view(1, 1, *out.shape)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return self.name
 
 
@@ -169,7 +172,11 @@ def sliding_window(left: int, right: int = 0, align: str = "bottom_right") -> Ma
     return _Diagonal(left, right, align, f"sliding_window({left}, {right}, align={align!r})")
 
 
-def _as_lengths(x, name: str) -> Tensor:
+#: lengths or ids: an integer tensor or a (nested) list of ints
+Ints = Union[Tensor, Sequence[int], Sequence[Sequence[int]]]
+
+
+def _as_lengths(x: Ints, name: str) -> Tensor:
     t = torch.as_tensor(x)
     if t.dim() != 1 or t.dtype.is_floating_point or t.dtype == torch.bool:
         raise ValueError(
@@ -184,7 +191,7 @@ def _as_lengths(x, name: str) -> Tensor:
 class _Padding(Mask):
     closed_form = True
 
-    def __init__(self, kv_lengths, q_lengths=None):
+    def __init__(self, kv_lengths: Ints, q_lengths: Ints | None = None):
         self.kv_lengths = _as_lengths(kv_lengths, "kv_lengths")
         self.q_lengths = None if q_lengths is None else _as_lengths(q_lengths, "q_lengths")
         if self.q_lengths is not None and self.q_lengths.shape != self.kv_lengths.shape:
@@ -194,17 +201,17 @@ class _Padding(Mask):
             )
         self.batch_size = self.kv_lengths.shape[0]
 
-    def key_lengths(self):
+    def key_lengths(self) -> Tensor | None:
         return self.kv_lengths if self.q_lengths is None else None
 
-    def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
+    def evaluate(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         kvl = self.kv_lengths.to(kv_idx.device)[b]
         ok = kv_idx < kvl
         if self.q_lengths is not None:
             ok = ok & (q_idx < self.q_lengths.to(q_idx.device)[b])
         return ok
 
-    def _block_map(self, lq, lk, block_q, block_k, device=None):
+    def _block_map(self, lq: int, lk: int, block_q: int, block_k: int, device: Device = None) -> Tensor | None:
         qs, qe = _block_bounds(lq, block_q, device)
         ks, ke = _block_bounds(lk, block_k, device)
         kvl = self.kv_lengths.to(device).view(-1, 1, 1, 1)
@@ -220,11 +227,11 @@ class _Padding(Mask):
         out = torch.where(kfull & qfull, FULL, torch.where(kempty | qempty, EMPTY, PARTIAL))
         return out.to(torch.int8)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"padding({self.kv_lengths.tolist()}, {None if self.q_lengths is None else self.q_lengths.tolist()})"
 
 
-def padding(kv_lengths, q_lengths=None) -> Mask:
+def padding(kv_lengths: Ints, q_lengths: Ints | None = None) -> Mask:
     """Keys ``j >= kv_lengths[b]`` (and queries ``i >= q_lengths[b]``) are padding: never attended.
 
     A padded query row attends to nothing, so its output is 0 (never NaN).
@@ -236,7 +243,7 @@ def padding(kv_lengths, q_lengths=None) -> Mask:
     return _Padding(kv_lengths, q_lengths)
 
 
-def _as_ids(x, name: str) -> Tensor:
+def _as_ids(x: Ints, name: str) -> Tensor:
     t = torch.as_tensor(x)
     if t.dim() not in (1, 2) or t.dtype.is_floating_point or t.dtype == torch.bool:
         raise ValueError(
@@ -249,7 +256,7 @@ def _as_ids(x, name: str) -> Tensor:
 class _Document(Mask):
     closed_form = True
 
-    def __init__(self, q_ids, kv_ids=None):
+    def __init__(self, q_ids: Ints, kv_ids: Ints | None = None):
         self.q_ids = _as_ids(q_ids, "q_ids")
         self.kv_ids = self.q_ids if kv_ids is None else _as_ids(kv_ids, "kv_ids")
         if self.q_ids.shape[0] != self.kv_ids.shape[0]:
@@ -259,27 +266,27 @@ class _Document(Mask):
             )
         self.batch_size = self.q_ids.shape[0] if self.q_ids.shape[0] > 1 else None
 
-    def _check(self, lq, lk):
+    def _check(self, lq: int, lk: int) -> None:
         if self.q_ids.shape[1] != lq or self.kv_ids.shape[1] != lk:
             raise ValueError(
                 f"document mask has ids for Lq={self.q_ids.shape[1]}, Lk={self.kv_ids.shape[1]} "
                 f"but the attention has Lq={lq}, Lk={lk}; give one document id per position"
             )
 
-    def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
+    def evaluate(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         self._check(lq, lk)
         bb = b if self.q_ids.shape[0] > 1 else torch.zeros_like(b)
         qi = self.q_ids.to(q_idx.device)[bb, q_idx]
         ki = self.kv_ids.to(kv_idx.device)[bb, kv_idx]
         return qi == ki
 
-    def _block_map(self, lq, lk, block_q, block_k, device=None):
+    def _block_map(self, lq: int, lk: int, block_q: int, block_k: int, device: Device = None) -> Tensor | None:
         # Per block: the min and max document id on each side. A block is FULL when both sides hold
         # one and the same id, EMPTY when the id ranges do not overlap (exact for sorted ids, i.e.
         # packed sequences; otherwise conservative: PARTIAL).
         self._check(lq, lk)
 
-        def ranges(ids, block):
+        def ranges(ids: Tensor, block: int) -> tuple[Tensor, Tensor]:
             L = ids.shape[1]
             n = -(-L // block)
             pad = n * block - L
@@ -296,11 +303,11 @@ class _Document(Mask):
         out = torch.where(full_, FULL, torch.where(empty, EMPTY, PARTIAL)).to(torch.int8)
         return out[:, None]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "document(...)"
 
 
-def document(q_ids, kv_ids=None) -> Mask:
+def document(q_ids: Ints, kv_ids: Ints | None = None) -> Mask:
     """Packed sequences: query ``i`` attends key ``j`` only within the same document id.
 
     Args:
@@ -315,7 +322,7 @@ def document(q_ids, kv_ids=None) -> Mask:
 class _Prefix(Mask):
     closed_form = True
 
-    def __init__(self, prefix_length):
+    def __init__(self, prefix_length: int | Ints):
         try:
             t = torch.as_tensor(prefix_length)
         except (TypeError, ValueError, RuntimeError):
@@ -335,12 +342,12 @@ class _Prefix(Mask):
     def __repr__(self):
         return f"prefix_keys({_lengths(self.prefix)})"
 
-    def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
+    def evaluate(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         p = self.prefix.to(kv_idx.device)
         p = p[b] if p.dim() == 1 else p
         return kv_idx < p
 
-    def _block_map(self, lq, lk, block_q, block_k, device=None):
+    def _block_map(self, lq: int, lk: int, block_q: int, block_k: int, device: Device = None) -> Tensor | None:
         ks, ke = _block_bounds(lk, block_k, device)
         nq = -(-lq // block_q)
         p = self.prefix.to(device).view(-1, 1, 1, 1)
@@ -366,7 +373,7 @@ def _lengths(p: Tensor) -> str:
     return str(p.tolist()) if p.numel() <= 8 else f"tensor of shape {tuple(p.shape)}"
 
 
-def prefix_lm(prefix_length, align: str = "bottom_right") -> Mask:
+def prefix_lm(prefix_length: int | Ints, align: str = "bottom_right") -> Mask:
     """Prefix-LM: every query sees the first ``prefix_length`` keys bidirectionally, the rest causally.
 
     Equal to ``causal(align) | (keys < prefix_length)``. ``prefix_length`` is an int or a ``(B,)`` tensor.
@@ -375,12 +382,12 @@ def prefix_lm(prefix_length, align: str = "bottom_right") -> Mask:
 
 
 class _Function(Mask):
-    def __init__(self, fn: Callable[..., Tensor], batch_size=None, num_heads=None):
+    def __init__(self, fn: Callable[..., Tensor], batch_size: int | None = None, num_heads: int | None = None):
         if not callable(fn):
             raise ValueError(f"from_function expects a callable fn(b, h, q_idx, kv_idx) -> bool tensor, got {fn!r}")
         self.fn, self.batch_size, self.num_heads = fn, batch_size, num_heads
 
-    def fingerprint(self):
+    def fingerprint(self) -> object:
         return None  # a function's behaviour cannot be fingerprinted
 
     def check(self, B, H, lq, lk):
@@ -407,7 +414,7 @@ class _Function(Mask):
                     f"only {name}=0 would be evaluated and broadcast"
                 )
 
-    def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
+    def evaluate(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         out = self.fn(b, h, q_idx, kv_idx)
         if not isinstance(out, Tensor) or out.dtype != torch.bool:
             got = out.dtype if isinstance(out, Tensor) else type(out).__name__
@@ -428,7 +435,7 @@ class _Function(Mask):
             )
         return out
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"from_function({getattr(self.fn, '__name__', self.fn)!r})"
 
 
@@ -467,10 +474,10 @@ class _GlobalTokens(Mask):
     def __init__(self, num_global: int):
         self.num_global = num_global
 
-    def evaluate(self, b, h, q_idx, kv_idx, lq, lk):
+    def evaluate(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         return (q_idx < self.num_global) | (kv_idx < self.num_global)
 
-    def _block_map(self, lq, lk, block_q, block_k, device=None):
+    def _block_map(self, lq: int, lk: int, block_q: int, block_k: int, device: Device = None) -> Tensor | None:
         g = self.num_global
         qs, qe = _block_bounds(lq, block_q, device)
         ks, ke = _block_bounds(lk, block_k, device)
@@ -479,7 +486,7 @@ class _GlobalTokens(Mask):
         out = torch.where(full_, FULL, torch.where(empty, EMPTY, PARTIAL))
         return out.to(torch.int8).view(1, 1, *out.shape)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"global_tokens({self.num_global})"
 
 

@@ -89,5 +89,7 @@ def merge(parts: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     lses = torch.stack([part_lse.to(acc) for _, part_lse in parts])  # (P, B, H, L)
     p, total, lse = stable_exp(lses, dim=0)
     w = p / total  # (P, B, H, L); 0 for empty parts
-    out = sum(w[i, ..., None] * o.to(acc) for i, (o, _) in enumerate(parts))
+    out = w[0, ..., None] * out0.to(acc)
+    for i, (o, _) in enumerate(parts[1:], start=1):
+        out = out + w[i, ..., None] * o.to(acc)
     return out.to(out0.dtype), lse

@@ -25,7 +25,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -35,6 +35,7 @@ from .walk import fingerprint_of, leaves
 
 __all__ = [
     "ScoreMod",
+    "ScoreModLike",
     "alibi",
     "alibi_slopes",
     "softcap",
@@ -69,7 +70,7 @@ class ScoreMod:
     def apply(self, score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement apply()")
 
-    def __call__(self, score, b, h, q_idx, kv_idx):
+    def __call__(self, score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
         lq = int(q_idx.max()) + 1 if q_idx.numel() else 0
         lk = int(kv_idx.max()) + 1 if kv_idx.numel() else 0
         return self.apply(score, b, h, q_idx, kv_idx, lq, lk)
@@ -88,9 +89,14 @@ class ScoreMod:
         """The tensors this mod holds directly (a bias tensor); callables' captures are found by probing."""
         return [t for t in vars(self).values() if isinstance(t, Tensor)]
 
-    def fingerprint(self):
+    def fingerprint(self) -> object:
         """Hashable key of identity and tensor versions, or None (see :func:`qkv.core.walk.fingerprint_of`)."""
         return fingerprint_of(self)
+
+
+#: what ``score_mod=`` accepts: a :class:`ScoreMod`, a function ``fn(score, b, h, q_idx, kv_idx) -> score``, a
+#: list of them (applied in order), or None
+ScoreModLike = Union[ScoreMod, ScoreFn, Sequence[Union[ScoreMod, ScoreFn]], None]
 
 
 def additive(mod: ScoreMod | None) -> bool:
@@ -109,17 +115,19 @@ class _Function(ScoreMod):
     def __init__(self, fn: ScoreFn):
         self.fn = fn
 
-    def apply(self, score, b, h, q_idx, kv_idx, lq, lk):
+    def apply(self, score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         return self.fn(score, b, h, q_idx, kv_idx)
 
-    def fingerprint(self):
+    def fingerprint(self) -> object:
         return None  # a function's behaviour cannot be fingerprinted
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"score_mod({getattr(self.fn, '__qualname__', type(self.fn).__name__)})"
 
 
-def apply(mod: ScoreMod | None, score: Tensor, b, h, q_idx, kv_idx, lq: int, lk: int) -> Tensor:
+def apply(
+    mod: ScoreMod | None, score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int
+) -> Tensor:
     """Apply ``mod`` to ``score`` and check what it returns (a float tensor broadcastable to ``score``)."""
     if mod is None:
         return score
@@ -168,7 +176,7 @@ def alibi_slopes(num_heads: int) -> Tensor:
     if not isinstance(num_heads, int) or num_heads <= 0:
         raise ValueError(f"alibi_slopes: num_heads must be a positive int, got {num_heads!r}")
 
-    def pow2(n):
+    def pow2(n: int) -> list[float]:
         start = 2 ** (-8 / n)
         return [start ** (i + 1) for i in range(n)]
 
@@ -183,7 +191,7 @@ class _Alibi(ScoreMod):
     additive_leaf = True
     shift_invariant_leaf = True
 
-    def __init__(self, slopes, align: str):
+    def __init__(self, slopes: Tensor | Sequence[float], align: str):
         t = torch.as_tensor(slopes, dtype=torch.float32)
         if t.dim() != 1:
             raise ValueError(
@@ -195,10 +203,10 @@ class _Alibi(ScoreMod):
         self.slopes, self.align = t, align
         self.num_heads = t.shape[0]
 
-    def apply(self, score, b, h, q_idx, kv_idx, lq, lk):
+    def apply(self, score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         off = lk - lq if self.align == "bottom_right" else 0
         # (skipped while torch.compile traces it, e.g. inside FlexAttention: check() has verified the head count)
-        if h.numel() and not torch.compiler.is_compiling() and int(h.max()) >= self.num_heads:
+        if h.numel() and not torch.compiler.is_compiling() and int(h.max()) >= self.slopes.shape[0]:
             raise ValueError(
                 f"alibi has {self.num_heads} slopes but attention has more heads "
                 f"(head index {int(h.max())}); give one slope per query head"
@@ -207,11 +215,11 @@ class _Alibi(ScoreMod):
         dist = (q_idx + off - kv_idx).abs().to(score.dtype)
         return score - slope * dist
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"alibi({self.num_heads} slopes, align={self.align!r})"
 
 
-def alibi(slopes, align: str = "bottom_right") -> ScoreMod:
+def alibi(slopes: Tensor | Sequence[float], align: str = "bottom_right") -> ScoreMod:
     """ALiBi: ``score - slope[h] * |i + off - j|`` (``off`` as in :func:`qkv.masks.causal`).
 
     On the causal part this is the usual ``-slope * (i - j)``; combine with ``masks.causal()``
@@ -226,10 +234,10 @@ class _Softcap(ScoreMod):
             raise ValueError(f"softcap: cap must be a positive finite number, got {cap!r} (Gemma 2 uses 50.0)")
         self.cap = float(cap)
 
-    def apply(self, score, b, h, q_idx, kv_idx, lq, lk):
+    def apply(self, score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         return self.cap * torch.tanh(score / self.cap)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"softcap({self.cap})"
 
 
@@ -253,10 +261,10 @@ class _Bias(ScoreMod):
     def check(self, B: int, H: int, lq: int, lk: int) -> None:
         check_broadcast(self.tensor, (B, H, lq, lk), "bias")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"bias(shape={tuple(self.tensor.shape)})"
 
-    def apply(self, score, b, h, q_idx, kv_idx, lq, lk):
+    def apply(self, score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         return score + gather_4d(self.tensor, b, h, q_idx, kv_idx).to(score.dtype)
 
 
@@ -267,50 +275,54 @@ def bias(tensor: Tensor) -> ScoreMod:
 
 
 class _Compose(ScoreMod):
-    def __init__(self, mods: Sequence):
+    def __init__(self, mods: Sequence[ScoreMod | ScoreFn]):
+        children = []
         for m in mods:
-            if not callable(m) and not isinstance(m, ScoreMod):
+            mod = as_mod(m) if callable(m) else None  # a ScoreMod is callable too
+            if mod is None:
                 raise ValueError(f"compose: every mod must be callable, got {type(m).__name__}")
-        self.children = tuple(as_mod(m) for m in mods)
+            children.append(mod)
+        self.children = tuple(children)
 
-    def apply(self, score, b, h, q_idx, kv_idx, lq, lk):
+    def apply(self, score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         for m in self.children:
             score = apply(m, score, b, h, q_idx, kv_idx, lq, lk)
         return score
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"compose({', '.join(map(repr, self.children))})"
 
 
-def compose(*mods) -> ScoreMod:
+def compose(*mods: ScoreMod | ScoreFn) -> ScoreMod:
     """Apply ``mods`` left to right: ``compose(alibi(s), softcap(30))``."""
     return _Compose(mods)
 
 
 class _OffsetMod(ScoreMod):
-    def __init__(self, mod, q_offset: int, kv_offset: int, lq_total: int, lk_total: int):
-        self.mod, self.q_offset, self.kv_offset = as_mod(mod), q_offset, kv_offset
+    def __init__(self, mod: ScoreMod, q_offset: int, kv_offset: int, lq_total: int, lk_total: int):
+        self.mod, self.q_offset, self.kv_offset = mod, q_offset, kv_offset
         self.lq_total, self.lk_total = lq_total, lk_total
         self.children = (self.mod,)
 
-    def check(self, B, H, lq, lk):
+    def check(self, B: int, H: int, lq: int, lk: int) -> None:
         self.mod.check(B, H, self.lq_total, self.lk_total)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"offset({self.mod!r}, q+{self.q_offset}, kv+{self.kv_offset})"
 
-    def apply(self, score, b, h, q_idx, kv_idx, lq, lk):
+    def apply(self, score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
         return apply(
             self.mod, score, b, h, q_idx + self.q_offset, kv_idx + self.kv_offset, self.lq_total, self.lk_total
         )
 
 
-def offset(mod, q_offset: int, kv_offset: int, lq_total: int, lk_total: int):
+def offset(mod: ScoreModLike, q_offset: int, kv_offset: int, lq_total: int, lk_total: int) -> ScoreMod | None:
     """The mod of a sub-block of a global ``lq_total x lk_total`` problem (see ``masks.offset``)."""
-    return None if mod is None else _OffsetMod(mod, q_offset, kv_offset, lq_total, lk_total)
+    m = as_mod(mod)
+    return None if m is None else _OffsetMod(m, q_offset, kv_offset, lq_total, lk_total)
 
 
-def as_mod(mod) -> ScoreMod | None:
+def as_mod(mod: ScoreModLike) -> ScoreMod | None:
     """Accept ``None``, a callable, a :class:`ScoreMod`, or a list/tuple of them (composed); callables are
     wrapped so that engines only ever see :class:`ScoreMod` objects."""
     if mod is None or isinstance(mod, ScoreMod):

@@ -49,8 +49,8 @@ class Supports:
         hint: the implementation to suggest when this one declines.
     """
 
-    devices: frozenset = frozenset({"cpu", "cuda"})
-    dtypes: frozenset = ALL_DTYPES
+    devices: frozenset[str] = frozenset({"cpu", "cuda"})
+    dtypes: frozenset[torch.dtype] = ALL_DTYPES
     masks: Callable[[AttentionInputs], str | None] | None = None
     score_mods: bool = True
     mod_gradients: bool = True
@@ -114,7 +114,7 @@ class Implementation:
     name: str
     forward: Callable[[AttentionInputs], tuple[Tensor, Tensor | None]]
     supports: Supports
-    cost: dict = field(default_factory=dict)
+    cost: dict[str, Callable[[AttentionInputs], float]] = field(default_factory=dict)
     description: str = ""
     extra_reasons: Callable[[AttentionInputs], list[str]] | None = None
     priority: InitVar[dict | None] = None

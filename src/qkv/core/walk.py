@@ -14,14 +14,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 from torch import Tensor
 
 __all__ = ["walk", "leaves", "fingerprint_of"]
 
 
-def walk(node) -> Iterator:
+def walk(node: Any) -> Iterator[Any]:
     """``node`` and every node below it (depth first, parents before children); nothing for None."""
     if node is None:
         return
@@ -30,12 +30,12 @@ def walk(node) -> Iterator:
         yield from walk(child)
 
 
-def leaves(node) -> Iterator:
+def leaves(node: Any) -> Iterator[Any]:
     """The nodes of :func:`walk` that have no children."""
     return (n for n in walk(node) if not getattr(n, "children", ()))
 
 
-def fingerprint_of(obj, depth: int = 0):
+def fingerprint_of(obj: object, depth: int = 0) -> object:
     """Identity and version of every tensor an object holds (an in-place change gives a new key), or None
     when its behaviour cannot be fingerprinted (a function, an inference-mode tensor, unknown objects).
 
@@ -60,7 +60,7 @@ def fingerprint_of(obj, depth: int = 0):
     return (id(obj), type(obj).__name__, tuple(items))
 
 
-def _fp(val, depth: int):
+def _fp(val: Any, depth: int) -> object:
     """A nested value's key: masks and mods answer for themselves, everything else as in fingerprint_of."""
     if depth > 6:
         return None

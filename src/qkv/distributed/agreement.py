@@ -63,7 +63,8 @@ def describe(obj, depth: int = 0) -> str:
 
 def _readable(obj) -> str:
     """The object's own repr where it has one (masks: ``causal(align='top_left')``), else :func:`describe`."""
-    if obj is not None and type(obj).__repr__ is not object.__repr__:
+    # mypy reads a class's __repr__ and object's as different callables, so it calls the test always true
+    if obj is not None and type(obj).__repr__ is not object.__repr__:  # type: ignore[comparison-overlap]
         return repr(obj)
     return describe(obj)
 
@@ -91,13 +92,13 @@ def check_same_problem(
     for s in short:
         row += list(s) + [0] * (_SHORT - len(s))
     mine = torch.tensor(row, dtype=torch.int64, device=device)
-    rows = [torch.empty_like(mine) for _ in range(world)]
+    bufs = [torch.empty_like(mine) for _ in range(world)]
     wait_all(
-        [dist.all_gather(rows, mine, group=group, async_op=True)],
+        [dist.all_gather(bufs, mine, group=group, async_op=True)],
         f"{who}: rank {rank} of {world} exchanging the problem's fingerprint",
         timeout,
     )
-    rows = [r.tolist() for r in rows]
+    rows = [b.tolist() for b in bufs]
     for i, name in enumerate(names):
         digests = [r[i] for r in rows]
         if len(set(digests)) == 1:

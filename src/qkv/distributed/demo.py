@@ -78,6 +78,12 @@ def make_inputs(cfg: dict):
     return q, k, v, dout
 
 
+def _grad(x: torch.Tensor) -> torch.Tensor:
+    """``x.grad`` after the backward (every input of a backward run requires grad)."""
+    assert x.grad is not None, "the backward ran: every input holds a gradient"
+    return x.grad
+
+
 def _peak_rss_mib() -> float:
     """Peak resident set size of this process (MiB) since the last :func:`_reset_peak` (Linux), else lifetime."""
     try:
@@ -128,7 +134,7 @@ def ring_job(rank: int, world: int, cfg: dict) -> dict:
         out.backward(dout_loc)
         t_bwd = time.perf_counter() - t1
     peak = _peak_rss_mib()
-    res = {
+    res: dict[str, object] = {
         "rank": rank,
         "forward_s": t_fwd,
         "backward_s": t_bwd,
@@ -139,7 +145,7 @@ def ring_job(rank: int, world: int, cfg: dict) -> dict:
     if cfg.get("gather", True):
         full = [gather(x.detach(), 2, layout=layout) for x in (out, lse)]
         if cfg["backward"]:
-            full += [gather(x.grad, 2, layout=layout) for x in loc]
+            full += [gather(_grad(x), 2, layout=layout) for x in loc]
         if rank == 0:
             res["tensors"] = full
     return res
@@ -160,7 +166,7 @@ def single_job(rank: int, world: int, cfg: dict) -> dict:
         t1 = time.perf_counter()
         out.backward(dout)
         t_bwd = time.perf_counter() - t1
-    res = {
+    res: dict[str, object] = {
         "rank": rank,
         "forward_s": t_fwd,
         "backward_s": t_bwd,

@@ -38,6 +38,7 @@ must call them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -56,6 +57,8 @@ __all__ = ["ring_attention", "RingError"]
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _TAG_KV, _TAG_BWD_KV, _TAG_DKV, _TAG_HOME = 11, 12, 13, 14
+#: one point-to-point message: (dist.isend or dist.irecv, tensor, group rank of the peer, tag)
+_Op = tuple[Callable[..., Any], Tensor, int, int]
 _LABELS = {_TAG_KV: "K/V", _TAG_BWD_KV: "K/V", _TAG_DKV: "the dK/dV accumulator", _TAG_HOME: "finished dK/dV"}
 
 
@@ -64,10 +67,10 @@ class _Ring:
     """Everything one ring_attention call needs besides the tensors."""
 
     plan: RingPlan
-    group: object
+    group: dist.ProcessGroup | None
     rank: int
-    mask: object
-    score_mod: object
+    mask: _masks.MaskLike
+    score_mod: _mods.ScoreModLike
     scale: float
     impl: str
     timeout: float | None
@@ -125,37 +128,41 @@ def _empty_kv(ring: _Ring, like: Tensor, j: int, dtype=None) -> Tensor:
 
 def _forward(ring: _Ring, q: Tensor, kv_local: Tensor, dv: int):
     plan, r, W = ring.plan, ring.rank, ring.plan.world_size
-    acc = [None] * len(plan.q_segments[r])  # running (out fp32/fp64, lse) per query run
-    cur = kv_local
+    acc: list[tuple[Tensor, Tensor] | None] = [None] * len(plan.q_segments[r])  # running (out, lse) per query run
+    cur: Tensor | None = kv_local
     for s in range(W):
         j = plan.holds(r, s)
-        nxt = _empty_kv(ring, kv_local, plan.holds(r, s + 1)) if plan.holds(r, s + 1) is not None else None
-        ops = []
+        nj = plan.holds(r, s + 1)
+        nxt = _empty_kv(ring, kv_local, nj) if nj is not None else None
+        ops: list[_Op] = []
         if plan.forwards(r, s):
+            assert cur is not None, "a rank forwards only a shard it holds"
             ops.append((dist.isend, cur, r + 1, _TAG_KV))
         if nxt is not None:
             ops.append((dist.irecv, nxt, r - 1, _TAG_KV))
         what = ring.describe("forward", s, ops)
         works = ring.post(ops, what)
         if j is not None:  # compute while the next shard is in flight
+            assert cur is not None, "a rank holds a shard at every step it computes on one"
             for a, b, kind in plan.pairs(r, j):
                 (qs, lq), qo = plan.q_segments[r][a], _offset(plan.q_segments[r], a)
                 (ks, lk), ko = plan.kv_segments[j][b], _offset(plan.kv_segments[j], b)
                 kv = cur[:, :, ko : ko + lk]  # (B, Hkv, lk, D + Dv)
                 o, lse = ring.attend(q[:, :, qo : qo + lq], kv[..., : ring.d], kv[..., ring.d :], qs, ks, kind)
                 part = (o.to(lse_dtype(q.dtype)), lse)
-                acc[a] = part if acc[a] is None else merge([acc[a], part])
+                prev = acc[a]
+                acc[a] = part if prev is None else merge([prev, part])
         ring.wait(works, what)
         cur = nxt
     B, Hq = q.shape[:2]
     outs, lses = [], []
-    for a, (_, lq) in enumerate(plan.q_segments[r]):
-        if acc[a] is None:  # nothing to attend: out 0, lse -inf
+    for (_, lq), state in zip(plan.q_segments[r], acc):
+        if state is None:  # nothing to attend: out 0, lse -inf
             outs.append(q.new_zeros(B, Hq, lq, dv))
             lses.append(torch.full((B, Hq, lq), float("-inf"), dtype=lse_dtype(q.dtype), device=q.device))
         else:
-            outs.append(acc[a][0].to(q.dtype))
-            lses.append(acc[a][1].to(lse_dtype(q.dtype)))
+            outs.append(state[0].to(q.dtype))
+            lses.append(state[1].to(lse_dtype(q.dtype)))
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)  # (B, Hq, Lq, Dv), (B, Hq, Lq)
 
 
@@ -200,13 +207,18 @@ def _backward(ring: _Ring, q, kv_local, out, lse, dout, dlse):
     dq = torch.zeros(q.shape, dtype=acc, device=q.device)
     out, dout = out.to(acc), dout.to(acc)
     dlse = torch.zeros_like(lse) if dlse is None else dlse.to(lse.dtype)
-    cur, dkv_in, dkv_in_works = kv_local, None, []
-    home, home_works, sends = None, [], []  # sends: (work, tensor) kept alive until waited
+    cur: Tensor | None = kv_local
+    dkv_in: Tensor | None = None
+    dkv_in_works: list[Any] = []
+    home: Tensor | None = None
+    home_works: list[Any] = []
+    sends: list[tuple[Any, Tensor]] = []  # (work, tensor) kept alive until waited
     for s in range(W):
         j, nj = plan.holds(r, s), plan.holds(r, s + 1)
         nxt = _empty_kv(ring, kv_local, nj) if nj is not None else None
-        ops = []
+        ops: list[_Op] = []
         if plan.forwards(r, s):
+            assert cur is not None, "a rank forwards only a shard it holds"
             ops.append((dist.isend, cur, r + 1, _TAG_BWD_KV))
         if nxt is not None:
             ops.append((dist.irecv, nxt, r - 1, _TAG_BWD_KV))

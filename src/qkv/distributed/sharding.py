@@ -217,13 +217,13 @@ def gather(x: Tensor, dim: int, group=None, layout: str = "contiguous", timeout:
     d = _dim(x, dim)
     check_layout(layout)
     n_local = torch.tensor([x.shape[d]], dtype=torch.int64, device=x.device)
-    lengths = [torch.zeros_like(n_local) for _ in range(world)]
+    length_bufs = [torch.zeros_like(n_local) for _ in range(world)]
     wait_all(
-        [dist.all_gather(lengths, n_local, group=group, async_op=True)],
+        [dist.all_gather(length_bufs, n_local, group=group, async_op=True)],
         f"gather: rank {rank} exchanging shard lengths",
         timeout,
     )
-    lengths = [int(t) for t in lengths]
+    lengths = [int(t) for t in length_bufs]
     n = sum(lengths)
     expected = [local_length(n, world, r, layout) for r in range(world)]
     if layout == "zigzag" and lengths != expected:

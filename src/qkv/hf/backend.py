@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextvars
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
@@ -42,9 +42,10 @@ _ORDER: contextvars.ContextVar[dict | None] = contextvars.ContextVar("qkv_hf_lay
 def layer_order() -> Iterator[dict]:
     """While active, attention modules without ``layer_idx`` are numbered by the order of their first
     call, and the yielded dict maps each recorded layer index to its attention module."""
-    token = _ORDER.set({"order": {}, "modules": {}})
+    state: dict[str, dict[Any, Any]] = {"order": {}, "modules": {}}
+    token = _ORDER.set(state)
     try:
-        yield _ORDER.get()["modules"]
+        yield state["modules"]
     finally:
         _ORDER.reset(token)
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["HFModel", "load", "check_family", "wrap"]
 
@@ -67,7 +70,9 @@ def wrap(model, tokenizer=None, name: str | None = None) -> HFModel:
     return HFModel(model, tokenizer, str(name))
 
 
-def load(name_or_path: str | os.PathLike, *, dtype=None, device=None) -> HFModel:
+def load(
+    name_or_path: str | os.PathLike[str], *, dtype: torch.dtype | None = None, device: torch.types.Device = None
+) -> HFModel:
     """Load ``name_or_path`` (a directory or a cached hub id) with ``AutoModel`` and the ``"qkv"`` backend,
     in ``dtype`` (default float32) on ``device`` (default CPU).
 

@@ -161,16 +161,16 @@ def mask_interface(
             use_vmap=kwargs.get("use_vmap", False),
             device=kwargs.get("device", "cpu"),
         )
-        return recover(dense, q_length, kv_length)
+        return qmasks.full() if dense is None else recover(dense, q_length, kv_length)  # None: nothing masked
     keys = None
     if attention_mask is not None:
         pm = mu.prepare_padding_mask(attention_mask.bool(), kv_length, kv_offset)
-        keys = pm[:, kv_offset : kv_offset + kv_length]
+        keys = None if pm is None else pm[:, kv_offset : kv_offset + kv_length]
     every = isinstance(structured, type(qmasks.full()))  # e.g. one decoding step inside its window
     return _and(None if every else structured, padding_mask(keys)) or qmasks.full()
 
 
-def _as_bool(t: Tensor) -> tuple[Tensor | None, Tensor | None]:
+def _as_bool(t: Tensor) -> tuple[Tensor, Tensor | None]:
     """``(allowed, bias)`` of a bool or additive float mask: bias is None when the float mask only
     holds 0 and "masked" values (<= dtype.min / 2 or -inf)."""
     if t.dtype == torch.bool:

@@ -194,6 +194,7 @@ def _item(obj, n: int, source: str, *, loc: str | None = None, unit: str = "line
     if not isinstance(text, str) or not text.strip():
         raise _Bad(f"{where('text')}: expected a non-empty string, got {text!r}")
     query = _span(obj["query"], text, where("query"), optional_missing=False)
+    assert query is not None, "optional_missing=False raises instead of returning None"
     if obj["query"] and isinstance(obj["query"], str):
         hits = [m.start() for m in re.finditer(r"(?<!\w)" + re.escape(obj["query"]) + r"(?!\w)", text, re.IGNORECASE)]
         if len(hits) > 1:
@@ -222,7 +223,8 @@ def _item(obj, n: int, source: str, *, loc: str | None = None, unit: str = "line
     missing = [names[i] for i, s in enumerate(spans) if s is None]
     if missing:
         return Skipped(ident, n, f"candidate {missing[0]!r} does not occur in the text")
-    return Item(ident, text, query, tuple(spans), answer, None if pair is None else str(pair), n)
+    found = tuple(s for s in spans if s is not None)  # every one (none is missing)
+    return Item(ident, text, query, found, answer, None if pair is None else str(pair), n)
 
 
 def parse_jsonl(text: str, source: str = "<jsonl>") -> Dataset:
@@ -241,7 +243,10 @@ def parse_jsonl(text: str, source: str = "<jsonl>") -> Dataset:
             got = _item(obj, n, source)
         except _Bad as e:
             raise ValueError(str(e)) from None
-        (data.skipped if isinstance(got, Skipped) else data.items).append(got)
+        if isinstance(got, Skipped):
+            data.skipped.append(got)
+        else:
+            data.items.append(got)
     if not data.total:
         raise ValueError(f"{source}: no items; each line must be a JSON object with text, query, candidates, answer")
     return data
@@ -271,7 +276,10 @@ def parse_items(objs, source: str = "items") -> Dataset:
             got = _item(obj, i, source, loc=f"{source}[{i}]", unit="item")
         except _Bad as e:
             raise ValueError(str(e)) from None
-        (data.skipped if isinstance(got, Skipped) else data.items).append(got)
+        if isinstance(got, Skipped):
+            data.skipped.append(got)
+        else:
+            data.items.append(got)
     if not data.total:
         raise ValueError(f"{source}: no items; give at least one object with text, query, candidates, answer")
     return data

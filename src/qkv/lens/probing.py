@@ -249,7 +249,7 @@ def _verdict(ho: stats.HeldOut | None, base: dict[str, dict]) -> tuple[str, str]
 
 
 def analyse(
-    scores: np.ndarray,
+    scores: np.ndarray | Sequence[np.ndarray],
     items: Sequence[Item],
     *,
     skipped: Sequence[Skipped] = (),

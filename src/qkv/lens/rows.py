@@ -17,7 +17,8 @@ __all__ = ["Attended", "HeadPreference", "BreakdownRow", "Resolved"]
 class Attended(NamedTuple):
     """One key token and how much the query attends to it under some measure."""
 
-    index: int
+    # the field shadows tuple.index on purpose: the key token's position is the name users read
+    index: int  # type: ignore[assignment]
     token: str
     value: float
 
@@ -39,7 +40,8 @@ class BreakdownRow(NamedTuple):
     ``value_norm = ||weight * f(v)||`` (Kobayashi et al. 2020) and ``value_share`` its fraction of the row.
     """
 
-    index: int
+    # the field shadows tuple.index on purpose: the key token's position is the name users read
+    index: int  # type: ignore[assignment]
     token: str
     score: float
     scaled: float

@@ -26,6 +26,7 @@ from functools import lru_cache
 from typing import NamedTuple, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "binom_cdf",
@@ -236,9 +237,9 @@ def _null_answers(
 
 
 def permutation_null(
-    preds: np.ndarray,
-    answers: Sequence[int],
-    n_candidates: Sequence[int],
+    preds: npt.ArrayLike,
+    answers: npt.ArrayLike,
+    n_candidates: npt.ArrayLike,
     twins: Sequence[tuple[int, int]] = (),
     rounds: int = 1000,
     seed: int = 0,
@@ -293,7 +294,7 @@ class TwinStats(NamedTuple):
         return self._asdict()
 
 
-def twin_flips(preds: np.ndarray, answers: Sequence[int], twins: Sequence[tuple[int, int]]) -> TwinStats:
+def twin_flips(preds: npt.ArrayLike, answers: npt.ArrayLike, twins: Sequence[tuple[int, int]]) -> TwinStats:
     """Count heads whose pick flips between twins and where the flips go (see :class:`TwinStats`).
 
     ``preds`` ``(K, M)`` picks, ``answers`` ``(M,)``, ``twins`` pairs ``(i, j)`` with different answers.

@@ -37,7 +37,7 @@ import json
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -71,7 +71,7 @@ _MOVED = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _MOVED:
         warnings.warn(
             f"qkv.lens.trace.{name} moved to {_MOVED[name]}.{name} (qkv.trace for trace); import it from there",
@@ -322,7 +322,7 @@ class Trace:
         return hits[0]
 
     # ---------------------------------------------------------------- measures
-    def _need(self, what: str, steps: str):
+    def _need(self, what: str, steps: str) -> Tensor:
         value = getattr(self, what)
         if value is None:
             raise ValueError(
@@ -419,6 +419,7 @@ class Trace:
         i, n, h = self.index(query), self.check_layer(layer), self.check_head(head)
         scores, scaled = self._need("scores", "'scores'"), self._need("scaled", "'scaled'")
         raw, share = self.value_norms[n, h, i], self.values[n, h, i]
+        scores, scaled = self._need("scores", "'scores'"), self._need("scaled", "'scaled'")
         return [
             BreakdownRow(
                 j,

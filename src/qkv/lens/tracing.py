@@ -12,7 +12,7 @@ output ``(N, H, L, D)``, fv_norms ``(N, H, L)``, final ``(L, E)``.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Sequence, overload
 
 from ..nn.hooks import HookSet
 from ..nn.record import STEP_NAMES
@@ -26,15 +26,36 @@ __all__ = ["trace", "trace_batch"]
 _EXAMPLE = "The cat sat on the mat because it was tired."
 
 
+@overload
 def trace(
-    text: str | Sequence[str],
+    text: str,
     model: Any = "minilm",
     *,
     tokenizer: Any = None,
     truncate: bool = False,
     hook_sets: Sequence[HookSet] = (),
     interventions: Sequence[Intervention] = (),
-    **batch,
+) -> Trace: ...
+@overload
+def trace(
+    text: list[str] | tuple[str, ...],
+    model: Any = "minilm",
+    *,
+    truncate: bool = False,
+    hook_sets: Sequence[HookSet] = (),
+    interventions: Sequence[Intervention] = (),
+    steps: Sequence[str] | None = None,
+    batch_size: int = 32,
+) -> list[Trace]: ...
+def trace(
+    text: str | list[str] | tuple[str, ...],
+    model: Any = "minilm",
+    *,
+    tokenizer: Any = None,
+    truncate: bool = False,
+    hook_sets: Sequence[HookSet] = (),
+    interventions: Sequence[Intervention] = (),
+    **batch: Any,
 ) -> Trace | list[Trace]:
     """Run ``model`` on ``text`` once and record every attention step of every layer and head.
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from .. import masks
 from ..nn.cache import KVCache
 from .common import CausalLMOutput, check_input_ids, key_mask, record_point
+from .config import ModelConfig
 
 __all__ = ["CausalLM", "positions_from_mask"]
 
@@ -37,6 +38,11 @@ class CausalLM(nn.Module):
     """
 
     tied_parameters: tuple[str, ...] = ()
+    # set by each family's __init__
+    config: ModelConfig
+    layers: nn.ModuleList
+    norm: nn.Module
+    lm_head: nn.Module
 
     def embed(self, input_ids: Tensor, positions: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} must implement embed()")
@@ -97,11 +103,11 @@ class CausalLM(nn.Module):
         )
 
     @staticmethod
-    def _mask(attention_mask: Tensor | None, L: int):
+    def _mask(attention_mask: Tensor | None, L: int) -> masks.Mask | None:
         km = key_mask(attention_mask)  # padding mask, bool (B, 1, 1, Lk) or None
         if km is None:
             return None if L == 1 else masks.causal(align="bottom_right")
-        return masks.causal(align="bottom_right") & masks.as_mask(km)
+        return masks.causal(align="bottom_right") & km
 
     @torch.no_grad()
     def generate(
@@ -135,12 +141,12 @@ class CausalLM(nn.Module):
         pos = positions_from_mask(am)  # (B, L)
         cache = self.new_cache()
         out = self(input_ids, am, positions=pos, cache=cache, last_logits_only=True)
-        pad = eos_token_id if pad_token_id is None else pad_token_id
         finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
         tokens = [input_ids]
         for step in range(max_new_tokens):
             nxt = out.logits[:, -1].argmax(-1)  # (B,)
             if eos_token_id is not None:
+                pad = eos_token_id if pad_token_id is None else pad_token_id
                 nxt = torch.where(finished, torch.full_like(nxt, pad), nxt)
                 finished |= nxt == eos_token_id
             tokens.append(nxt[:, None])

@@ -100,7 +100,11 @@ def check_input_ids(input_ids, attention_mask, config, past: int = 0) -> None:
         )
     if attention_mask is not None:
         if not isinstance(attention_mask, Tensor) or tuple(attention_mask.shape) != (B, past + L):
-            got = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
+            got = (
+                str(tuple(attention_mask.shape))
+                if isinstance(attention_mask, Tensor)
+                else type(attention_mask).__name__
+            )
             raise ValueError(
                 f"attention_mask must have shape (B, cached + new) = {(B, past + L)} (1 = real token, "
                 f"0 = padding), got {got}"

@@ -203,7 +203,7 @@ def check_raw_config(raw, path) -> None:
     for key in ID_KEYS:
         if key in present:
             ids = present[key] if key == "eos_token_id" and isinstance(present[key], list) else [present[key]]
-            if not ids or any(_as_int(i) is None or _as_int(i) < 0 for i in ids):
+            if not ids or any((n := _as_int(i)) is None or n < 0 for i in ids):
                 more = " or a list of them" if key == "eos_token_id" else ""
                 raise bad(key, f"a token id (an integer >= 0){more} or null")
     for key in POSITIVE_FLOAT_KEYS:

@@ -340,8 +340,9 @@ def load_weights(
             t = t.chunk(rule.split[1], dim=0)[rule.split[0]]
         state[rule.target] = t.to(device=device, dtype=dtype).contiguous()
     model.load_state_dict(state, strict=False, assign=True)
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
+    tie_weights = getattr(model, "tie_weights", None)
+    if callable(tie_weights):
+        tie_weights()
     for name, p in model.named_parameters():
         assert not p.is_meta, f"internal: {name} was not loaded"
     leftover = [k for k in ckpt.where if k not in used and not any(ig in k for ig in family.ignored)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -148,7 +149,7 @@ class Tokenizer:
             mask[i, : len(e)] = 1
         return ids, mask
 
-    def decode(self, ids, *, skip_special_tokens: bool = False) -> str:
+    def decode(self, ids: Sequence[int] | Tensor, *, skip_special_tokens: bool = False) -> str:
         """Token ids (list or 1-D tensor) back to text."""
         if isinstance(ids, Tensor):
             if ids.dim() != 1:
@@ -158,7 +159,12 @@ class Tokenizer:
 
     def token(self, i: int) -> str:
         """The string of token id ``i``."""
-        return self._tok.id_to_token(int(i))
+        s = self._tok.id_to_token(int(i))
+        if s is None:
+            raise ValueError(
+                f"token id {i} is not in the vocabulary (ids 0..{self.vocab_size - 1}); use an id below that"
+            )
+        return s
 
     def __repr__(self) -> str:
         return f"Tokenizer({str(self.path)!r}, vocab={self.vocab_size}, max_positions={self.max_positions})"

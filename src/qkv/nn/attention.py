@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..core.mask_base import MaskLike
+from ..core.mods import ScoreModLike
 from .cache import KVCache
 from .hooked import attend
 from .rope import RotaryEmbedding
@@ -106,8 +108,8 @@ class MultiHeadAttention(nn.Module):
         x: Tensor,
         context: Tensor | None = None,
         *,
-        mask=None,
-        score_mod=None,
+        mask: MaskLike = None,
+        score_mod: ScoreModLike = None,
         cache: KVCache | None = None,
         rope: RotaryEmbedding | None = None,
         positions: Tensor | None = None,
@@ -132,17 +134,18 @@ class MultiHeadAttention(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.embed_dim:
             raise ValueError(f"{self.name}: expected x of shape (B, L, {self.embed_dim}), got {tuple(x.shape)}")
         B, Lq, _ = x.shape
-        q = None if context is None else self._heads(self.q_proj(x), self.num_heads)  # (B, Hq, Lq, D)
         past = 0 if cache is None else len(cache)
         if context is not None:
+            q = self._heads(self.q_proj(x), self.num_heads)  # (B, Hq, Lq, D)
             if rope is not None:
                 raise ValueError(f"{self.name}: rope applies to self-attention; drop rope= for cross-attention")
             if context.dim() != 3 or context.shape[0] != B or context.shape[-1] != self.kv_embed_dim:
                 raise ValueError(
                     f"{self.name}: expected context of shape ({B}, Lk, {self.kv_embed_dim}), got {tuple(context.shape)}"
                 )
-            if cache is not None and past:
-                k, v = cache.keys, cache.values  # the context's K/V were computed on the first call
+            ck, cv = (cache.keys, cache.values) if cache is not None and past else (None, None)
+            if ck is not None and cv is not None:
+                k, v = ck, cv  # the context's K/V were computed on the first call
             else:
                 k = self._heads(self.k_proj(context), self.num_kv_heads)  # (B, Hkv, Lk, D)
                 v = self._heads(self.v_proj(context), self.num_kv_heads)
@@ -194,7 +197,9 @@ class MultiHeadAttention(nn.Module):
         qk = rope(y[:, : hq + hkv], positions)  # (B, Hq + Hkv, L, D): one rotation for both
         return qk[:, :hq], qk[:, hq:], y[:, hq + hkv :]
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, mask=None, score_mod=None) -> Tensor:
+    def attend(
+        self, q: Tensor, k: Tensor, v: Tensor, *, mask: MaskLike = None, score_mod: ScoreModLike = None
+    ) -> Tensor:
         """Per-head attention ``(B, Hq, Lq, Dv)`` through this module's hook points
         (:mod:`qkv.nn.hooks`: ``{name}.{q,k,v,scores,scaled,weights,output}`` can be read and replaced);
         the fast :func:`qkv.attention` when no hook set sees this module."""

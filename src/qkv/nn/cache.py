@@ -64,7 +64,7 @@ class KVCache:
                 f"got k {tuple(k.shape)}, v {tuple(v.shape)}"
             )
         n = k.shape[2]
-        if self._k is None:
+        if self._k is None or self._v is None:
             cap = max(self._capacity, n)
             self._k = k.new_empty(k.shape[0], k.shape[1], cap, k.shape[3])
             self._v = v.new_empty(v.shape[0], v.shape[1], cap, v.shape[3])
@@ -88,7 +88,7 @@ class KVCache:
         self._k[:, :, self._length : self._length + n] = k
         self._v[:, :, self._length : self._length + n] = v
         self._length += n
-        return self.keys, self.values
+        return self._k[:, :, : self._length], self._v[:, :, : self._length]
 
     def _grow(self, buf: Tensor, cap: int) -> Tensor:
         new = buf.new_empty(buf.shape[0], buf.shape[1], cap, buf.shape[3])  # (B, Hkv, cap, D)
@@ -101,5 +101,5 @@ class KVCache:
         self._length = 0
 
     def __repr__(self) -> str:
-        shape = None if self._k is None else tuple(self.keys.shape)
+        shape = None if self._k is None else (*self._k.shape[:2], self._length, self._k.shape[3])
         return f"KVCache(length={self._length}, keys={shape})"

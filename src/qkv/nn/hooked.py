@@ -27,6 +27,8 @@ from ..core.engines.reference import (
     weigh_values,
 )
 from ..core.inputs import check_inputs
+from ..core.mask_base import MaskLike
+from ..core.mods import ScoreModLike
 from .hooks import point, wants, wants_any
 
 __all__ = ["attend"]
@@ -38,8 +40,8 @@ def attend(
     k: Tensor,
     v: Tensor,
     *,
-    mask=None,
-    score_mod=None,
+    mask: MaskLike = None,
+    score_mod: ScoreModLike = None,
     scale: float | None = None,
     dropout_p: float = 0.0,
     impl: str = "auto",

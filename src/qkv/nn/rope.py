@@ -53,7 +53,8 @@ def rope_frequencies(
             f"RotaryEmbedding: theta (rope_theta) must be a positive number, got {theta!r}; Llama uses 10000.0"
         )
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device="cpu").to(dtype) / head_dim))
-    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    scaling = scaling or {}
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
     if kind == "default":
         return inv_freq
     if kind not in ROPE_TYPES:

@@ -21,7 +21,7 @@ as the ``qkv`` command and the probe's reader), 503 with ``Retry-After`` when ev
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -52,10 +52,10 @@ from .service import compare_payload, probe_items, probe_payload, trace_payload
 __all__ = ["create_app", "LOOPBACK_HOSTS"]
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 422, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 413, 422, 503)}
 
 
-def _error(status: int, text: str, headers: dict | None = None) -> JSONResponse:
+def _error(status: int, text: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": text}, status_code=status, headers=headers)
 
 

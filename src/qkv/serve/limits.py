@@ -93,7 +93,7 @@ class TraceGate:
             self.refused += 1
             raise Busy(self.in_flight, self.retry_after)
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:
+        if self._loop is not loop or self._sem is None:
             self._sem, self._loop = asyncio.Semaphore(self.running), loop
         self.in_flight += 1
         try:

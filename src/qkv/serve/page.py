@@ -157,7 +157,7 @@ class Asset(NamedTuple):
 
 
 def _packaged(name: str) -> bytes:
-    return resources.files("qkv.serve").joinpath("static", name).read_bytes()
+    return resources.files("qkv.serve").joinpath("static").joinpath(name).read_bytes()  # one name a call on 3.10
 
 
 def assets() -> dict[str, Asset]:

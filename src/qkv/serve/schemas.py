@@ -106,7 +106,7 @@ _SPAN = {
 
 #: One probe item, qkv's JSONL schema (:mod:`qkv.lens.probe_io`); checked by the probe's reader, not by pydantic,
 #: so that a bad item is refused in the probe's own words.
-PROBE_ITEM_SCHEMA = {
+PROBE_ITEM_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["text", "query", "candidates", "answer"],
     "properties": {

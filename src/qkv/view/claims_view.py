@@ -52,7 +52,7 @@ def verdict_table(report: ClaimsReport) -> Table:
 
 def report_renderable(report: ClaimsReport, reasons: bool = True) -> Group:
     """The table, then per claim the plain summary (and the threshold reason), then the run time."""
-    parts = [verdict_table(report)]
+    parts: list[Table | Text] = [verdict_table(report)]
     for c in report.claims:
         line = Text()
         line.append(f"{c.number}. ", style="bold")

@@ -141,7 +141,7 @@ def breakdown_table(trace: Trace, query: str | int, layer: int, head: int) -> Ta
         ("‖α·f(v)‖", "right"),
         ("share", "right"),
     ]:
-        table.add_column(name, justify=just)
+        table.add_column(name, justify="right" if just == "right" else "left")
     for r in rows:
         bar = "█" * round(12 * r.weight)
         style = "bold green" if r.weight == best_w else ("bold cyan" if r.value_share == best_v else None)
@@ -176,7 +176,7 @@ def heads_table(trace: Trace, prefs: Sequence[HeadPreference], prefer: str, over
         ("difference", "right"),
         ("prefers", "left"),
     ]:
-        table.add_column(name, justify=just)
+        table.add_column(name, justify="right" if just == "right" else "left")
     for p in shown:
         rank = prefs.index(p) + 1
         who = prefer if p.diff > 0 else (over if p.diff < 0 else "neither")
@@ -205,7 +205,7 @@ def compare_table(flips: Sequence[HeadFlip], prefer: str, over: str, limit: int 
         header_style="bold",
     )
     for name, just in [("head", "left"), ("A", "right"), ("B", "right"), ("change", "right"), ("", "left")]:
-        table.add_column(name, justify=just)
+        table.add_column(name, justify="right" if just == "right" else "left")
     for f in ordered[:limit]:
 
         def side(d: float) -> str:

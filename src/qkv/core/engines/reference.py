@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .. import mask_base as _masks
 from .. import mods as _mods
 from ..inputs import AttentionInputs
 from ..lse import lse_dtype, stable_exp
@@ -66,7 +67,7 @@ def scale_scores(scores: Tensor, scale: float) -> Tensor:
     return scores * scale
 
 
-def modify_scores(scaled: Tensor, score_mod, lq: int, lk: int) -> Tensor:
+def modify_scores(scaled: Tensor, score_mod: _mods.ScoreMod | None, lq: int, lk: int) -> Tensor:
     """Optional step -- apply ``score_mod(score, b, h, q_idx, kv_idx)`` (ALiBi, softcap, bias...)."""
     if score_mod is None:
         return scaled
@@ -75,7 +76,7 @@ def modify_scores(scaled: Tensor, score_mod, lq: int, lk: int) -> Tensor:
     return _mods.apply(score_mod, scaled, b, h, qi, ki, lq, lk)
 
 
-def apply_mask(modified: Tensor, mask, lq: int, lk: int) -> Tensor:
+def apply_mask(modified: Tensor, mask: _masks.Mask | None, lq: int, lk: int) -> Tensor:
     """Step 3 -- set forbidden (query, key) pairs to ``-inf`` so softmax gives them weight 0."""
     if mask is None:
         return modified
@@ -96,7 +97,7 @@ def softmax_weights(masked: Tensor) -> tuple[Tensor, Tensor]:
     return weights, lse.to(lse_dtype(masked.dtype))
 
 
-def drop_weights(weights: Tensor, p: float, generator=None) -> Tensor:
+def drop_weights(weights: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
     """Dropout on the weights (training): zero each with probability ``p``, scale the rest by ``1/(1-p)``.
 
     Reproducible with ``generator``; ``p == 0`` returns ``weights`` unchanged.

@@ -37,16 +37,19 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor
 
+from ... import mask_base as _masks
 from ... import mods as _mods
 from ...inputs import AttentionInputs
 from ...lse import lse_dtype
 from ...merging import merge
 from . import fused_op
 from .kernels import (
+    Index,
     Master,
     Rows,
     additive_mask,
@@ -59,7 +62,7 @@ from .kernels import (
     torch_forward,
 )
 from .kernels import _indices as segment_indices
-from .plan import CAUSAL_SEG, Plan, make_plan, translation_invariant
+from .plan import CAUSAL_SEG, Group, Plan, make_plan, translation_invariant
 
 __all__ = ["tiled_forward", "tiled_plan_for", "CHUNK_BYTES"]
 
@@ -68,7 +71,9 @@ import numpy as np  # noqa: E402
 #: Memory budget of one batch of segments (gathered keys/values, masks, score tiles).
 CHUNK_BYTES = 64 << 20
 
-_CACHE: "OrderedDict[tuple, list]" = OrderedDict()  # key -> [mask, mod, plan, master, schedule]: the last few problems
+_CACHE: "OrderedDict[tuple[object, ...], list[Any]]" = (
+    OrderedDict()
+)  # key -> [mask, mod, plan, master, schedule]: the last few problems
 _CACHE_SIZE = 8
 _CACHE_MASTER_BYTES = 64 << 20
 
@@ -78,16 +83,22 @@ class _Problem:
     """Everything the forward and backward share (no tensors of size ``Lq x Lk``)."""
 
     plan: Plan
-    mask: object
-    mod: object
+    mask: _masks.Mask | None
+    mod: _mods.ScoreMod | None
     scale: float
     lq: int
     lk: int
     fused: bool
-    master: object = None  # a Master (built lazily) when masks/mods come from one shared pattern
+    master: Master | None = None  # a Master (built lazily) when masks/mods come from one shared pattern
     use_master: bool = False
-    schedule: object = None  # the fused path's _Schedule (built once per cached plan)
-    saved: dict | None = None  # unit index -> (allowed, add): the forward's masks, reused by the backward
+    schedule: _Schedule | None = None  # the fused path's _Schedule (built once per cached plan)
+    # unit index -> (allowed, add): the forward's masks, reused by the backward
+    saved: dict[int, tuple[Tensor | bool | None, Tensor | None]] | None = None
+
+    def fused_schedule(self) -> _Schedule:
+        """The fused path's schedule (:func:`_problem` builds one for every fused problem)."""
+        assert self.schedule is not None, "a fused problem always has a schedule"
+        return self.schedule
 
 
 def _grad(inp: AttentionInputs, needs_grad: bool | None) -> bool:
@@ -128,20 +139,22 @@ def tiled_plan_for(inp: AttentionInputs, needs_grad: bool | None = None) -> Plan
     )
 
 
-def _chunks(group, per_segment_bytes: int):
+def _chunks(group: Group, per_segment_bytes: int) -> Iterator[slice]:
     step = max(1, CHUNK_BYTES // max(per_segment_bytes, 1))
     for s in range(0, group.n, step):
         yield slice(s, min(s + step, group.n))
 
 
-def _segment_bytes(g, B, Hq, Hkv, D, Dv, esz) -> int:
+def _segment_bytes(g: Group, B: int, Hq: int, Hkv: int, D: int, Dv: int, esz: int) -> int:
     """Memory one segment of ``g`` needs while its batch of PyTorch tiles runs (gathers, tiles, outputs)."""
     gathered = B * Hkv * g.tk * (D + Dv) + B * Hq * g.tq * (2 * D + 2 * Dv)
     tiles = 4 * B * Hq * g.tq * g.tk  # scores, probabilities and their gradients
     return (gathered + tiles) * esz
 
 
-def _segments(p: _Problem, q, k, v):
+def _segments(
+    p: _Problem, q: Tensor, k: Tensor, v: Tensor
+) -> Iterator[tuple[Group, Rows, Rows, Tensor, Tensor, Tensor, Tensor | None, Index | None]]:
     """PyTorch tiles: yield ``(group, rows, keys, qg, kg, vg, allowed, idx)`` for every segment batch."""
     B, Hq = q.shape[:2]
     for g in p.plan.groups:
@@ -164,7 +177,7 @@ class _Unit:
     """One fused kernel batch: segments ``sl`` of ``group``; ``views``: rows/keys are strided views (no copy);
     ``fresh``: none of its rows holds a partial result yet (write, do not merge)."""
 
-    g: object
+    g: Group
     sl: slice
     rows: Rows
     cols: Rows
@@ -176,7 +189,7 @@ class _Unit:
 class _Schedule:
     """The fused path's batches for one plan, computed once: no per-call work proportional to the blocks."""
 
-    units: list
+    units: list[_Unit]
     init_out: bool  # some row is never covered or merged into before it is written: start from (0, -inf)
     rows_once: bool  # every query row is covered by exactly one unit: dq is written, not accumulated
     cols_once: bool  # every key column is read by exactly one segment: dk/dv are written
@@ -205,7 +218,8 @@ def _schedule(
 ) -> _Schedule:
     rows_seen = np.zeros(lq, dtype=np.int32)
     cols_seen = np.zeros(lk, dtype=np.int32)
-    units, init = [], False
+    units: list[_Unit] = []
+    init = False
     for g in plan.groups:
         direct = arithmetic(g.q_starts) and arithmetic(g.k_starts)
         if not direct:  # strided runs, unless there are so many that gathering copies less
@@ -240,12 +254,14 @@ def _schedule(
     return _Schedule(units, init, bool((rows_seen == 1).all()), bool((cols_seen == 1).all()))
 
 
-def _batches(p: _Problem, q, k, v, forward: bool):
+def _batches(
+    p: _Problem, q: Tensor, k: Tensor, v: Tensor, forward: bool
+) -> Iterator[tuple[int, _Unit, int | None, Tensor, Tensor, Tensor, Tensor | bool | None, Tensor | None]]:
     """Yield ``(i, unit, b, qg, kg, vg, allowed, add)`` for every fused kernel call (``b`` None: gathered over
     the batch dim). The forward's masks are kept for the backward (``p.saved``) when they are small."""
     B, Hq = q.shape[:2]
     esz = q.element_size()
-    units = p.schedule.units
+    units = p.fused_schedule().units
     masked = [g for g in p.plan.groups if g.kind == "mask" or (g.kind == "full" and p.mod is not None)]
     if p.use_master and masked and p.master is None and Master.nbytes(masked, Hq, esz) <= 8 * CHUNK_BYTES:
         p.master = Master(p.mask, p.mod, masked, Hq, p.lq, p.lk, q.dtype, q.device)
@@ -254,6 +270,8 @@ def _batches(p: _Problem, q, k, v, forward: bool):
     budget = CHUNK_BYTES
     for i, u in enumerate(units):
         g, sl = u.g, u.sl
+        allowed: Tensor | bool | None
+        add: Tensor | None
         if p.master is not None and g.kind in ("mask", "full") and (g.kind == "mask" or p.mod is not None):
             add = p.master.view(g)
             allowed = None if p.master.no_empty_rows(g) else True  # True: look for empty rows in the result
@@ -289,21 +307,21 @@ def _batches(p: _Problem, q, k, v, forward: bool):
             yield i, u, b, qg, kg, vg, al, ad
 
 
-def _put(r: Rows, dst: Tensor, b, src: Tensor) -> None:
+def _put(r: Rows, dst: Tensor, b: int | None, src: Tensor) -> None:
     if b is None:
         r.put_(dst, src)
     else:
         r.view(dst, b).copy_(src)
 
 
-def _get(r: Rows, x: Tensor, b) -> Tensor:
+def _get(r: Rows, x: Tensor, b: int | None) -> Tensor:
     return r.get(x) if b is None else r.view(x, b)
 
 
 def _fused_forward(p: _Problem, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     B, Hq, Lq, _ = q.shape
     Dv = v.shape[3]
-    sched = p.schedule
+    sched = p.fused_schedule()
     if len(sched.units) == 1 and sched.units[0].rows.n == 1 and sched.units[0].g.tq == Lq:  # one call covers it all
         for _, u, _, qg, kg, vg, allowed, add in _batches(p, q, k, v, forward=True):
             return fused_forward(qg, kg, vg, add, allowed, u.g.kind == CAUSAL_SEG and p.mod is None, p.scale)
@@ -326,11 +344,13 @@ def _fused_forward(p: _Problem, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor
     return out, lse
 
 
-def _fused_backward(p: _Problem, q, k, v, out, lse, dout, dlse):
-    sched = p.schedule
+def _fused_backward(
+    p: _Problem, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dout: Tensor, dlse: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+    sched = p.fused_schedule()
     dlse = None if dlse is None else torch.where(torch.isfinite(lse), dlse, 0.0)
     has_dlse = dlse is not None and bool((dlse != 0).any())
-    if has_dlse:
+    if dlse is not None and has_dlse:
         # The fused kernel computes delta = rowsum(dO * O) itself; add dlse through an extra value
         # column of ones (dP gains dlse) whose output column is 0 (delta unchanged).
         q, k = (torch.nn.functional.pad(t, (0, 1)) for t in (q, k))
@@ -384,7 +404,17 @@ def _forward(p: _Problem, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tens
     return out, lse
 
 
-def _backward(p: _Problem, q, k, v, out, lse, dout, dlse, mod_tensors):
+def _backward(
+    p: _Problem,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    dout: Tensor,
+    dlse: Tensor | None,
+    mod_tensors: Sequence[Tensor],
+) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
     if p.fused:
         return _fused_backward(p, q, k, v, out, lse, dout, dlse)
     dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
@@ -410,14 +440,14 @@ def _backward(p: _Problem, q, k, v, out, lse, dout, dlse, mod_tensors):
 
 class _TiledAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, p: _Problem, q, k, v, *mod_tensors):
+    def forward(ctx: Any, p: _Problem, q: Tensor, k: Tensor, v: Tensor, *mod_tensors: Tensor) -> tuple[Tensor, Tensor]:
         out, lse = _forward(p, q, k, v)
         ctx.p = p
         ctx.save_for_backward(q, k, v, out, lse, *mod_tensors)
         return out, lse
 
     @staticmethod
-    def backward(ctx, dout, dlse):
+    def backward(ctx: Any, dout: Tensor | None, dlse: Tensor | None) -> tuple[Tensor | None, ...]:
         q, k, v, out, lse, *mod_tensors = ctx.saved_tensors
         if dout is None:
             dout = torch.zeros_like(out)
@@ -432,7 +462,7 @@ def _problem(inp: AttentionInputs, needs_grad: bool | None = None) -> _Problem:
     fused = _fusable(inp, needs_grad)
     fm = None if inp.mask is None else inp.mask.fingerprint()
     fmod = None if inp.score_mod is None else inp.score_mod.fingerprint()
-    key = None
+    key: tuple[object, ...] | None = None
     cacheable = (fm is not None or inp.mask is None) and (fmod is not None or inp.score_mod is None)
     if cacheable and not inp.mod_tensors:  # never pin a tensor that carries a graph
         key = (fm, fmod, inp.B, inp.Hq, inp.Hkv, inp.Lq, inp.Lk, inp.D, inp.Dv, inp.compute_dtype, inp.device_type)
@@ -476,12 +506,12 @@ def _problem(inp: AttentionInputs, needs_grad: bool | None = None) -> _Problem:
 def _remember_master(p: _Problem) -> None:
     """Keep a freshly built shared pattern with its cached plan (small ones only, at most
     ``2 * _CACHE_MASTER_BYTES`` pinned in all: the oldest patterns are dropped first)."""
-    size = p.master.m.numel() * p.master.m.element_size()
-    if size > _CACHE_MASTER_BYTES:
+    master = p.master
+    if master is None or master.m.numel() * master.m.element_size() > _CACHE_MASTER_BYTES:
         return
     for entry in _CACHE.values():
         if entry[2] is p.plan and entry[3] is None:
-            entry[3] = p.master
+            entry[3] = master
             break
     pinned = 0
     for key in reversed(list(_CACHE)):
@@ -499,7 +529,8 @@ def tiled_forward(inp: AttentionInputs) -> tuple[Tensor, Tensor]:
     p = _problem(inp)
     if inp.needs_grad:
         mod_tensors = [] if p.fused else list(inp.mod_tensors)
-        out, lse = _TiledAttention.apply(p, q, k, v, *mod_tensors)
+        # torch.autograd.Function.apply carries no annotations
+        out, lse = _TiledAttention.apply(p, q, k, v, *mod_tensors)  # type: ignore[no-untyped-call]
     else:
         out, lse = _forward(p, q, k, v)
     return out.to(inp.dtype), lse

@@ -13,21 +13,23 @@ broadcastable to ``(B, H, Lq, Lk)`` -> ``out (B, H, Lq, D)``, ``lse (B, H, Lq)``
 from __future__ import annotations
 
 import math
+from typing import Any, Callable
 
 import torch
+from torch import Tensor
 
 __all__ = ["unavailable", "forward", "backward", "OP_NAME"]
 
 OP_NAME = "_scaled_dot_product_flash_attention_for_cpu"
-_state: dict = {}  # "ops": (fwd, bwd) once found and verified; "why": the reason they cannot be used
+_state: dict[str, Any] = {}  # "ops": (fwd, bwd) once found and verified; "why": the reason they cannot be used
 
 
-def _resolve():
+def _resolve() -> tuple[Callable[..., Any], Callable[..., Any]]:
     """``(fwd, bwd)`` from ``torch.ops.aten`` (raises AttributeError/RuntimeError when missing)."""
     return getattr(torch.ops.aten, OP_NAME), getattr(torch.ops.aten, OP_NAME + "_backward")
 
 
-def _probe(fwd, bwd) -> str | None:
+def _probe(fwd: Callable[..., Any], bwd: Callable[..., Any]) -> str | None:
     """Run the ops once on a 1x1x3x4 problem and compare with plain PyTorch; a reason on any mismatch."""
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 1, 3, 4, generator=g, dtype=torch.float64) for _ in range(3))
@@ -67,12 +69,25 @@ def reset() -> None:
     _state.clear()
 
 
-def forward(q, k, v, attn_mask, causal: bool, scale: float):
+def forward(
+    q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, causal: bool, scale: float
+) -> tuple[Tensor, Tensor]:
     """``(out, lse)`` of the fused kernel (call only when :func:`unavailable` is None)."""
     out, lse = _state["ops"][0](q, k, v, 0.0, causal, attn_mask=attn_mask, scale=scale)[:2]
     return out, lse
 
 
-def backward(dout, q, k, v, out, lse, attn_mask, causal: bool, scale: float):
+def backward(
+    dout: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    attn_mask: Tensor | None,
+    causal: bool,
+    scale: float,
+) -> tuple[Tensor, Tensor, Tensor]:
     """``(dq, dk, dv)`` of the fused kernel's backward."""
-    return _state["ops"][1](dout, q, k, v, out, lse, 0.0, causal, attn_mask=attn_mask, scale=scale)[:3]
+    dq, dk, dv = _state["ops"][1](dout, q, k, v, out, lse, 0.0, causal, attn_mask=attn_mask, scale=scale)[:3]
+    return dq, dk, dv

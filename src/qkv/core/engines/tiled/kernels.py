@@ -13,14 +13,21 @@ Shape legend: ``B`` batch, ``H``/``Hq`` query heads, ``Hkv`` key/value heads, ``
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 from torch import Tensor
+from torch.types import Device
 
+from ... import mask_base as _masks
 from ... import mods as _mods
 from ...lse import stable_exp
 from . import fused_op
 from .plan import CAUSAL_SEG, FULL_SEG, Group
+
+#: broadcastable global index tensors ``(b, h, q_idx, kv_idx)`` of a batch of segments
+Index = tuple[Tensor, Tensor, Tensor, Tensor]
 
 __all__ = [
     "neg",
@@ -64,7 +71,7 @@ class Rows:
         self.starts, self.t, self.n = starts, t, len(starts)
         steps = np.diff(starts)
         self.step = int(steps[0]) if self.n > 1 and (steps == steps[0]).all() and steps[0] > 0 else None
-        self._idx = None
+        self._idx: Tensor | None = None
 
     def view(self, x: Tensor, b: int) -> Tensor:
         """``(n, H, t, D)`` strided view of ``x[b]`` ``(B, H, L, D)`` (no copy; needs arithmetic starts,
@@ -92,7 +99,7 @@ class Rows:
             _, H, _, D = dst.shape
             dst[b].index_add_(1, self.idx(dst.device), src.permute(1, 0, 2, 3).reshape(H, self.n * self.t, D))
 
-    def idx(self, device) -> Tensor:
+    def idx(self, device: Device) -> Tensor:
         if self._idx is None or self._idx.device != device:
             s = torch.as_tensor(self.starts, device=device).view(-1, 1)
             self._idx = (s + torch.arange(self.t, device=device)).view(-1)  # (n * t,)
@@ -127,8 +134,9 @@ class Rows:
     def add_(self, dst: Tensor, src: Tensor) -> None:
         """``dst[rows] += src`` for ``src`` ``(B * n, H, t, D)`` (overlaps accumulate)."""
         s5 = self._back(src, dst.shape[0])
-        if self.n == 1 or (self.step is not None and self.step >= self.t):
-            self._view5(dst).add_(s5)
+        v = self._view5(dst) if self.n == 1 or (self.step is not None and self.step >= self.t) else None
+        if v is not None:
+            v.add_(s5)
         else:
             B, H, _, D = dst.shape
             dst.index_add_(2, self.idx(dst.device), s5.reshape(B, H, self.n * self.t, D))
@@ -144,7 +152,7 @@ class Rows:
             dst.index_copy_(2, self.idx(dst.device), s5.reshape(B, H, self.n * self.t, D))
 
 
-def _indices(group: Group, sl: slice, B: int, H: int, device):
+def _indices(group: Group, sl: slice, B: int, H: int, device: Device) -> Index:
     """Broadcastable global index tensors b ``(B,1,1,1,1)``, h ``(1,1,H,1,1)``,
     q ``(1,n,1,tq,1)``, kv ``(1,n,1,1,tk)`` for the segments ``sl`` of ``group``."""
     qs = torch.as_tensor(group.q_starts[sl], device=device).view(1, -1, 1, 1, 1)
@@ -172,7 +180,17 @@ class Master:
     and segment ``(q0, k0)`` reads columns ``S + k0 - q0 ...`` -- no mask work per segment.
     """
 
-    def __init__(self, mask, mod, groups, Hq: int, lq: int, lk: int, dtype, device):
+    def __init__(
+        self,
+        mask: _masks.Mask | None,
+        mod: _mods.ScoreMod | None,
+        groups: Sequence[Group],
+        Hq: int,
+        lq: int,
+        lk: int,
+        dtype: torch.dtype,
+        device: Device,
+    ):
         T = max(g.tq for g in groups)
         lo = min(int((g.k_starts - g.q_starts).min()) for g in groups)
         hi = max(int((g.k_starts - g.q_starts).max()) + g.tk for g in groups)
@@ -195,11 +213,11 @@ class Master:
         self.m = g[:, :, 0].unfold(-1, W, 1).index_select(2, rev)  # (1, H, T, W), one copy
 
     @staticmethod
-    def nbytes(groups, Hq: int, esz: int) -> int:
+    def nbytes(groups: Sequence[Group], Hq: int, esz: int) -> int:
         T = max(g.tq for g in groups)
         lo = min(int((g.k_starts - g.q_starts).min()) for g in groups)
         hi = max(int((g.k_starts - g.q_starts).max()) + g.tk for g in groups)
-        return Hq * T * (hi - lo) * esz
+        return int(Hq * T * (hi - lo) * esz)
 
     def view(self, group: Group) -> Tensor:
         """``(1, H|1, tq, tk)`` additive mask of a shared group's segments."""
@@ -215,7 +233,9 @@ class Master:
         return bool((counts > 0).all())
 
 
-def segment_mask(mask, group: Group, sl: slice, B: int, Hq: int, lq: int, lk: int, device) -> Tensor | None:
+def segment_mask(
+    mask: _masks.Mask | None, group: Group, sl: slice, B: int, Hq: int, lq: int, lk: int, device: Device
+) -> Tensor | None:
     """Bool ``(B * n | 1, H | 1, tq, tk)``: which pairs of the segments may attend (None = all)."""
     if group.kind == FULL_SEG or mask is None:
         return None
@@ -234,7 +254,16 @@ def segment_mask(mask, group: Group, sl: slice, B: int, Hq: int, lq: int, lk: in
 
 
 def additive_mask(
-    allowed: Tensor | None, mod, group: Group, sl: slice, B: int, Hq: int, lq: int, lk: int, dtype, device
+    allowed: Tensor | None,
+    mod: _mods.ScoreMod | None,
+    group: Group,
+    sl: slice,
+    B: int,
+    Hq: int,
+    lq: int,
+    lk: int,
+    dtype: torch.dtype,
+    device: Device,
 ) -> Tensor | None:
     """Float mask for the fused kernel: the additive score mod's bias, :func:`neg` where masked."""
     bias = None
@@ -250,7 +279,7 @@ def additive_mask(
     return bias.masked_fill(~allowed, neg(dtype))
 
 
-def sanitize(qg: Tensor, kg: Tensor, vg: Tensor, allowed: Tensor | None):
+def sanitize(qg: Tensor, kg: Tensor, vg: Tensor, allowed: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """Zero the query rows and key/value columns that nothing in the segment attends to, so that
     NaN/inf in masked-out padding never reaches an output or a gradient (``0 * nan = nan``)."""
     if allowed is None:
@@ -269,7 +298,7 @@ def sanitize(qg: Tensor, kg: Tensor, vg: Tensor, allowed: Tensor | None):
     return qg, kg, vg
 
 
-def _empty_rows(lse: Tensor, allowed) -> Tensor:
+def _empty_rows(lse: Tensor, allowed: Tensor | bool | None) -> Tensor:
     """Rows with nothing to attend in the segment: masked everywhere, or a bias of -inf everywhere."""
     empty = lse < neg(lse.dtype) / 2
     if isinstance(allowed, Tensor):
@@ -277,7 +306,15 @@ def _empty_rows(lse: Tensor, allowed) -> Tensor:
     return empty
 
 
-def fused_forward(qg, kg, vg, add_mask, allowed, causal: bool, scale: float):
+def fused_forward(
+    qg: Tensor,
+    kg: Tensor,
+    vg: Tensor,
+    add_mask: Tensor | None,
+    allowed: Tensor | bool | None,
+    causal: bool,
+    scale: float,
+) -> tuple[Tensor, Tensor]:
     """``(out (Bn, Hq, tq, D), lse (Bn, Hq, tq))`` of a segment batch with the fused CPU kernel."""
     out, lse = fused_op.forward(qg, kg, vg, add_mask, causal, scale)
     if add_mask is not None and allowed is not None:  # None: the caller knows no row can be empty
@@ -288,7 +325,17 @@ def fused_forward(qg, kg, vg, add_mask, allowed, causal: bool, scale: float):
     return out, lse
 
 
-def fused_backward(dog, qg, kg, vg, og, lse_g, add_mask, causal: bool, scale: float):
+def fused_backward(
+    dog: Tensor,
+    qg: Tensor,
+    kg: Tensor,
+    vg: Tensor,
+    og: Tensor,
+    lse_g: Tensor,
+    add_mask: Tensor | None,
+    causal: bool,
+    scale: float,
+) -> tuple[Tensor, Tensor, Tensor]:
     """``(dq, dk, dv)`` of a segment batch from the global ``out``/``lse`` rows (FlashAttention-2
     backward: the segment's probabilities are recomputed as ``exp(s - lse)``)."""
     lse_g = lse_g.masked_fill(torch.isinf(lse_g), 0.0)  # empty rows: every score is neg() -> P = 0
@@ -304,9 +351,10 @@ def _scores(qg: Tensor, kg: Tensor, scale: float) -> Tensor:
     return s.view(Bn, Hq, tq, tk)
 
 
-def _modify(s: Tensor, mod, idx, B: int, lq: int, lk: int) -> Tensor:
+def _modify(s: Tensor, mod: _mods.ScoreMod | None, idx: Index | None, B: int, lq: int, lk: int) -> Tensor:
     if mod is None:
         return s
+    assert idx is not None, "a score mod needs the segments' index tensors"
     Bn, Hq, tq, tk = s.shape
     z = _mods.apply(mod, s.view(B, Bn // B, Hq, tq, tk), *idx, lq, lk)
     return z.reshape(Bn, Hq, tq, tk)
@@ -319,7 +367,18 @@ def _weigh(p: Tensor, vg: Tensor) -> Tensor:
     return torch.matmul(p.reshape(Bn, Hkv, (Hq // Hkv) * tq, tk), vg).view(Bn, Hq, tq, Dv)
 
 
-def torch_forward(qg, kg, vg, allowed, mod, idx, B: int, scale: float, lq: int, lk: int):
+def torch_forward(
+    qg: Tensor,
+    kg: Tensor,
+    vg: Tensor,
+    allowed: Tensor | None,
+    mod: _mods.ScoreMod | None,
+    idx: Index | None,
+    B: int,
+    scale: float,
+    lq: int,
+    lk: int,
+) -> tuple[Tensor, Tensor]:
     """``(out, lse)`` of a segment batch with plain PyTorch ops (any score mod)."""
     s = _scores(qg, kg, scale)
     z = _modify(s, mod, idx, B, lq, lk)
@@ -332,21 +391,21 @@ def torch_forward(qg, kg, vg, allowed, mod, idx, B: int, scale: float, lq: int, 
 
 
 def torch_backward(
-    dog,
-    qg,
-    kg,
-    vg,
-    lse_g,
-    delta_g,
-    allowed,
-    mod,
-    idx,
+    dog: Tensor,
+    qg: Tensor,
+    kg: Tensor,
+    vg: Tensor,
+    lse_g: Tensor,
+    delta_g: Tensor,
+    allowed: Tensor | None,
+    mod: _mods.ScoreMod | None,
+    idx: Index | None,
     B: int,
     scale: float,
     lq: int,
     lk: int,
-    mod_tensors: list[Tensor],
-):
+    mod_tensors: Sequence[Tensor],
+) -> tuple[Tensor, Tensor, Tensor, list[Tensor | None]]:
     """``(dq, dk, dv, [d mod_tensor])`` of a segment batch; ``delta = rowsum(dO * O) - dlse``."""
     s = _scores(qg, kg, scale)
     with torch.enable_grad():
@@ -365,7 +424,7 @@ def torch_backward(
     dv = torch.matmul(p3.transpose(-1, -2), dog3)  # (Bn, Hkv, tk, Dv)
     dp = torch.matmul(dog3, vg.transpose(-1, -2)).view(Bn, Hq, tq, tk)
     dz = p.mul_(dp.sub_(delta_g.unsqueeze(-1)))
-    grads_mod = []
+    grads_mod: list[Tensor | None] = []
     if mod is not None:
         got = torch.autograd.grad(z, [s, *mod_tensors], dz, allow_unused=True)
         dz, grads_mod = got[0], list(got[1:])

@@ -22,12 +22,14 @@ per segment.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from ...mask_base import FULL as _FULL
 from ...mask_base import PARTIAL as _PARTIAL
+from ...mask_base import Mask
 
 __all__ = ["Group", "Plan", "make_plan", "causal_shift", "translation_invariant"]
 
@@ -72,7 +74,7 @@ class Plan:
         return sum(g.pairs for g in self.groups)
 
 
-def causal_shift(mask, lq: int, lk: int) -> int | None:
+def causal_shift(mask: Mask | None, lq: int, lk: int) -> int | None:
     """``c`` when ``mask`` is exactly "query ``i`` sees keys ``j <= i + c``" (its band has no lower edge), else None.
 
     Covers :func:`qkv.masks.causal` in both alignments, its intersections and its :func:`qkv.masks.offset`
@@ -82,17 +84,17 @@ def causal_shift(mask, lq: int, lk: int) -> int | None:
     return None if band is None or band.lo is not None or band.hi is None else band.hi
 
 
-def is_full(mask, lq: int, lk: int) -> bool:
+def is_full(mask: Mask | None, lq: int, lk: int) -> bool:
     """True for no mask or a mask whose band is unbounded (every pair may attend)."""
     return mask is None or (lambda b: b is not None and b.full)(mask.band(lq, lk))
 
 
-def translation_invariant(mask) -> bool:
+def translation_invariant(mask: Mask | None) -> bool:
     """True when the mask at (q, kv) depends on ``kv - q`` only (bands, causal, full, no mask)."""
     return mask is None or mask.translation_invariant
 
 
-def _kinds(mask, lq: int, lk: int, bq: int, bk: int) -> np.ndarray:
+def _kinds(mask: Mask | None, lq: int, lk: int, bq: int, bk: int) -> np.ndarray:
     """Block kinds ``(nq, nk)`` over all batch elements and heads: EMPTY only if empty everywhere,
     FULL only if full everywhere, else PARTIAL."""
     nq, nk = -(-lq // bq), -(-lk // bk)
@@ -108,7 +110,7 @@ def _row_segments(row: np.ndarray, merge_blocks: int, max_blocks: int) -> list[t
     """Segments ``(kind, j0, j1)`` (block units) of one block row: runs of non-empty blocks, FULL and
     PARTIAL sub-runs merged while a merged (masked) segment stays within ``merge_blocks``, and no
     segment longer than ``max_blocks``."""
-    segs: list[list] = []
+    segs: list[list[Any]] = []
     nz = np.flatnonzero(row)
     if nz.size == 0:
         return []
@@ -130,19 +132,21 @@ def _row_segments(row: np.ndarray, merge_blocks: int, max_blocks: int) -> list[t
     return out
 
 
-def _block_plan(mask, lq, lk, bq, bk, merge_keys, max_keys, shared_all=False) -> Plan:
+def _block_plan(
+    mask: Mask | None, lq: int, lk: int, bq: int, bk: int, merge_keys: int, max_keys: int, shared_all: bool = False
+) -> Plan:
     kinds = _kinds(mask, lq, lk, bq, bk)
     shared_ok = translation_invariant(mask)
     merge_blocks = max(1, merge_keys // bk)
     max_blocks = max(1, max_keys // bk)
     # Pack: consecutive query-block rows with the same segment (kind and key range) become one taller
     # segment -- fewer, fatter kernel calls (a document's diagonal block is one call, not one per tile).
-    packed: list[list] = []  # [kind, q0, q1, k0, k1]
-    open_: dict[tuple, list] = {}  # (kind, k0, k1) -> the segment ending at the current row
+    packed: list[list[Any]] = []  # [kind, q0, q1, k0, k1]
+    open_: dict[tuple[str, int, int], list[Any]] = {}  # (kind, k0, k1) -> the segment ending at the current row
     for i in range(kinds.shape[0]):
         q0 = i * bq
         q1 = min(q0 + bq, lq)
-        still: dict[tuple, list] = {}
+        still: dict[tuple[str, int, int], list[Any]] = {}
         for kind, j0, j1 in _row_segments(kinds[i], merge_blocks, max_blocks):
             key = (kind, j0 * bk, min(j1 * bk, lk))
             seg = open_.get(key)
@@ -154,7 +158,9 @@ def _block_plan(mask, lq, lk, bq, bk, merge_keys, max_keys, shared_all=False) ->
             still[key] = seg
         open_ = still
     # Group segments of one shape; the segments of a group never share a query row.
-    groups: dict[tuple, list[list]] = {}  # shape -> [[q_starts, k_starts, end of the last row], ...]
+    groups: dict[
+        tuple[str, int, int, int | None], list[list[Any]]
+    ] = {}  # shape -> [[q_starts, k_starts, end of the last row], ...]
     for kind, q0, q1, k0, k1 in packed:
         tq, tk = q1 - q0, k1 - k0
         diff = k0 - q0 if (shared_all or (shared_ok and kind == MASK_SEG)) else None
@@ -226,7 +232,7 @@ def _cost(plan: Plan, heads: int, kv_heads: int, d: int, backward: bool = False)
 
 
 def make_plan(
-    mask,
+    mask: Mask | None,
     lq: int,
     lk: int,
     *,
@@ -266,7 +272,7 @@ def make_plan(
         tiles = (64, 128, 256, 512) if mask is None or mask.closed_form else (128,)
     else:
         merge_keys, max_keys, tiles = 1024, 4096, (256,)
-    best = None
+    best: tuple[float, Plan] | None = None
     if fused and (lq * lk * (heads if whole_rows else 1) * 4 <= 48 << 20):  # small: one dense segment
         one = np.zeros(1, np.int64)
         whole = Plan(
@@ -292,4 +298,5 @@ def make_plan(
             best = (cost, plan)
         if t >= max(lq, lk):
             break
+    assert best is not None  # tiles is never empty
     return best[1]
