@@ -119,6 +119,10 @@ def _look(t: Trace, q: list[int], a: int, b: int) -> tuple[float, float]:
 
 def _prefer(t: Trace, m: Mapped, a: list[int], b: list[int]) -> float:
     f = t.final
+    if f is None:
+        raise ValueError(
+            f"trace of {t.text!r} lacks final (the last hidden states); build it with qkv.trace(text, model)"
+        )
     fq, fa, fb = f[m.query].mean(0), f[a].mean(0), f[b].mean(0)
     return float(F.cosine_similarity(fq, fa, dim=0) - F.cosine_similarity(fq, fb, dim=0))
 

@@ -149,7 +149,7 @@ def _main(argv: list[str] | None) -> int:
     else:
         parser = build_parser()
         args = parser.parse_args(argv)
-    if args.command is None:
+    if args.command is None and parser is not None:  # (bench always has its command)
         parser.print_help(sys.stderr)
         return 2
     try:

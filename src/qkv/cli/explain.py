@@ -62,8 +62,9 @@ def _trace(text: str, args, html: bool = False):
                 info = model_info(m, args.model)
                 check_size(info["num_layers"], info["num_heads"], n)
         t = trace(text, m, truncate=args.truncate)
-    if t.mostly_unknown:
-        print(f"qkv: note: {s.cli_words(t.vocabulary_note())}", file=sys.stderr)
+    note = t.vocabulary_note() if t.mostly_unknown else None
+    if note is not None:  # mostly unknown tokens: there is a note
+        print(f"qkv: note: {s.cli_words(note)}", file=sys.stderr)
     return t
 
 

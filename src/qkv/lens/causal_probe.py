@@ -30,7 +30,7 @@ import torch
 
 from . import stats
 from .effects import Preference, forward_rows, torch_threads
-from .interventions import HOWS, Ablate, Target, reference_means
+from .interventions import HOWS, Ablate, Edit, Target, reference_means
 from .loading import adapt
 from .probe_io import Dataset, Item, Skipped, load_twins, read_items
 from .probing import Mapped, _twins, item_scores, map_item
@@ -196,7 +196,7 @@ def _item_effects(adapter, target: Target, metric: Preference, ivs: list[Ablate]
     """``(plain preference, (K,) effects)`` of one item: the plain run is row 0 of the first pass."""
     fn = None
     vals = []
-    jobs = [[]] + [iv.edits(target) for iv in ivs]
+    jobs: list[list[Edit]] = [[]] + [iv.edits(target) for iv in ivs]
     for lo in range(0, len(jobs), batch_size):
         fwd = forward_rows(adapter, target, jobs[lo : lo + batch_size])
         fn = fn or metric.bind(target, fwd)

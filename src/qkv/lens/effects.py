@@ -86,7 +86,7 @@ class Preference(Metric):
     over: Any
     name: str = "preference"
 
-    def bind(self, target: Target, base: Forward) -> Bound:
+    def bind(self, target: Target, base: Forward | None = None) -> Bound:  # base unused: a preference is absolute
         q, a, b = (_indices(target, x) for x in (self.query, self.prefer, self.over))
         if set(a) == set(b):
             raise ValueError(f"prefer and over name the same tokens ({a}); expected two different tokens")
@@ -116,7 +116,8 @@ class EmbeddingCosine(Metric):
             )
         ref = base.embedding[0].detach().float()
 
-        return lambda fwd: F.cosine_similarity(fwd.embedding.float(), ref[None], dim=-1)
+        # (the ignore: fwd comes from the model whose base run pooled an embedding, checked above)
+        return lambda fwd: F.cosine_similarity(fwd.embedding.float(), ref[None], dim=-1)  # type: ignore[union-attr]
 
     def describe(self) -> str:
         return "cos(embedding, embedding of the un-intervened run)"
@@ -140,7 +141,8 @@ class LogitDiff(Metric):
         V = base.logits.shape[-1]
         a, b = (_vocab_id(target.adapter, t, V) for t in (self.answer, self.other))
         pos = target.index(self.position)
-        return lambda fwd: fwd.logits[:, pos, a].float() - fwd.logits[:, pos, b].float()
+        # (the ignore: fwd comes from the model whose base run had logits, checked above)
+        return lambda fwd: fwd.logits[:, pos, a].float() - fwd.logits[:, pos, b].float()  # type: ignore[index]
 
     def describe(self) -> str:
         return f"logits[{self.position}, {self.answer!r}] - logits[{self.position}, {self.other!r}]"
@@ -257,7 +259,7 @@ def effect(text: str, interventions: Sequence[Intervention], metric: Any, model:
     """The metric on ``text`` without and with ``interventions`` (one pass of two rows for a batched metric)."""
     m = as_metric(metric)
     adapter = adapt(model)
-    if m.needs_trace:
+    if isinstance(m, TraceMetric):  # needs_trace: each run is a full trace
         from .tracing import trace
 
         base = float(m.fn(trace(text, adapter)))

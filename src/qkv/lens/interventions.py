@@ -197,11 +197,10 @@ def _set_heads(row: Tensor, heads: list[int], positions: list[int] | None, value
     over tokens) or a per-head tensor ``(H, L, ...)`` (taken at the same positions)."""
     for h in heads:
         v = value if not isinstance(value, Tensor) else value[h].to(row)
-        full = isinstance(v, Tensor) and v.dim() == row[h].dim()
         if positions is None:
             row[h] = v
         else:
-            row[h, positions] = v[positions] if full else v
+            row[h, positions] = v[positions] if isinstance(v, Tensor) and v.dim() == row[h].dim() else v
     return row
 
 
@@ -300,7 +299,7 @@ class Knockout(Intervention):
             raise _fail(
                 "knockout needs keys (the edges' key tokens)", self.keys, 'pass keys=["cat"] (words or indices)'
             )
-        keys = _tokens(target, self.keys)
+        keys = [target.index(t) for t in self.keys]
         rows = None if self.query is None else [target.index(self.query)]
         heads = target.heads(self.head, "weights")
         fn = _cutter(heads, rows, keys, target.tokens)
@@ -487,7 +486,13 @@ def from_dict(d: dict) -> Intervention:
     if extra:
         raise _fail(f"{kind} takes {', '.join(KINDS[kind])}", extra, "drop the other fields")
     args = {k: v for k, v in d.items() if k != "kind"}
-    make = {"ablate": ablate, "knockout": knockout, "swap": swap, "patch": patch}[kind]
+    makers: dict[str, Callable[..., Intervention]] = {
+        "ablate": ablate,
+        "knockout": knockout,
+        "swap": swap,
+        "patch": patch,
+    }
+    make = makers[kind]
     try:
         return make(**args)
     except TypeError as e:

@@ -113,7 +113,7 @@ def resolve(
         i = next((j for j in words if clean(trace.tokens[j]) in PRONOUNS), words[0] if words else 0)
     else:
         i = token_index(trace, query)
-    if prefer is None:
+    if prefer is None or over is None:  # both None here (checked above)
         return Resolved(i, *_essay_pair(trace, i))
     pair = []
     for name, tok in (("prefer", prefer), ("over", over)):

@@ -354,8 +354,8 @@ class Interval(NamedTuple):
         return {"value": self.value, "ci_low": self.low, "ci_high": self.high, "n": self.n}
 
 
-def group_bootstrap(groups: Sequence, rounds: int = 1000, seed: int = 0) -> np.ndarray:
-    """``(rounds, M)`` item indices of bootstrap resamples that draw whole groups (twins stay together)."""
+def group_bootstrap(groups: Sequence, rounds: int = 1000, seed: int = 0) -> list[np.ndarray]:
+    """``rounds`` arrays of item indices, one bootstrap resample each, drawing whole groups (twins stay together)."""
     names = list(dict.fromkeys(groups))
     members = [np.flatnonzero(np.array([g == n for g in groups])) for n in names]
     rng = np.random.default_rng(seed)

@@ -212,15 +212,19 @@ def explanation(
     if head is not None:
         trace.check_head(head)
     n, h = choose_head(trace, i, layer=layer, head=head, measure=measure, prefer=a, over=b)
-    paired = a is not None
+    paired = a is not None and b is not None  # both or neither (Trace.resolve); narrowed again below for mypy
     return {
         "query": {"index": i, "token": trace.tokens[i]},
-        "prefer": trace.tokens[a] if paired else None,
-        "over": trace.tokens[b] if paired else None,
+        "prefer": trace.tokens[a] if a is not None else None,
+        "over": trace.tokens[b] if b is not None else None,
         "layer": n,
         "head": h,
         "measure": measure,
         "breakdown": {"layer": n, "head": h, "rows": [r._asdict() for r in trace.breakdown(i, n, h)]},
-        "summary": preference_summary(trace, i, a, b, measure) if paired else attention_summary(trace, i, measure),
-        "caveat": head_caveat(trace, i, a, n, h) if paired else None,
+        "summary": (
+            preference_summary(trace, i, a, b, measure)
+            if a is not None and b is not None
+            else attention_summary(trace, i, measure)
+        ),
+        "caveat": head_caveat(trace, i, a, n, h) if paired and a is not None else None,
     }

@@ -27,7 +27,7 @@ import torch
 
 from ..nn.hooks import Hooks, hooks
 from .build import build_traces
-from .effects import Metric, as_metric, forward_rows, torch_threads
+from .effects import Metric, TraceMetric, as_metric, forward_rows, torch_threads
 from .interventions import HOWS, Ablate, Edit, Patch, Target
 from .loading import adapt
 from .stats import spearman
@@ -98,7 +98,7 @@ class HeadEffects:
         heads = []
         for r, n in enumerate(self.layers):
             for h in range(g.shape[1]):
-                d = {"layer": n, "head": h, "effect": float(g[r, h])}
+                d: dict[str, Any] = {"layer": n, "head": h, "effect": float(g[r, h])}
                 if self.effects.ndim == 3:
                     d["positions"] = [float(x) for x in self.effects[r, h]]
                 heads.append(d)
@@ -182,7 +182,7 @@ def _ablation_sweep(text, metric, model, how, over, source, positions, layers, b
         for n, h, p in spots
     ]
     shape = (len(rows), H, L) if positions else (len(rows), H)
-    if m.needs_trace:
+    if isinstance(m, TraceMetric):  # needs_trace: each run is a full trace
         from .tracing import trace
 
         base = float(m.fn(trace(text, adapter)))

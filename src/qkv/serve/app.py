@@ -274,8 +274,9 @@ def create_app(
         another text): the query's weights and the metric, plain and under the interventions, in order."""
         check_text(req.text)
         for k, spec in enumerate(req.interventions):
-            if getattr(spec, "source", None) is not None:
-                check_text(spec.source, f"interventions[{k}].source")
+            source = getattr(spec, "source", None)  # patch only
+            if source is not None:
+                check_text(source, f"interventions[{k}].source")
         specs = [spec.model_dump() for spec in req.interventions]
         fields = req.model_dump(include={"query", "prefer", "over", "layer", "head", "include_trace"})
         return await run(lambda: intervene(m, req.text, specs, plain=plain_runs, **fields), InterveneResponse)

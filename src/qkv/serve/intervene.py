@@ -143,6 +143,10 @@ def _forward(t: Trace) -> Forward:
     def row(x: torch.Tensor | None) -> torch.Tensor | None:
         return None if x is None else x[None]
 
+    if t.final is None:
+        raise ValueError(
+            f"trace of {t.text!r} lacks final (the last hidden states); build it with qkv.trace(text, model)"
+        )
     return Forward(t.final[None], row(t.logits), row(t.embedding))
 
 
@@ -323,7 +327,7 @@ def intervene(
     for k, spec in enumerate(applied):
         if spec.get("source") and spec["source"] not in sources:
             sources[spec["source"]] = plain(spec["source"])
-        src = sources.get(spec.get("source"))
+        src = sources.get(spec.get("source") or "")  # no source: None
         if src is not None and len(src) != len(base):
             raise ValueError(
                 f"interventions[{k}] ({spec['kind']}): the source text is {len(src)} tokens long but the text is "

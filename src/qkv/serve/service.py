@@ -101,7 +101,7 @@ def trace_payload(
 
 
 def compare_payload(
-    a: Trace, b: Trace, *, query: str | int, prefer: str | int, over: str | int, measure: str = "weights"
+    a: Trace, b: Trace, *, query: str | int | None, prefer: str | int, over: str | int, measure: str = "weights"
 ) -> dict:
     """The answer of ``POST /api/compare``: per head ``diff = measure(query->prefer) - measure(query->over)``
     in text A and in text B, heads that flip first (as ``qkv compare``)."""
@@ -109,6 +109,7 @@ def compare_payload(
     for label, t in (("A", a), ("B", b)):
         try:
             i, pa, po = t.resolve(query, prefer, over)
+            assert pa is not None and po is not None  # prefer and over given: resolved both
             rankings.append(t.heads(i, pa, po, measure))
         except ValueError as e:
             raise ValueError(f"text {label}: {api_words(str(e))}") from None
@@ -116,8 +117,8 @@ def compare_payload(
         summaries.append(preference_summary(t, i, pa, po, measure))
     flips = head_flips(*rankings)
     ordered = [f for f in flips if f.flipped] + [f for f in flips if not f.flipped]
-    pa, po = a.tokens[a.index(prefer)], a.tokens[a.index(over)]
-    summary = compare_summary(flips, pa, po)
+    prefer_token, over_token = a.tokens[a.index(prefer)], a.tokens[a.index(over)]
+    summary = compare_summary(flips, prefer_token, over_token)
     return {
         "schema": "qkv.serve.compare",
         "version": 1,
@@ -125,8 +126,8 @@ def compare_payload(
         "model": dict(a.model),
         "measure": measure,
         "query": queries[0],
-        "prefer": pa,
-        "over": po,
+        "prefer": prefer_token,
+        "over": over_token,
         "heads": [
             {
                 "layer": f.layer,
