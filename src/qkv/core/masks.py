@@ -39,7 +39,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, Union
+from typing import Callable, Sequence, Union, cast
 
 import torch
 from torch import Tensor
@@ -331,7 +331,7 @@ class _Prefix(Mask):
             ok = False
         else:  # values are not read in traced code
             ok = torch.compiler.is_compiling() or not bool((t < 0).any())
-        if not ok:
+        if t is None or not ok:
             raise ValueError(
                 f"prefix_lm: prefix_length must be a non-negative int or a (B,) integer tensor, got {prefix_length!r}; "
                 "pass e.g. 3 or torch.tensor([3, 5])"
@@ -339,7 +339,7 @@ class _Prefix(Mask):
         self.prefix = t.long()
         self.batch_size = t.shape[0] if t.dim() == 1 else None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"prefix_keys({_lengths(self.prefix)})"
 
     def evaluate(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor, lq: int, lk: int) -> Tensor:
@@ -362,8 +362,8 @@ class _PrefixLM(_Combined):
         super().__init__("or", prefix, causal(align))
         self.align = align
 
-    def __repr__(self):
-        return f"prefix_lm({_lengths(self.a.prefix)}, align={self.align!r})"
+    def __repr__(self) -> str:
+        return f"prefix_lm({_lengths(cast(_Prefix, self.a).prefix)}, align={self.align!r})"
 
 
 def _lengths(p: Tensor) -> str:
@@ -390,7 +390,7 @@ class _Function(Mask):
     def fingerprint(self) -> object:
         return None  # a function's behaviour cannot be fingerprinted
 
-    def check(self, B, H, lq, lk):
+    def check(self, B: int, H: int, lq: int, lk: int) -> None:
         """Also refuse a function that depends on ``b``/``h`` without ``batch_size``/``num_heads``: it would be
         evaluated for batch element / head 0 only and broadcast (silently wrong). One call on 1-element index
         tensors finds it: a result with a batch (head) dim depends on ``b`` (``h``)."""

@@ -11,7 +11,7 @@ neutral, and rows where every part is empty give ``out = 0``, ``lse = -inf`` -- 
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -24,11 +24,11 @@ __all__ = ["merge"]
 _HOW = "pass a list of attention(..., return_lse=True) results, e.g. merge([a, b])"
 
 
-def _describe(x) -> str:
+def _describe(x: object) -> str:
     return f"a tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
 
 
-def _check_parts(parts) -> list:
+def _check_parts(parts: Any) -> list[tuple[Tensor, Tensor]]:
     """``parts`` as a list of ``(out, lse)`` tensor pairs, or ``ValueError`` saying what arrived."""
     if isinstance(parts, (tuple, list)) and len(parts) == 2 and all(isinstance(x, Tensor) for x in parts):
         raise ValueError(
@@ -54,7 +54,8 @@ def _check_parts(parts) -> list:
         raise ValueError(
             f"merge expects every part on one device, got {', '.join(devices)}; move them with .to(device)"
         )
-    return parts
+    checked: list[tuple[Tensor, Tensor]] = parts  # every part checked above
+    return checked
 
 
 def merge(parts: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:

@@ -117,9 +117,9 @@ class Implementation:
     cost: dict[str, Callable[[AttentionInputs], float]] = field(default_factory=dict)
     description: str = ""
     extra_reasons: Callable[[AttentionInputs], list[str]] | None = None
-    priority: InitVar[dict | None] = None
+    priority: InitVar[dict[str, Callable[[AttentionInputs], float]] | None] = None
 
-    def __post_init__(self, priority):
+    def __post_init__(self, priority: dict[str, Callable[[AttentionInputs], float]] | None) -> None:
         if priority is not None:
             warnings.warn(
                 "Implementation(priority=...) is deprecated: the lowest value wins, so it is a cost; "

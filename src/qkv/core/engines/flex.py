@@ -41,13 +41,14 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from .. import mods as _mods
 from ..inputs import AttentionInputs
-from ..mask_base import FULL, PARTIAL
+from ..mask_base import FULL, PARTIAL, Mask
 
 __all__ = [
     "flex_forward",
@@ -69,10 +70,11 @@ FLEX_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32})
 #: eager path.
 RECOMPILE_LIMIT = 128
 
-_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()  # (mask fingerprint, sizes, device) -> (mask, BlockMask)
+#: (mask fingerprint, sizes, device) -> (mask, BlockMask)
+_CACHE: OrderedDict[tuple[Any, ...], tuple[Mask, Any]] = OrderedDict()
 _CACHE_SIZE = 16
-_compiled: dict = {}  # dynamic shapes or not -> compiled flex_attention
-_STATIC_ONLY: set = set()  # non-empty once a dynamic-shape compile failed where a static one worked
+_compiled: dict[bool, Callable[..., Any]] = {}  # dynamic shapes or not -> compiled flex_attention
+_STATIC_ONLY: set[bool] = set()  # non-empty once a dynamic-shape compile failed where a static one worked
 
 
 def flex_unavailable() -> str | None:
@@ -84,7 +86,7 @@ def flex_unavailable() -> str | None:
     return None
 
 
-def _flex(dynamic: bool):
+def _flex(dynamic: bool) -> Callable[..., Any]:
     """``flex_attention`` compiled once per kind: the whole graph (a graph break fails instead of running Flex's
     eager O(Lq x Lk) path), with torch.compile's automatic dynamic shapes (``dynamic``: the first length compiles
     static, a second one recompiles with symbolic lengths, later lengths reuse it -- a KV cache growing by one key
@@ -125,14 +127,16 @@ def kv_blocks(kinds: Tensor) -> tuple[Tensor, Tensor]:
     return num, indices
 
 
-def _mask_mod(mask, lq: int, lk: int):
-    def mask_mod(b, h, q_idx, kv_idx):
+def _mask_mod(mask: Mask, lq: int, lk: int) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
+    def mask_mod(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
         return mask.evaluate(b, h, q_idx, kv_idx, lq, lk)
 
     return mask_mod
 
 
-def _score_mod(mod, lq: int, lk: int):
+def _score_mod(
+    mod: _mods.ScoreMod | None, lq: int, lk: int
+) -> Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]:
     """Flex's ``score_mod``: qkv's mod, and ``+inf`` where the raw score is not finite (a NaN/inf in q or k) or
     the mod made a NaN.
 
@@ -144,7 +148,7 @@ def _score_mod(mod, lq: int, lk: int):
     mod returns for a finite score (a bias used as a mask) stays a masked pair.
     """
 
-    def score_mod(score, b, h, q_idx, kv_idx):
+    def score_mod(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
         bad = ~torch.isfinite(score)
         if mod is not None:
             score = _mods.apply(mod, score, b, h, q_idx, kv_idx, lq, lk)
@@ -153,7 +157,7 @@ def _score_mod(mod, lq: int, lk: int):
     return score_mod
 
 
-def on_device(node, device, memo: dict | None = None):
+def on_device(node: Any, device: torch.device | str, memo: dict[int, Any] | None = None) -> Any:
     """A copy of a mask or score mod (and of its children) whose tensors are on ``device``; ``node`` itself when
     they already are. Flex compiles ``mask_mod``/``score_mod`` into its kernel: a tensor they capture must live on
     the kernel's device (a CPU ``padding`` length or ALiBi slope next to CUDA queries would be a copy inside the
@@ -161,6 +165,7 @@ def on_device(node, device, memo: dict | None = None):
     memo = {} if memo is None else memo
     if id(node) in memo:
         return memo[id(node)]
+    out: Any
     if isinstance(node, Tensor):
         out = node if node.device == torch.device(device) else node.to(device)
     elif isinstance(node, (tuple, list)):
@@ -178,7 +183,7 @@ def on_device(node, device, memo: dict | None = None):
     return out
 
 
-def block_mask_for(mask, B: int, H: int, lq: int, lk: int, device) -> object:
+def block_mask_for(mask: Mask, B: int, H: int, lq: int, lk: int, device: torch.device | str) -> object:
     """The ``BlockMask`` of ``mask`` for a ``(B, H, lq, lk)`` problem from its block map (closed form where the
     mask has one: nothing of size ``lq x lk`` is evaluated), reused for the same mask fingerprint and sizes."""
     from torch.nn.attention.flex_attention import BlockMask
@@ -202,7 +207,7 @@ def block_mask_for(mask, B: int, H: int, lq: int, lk: int, device) -> object:
     return bm
 
 
-def _lse_request():
+def _lse_request() -> dict[str, Any]:
     """``{"return_aux": AuxRequest(lse=True)}`` where torch has it, else the older ``{"return_lse": True}``."""
     try:
         from torch.nn.attention.flex_attention import AuxRequest
