@@ -25,19 +25,24 @@ Shape legend: q ``(B, Hq, Lq, D)``, k ``(B, Hkv, Lk, D)``, v ``(B, Hkv, Lk, Dv)`
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from ...inputs import AttentionInputs
 from ...lse import lse_dtype
-from ...mask_base import as_mask
+from ...mask_base import Mask, as_mask
+from ...mods import ScoreMod
 from . import engine
 from .spec import cached_rebuild, describe, rebuild
 
 __all__ = ["tiled_forward", "compile_reason", "tiled_attention", "tiled_attention_backward"]
 
 
-def _inputs(q: Tensor, k: Tensor, v: Tensor, mask, mod, scale: float, params: tuple) -> AttentionInputs:
+def _inputs(
+    q: Tensor, k: Tensor, v: Tensor, mask: Mask | None, mod: ScoreMod | None, scale: float, params: tuple[Tensor, ...]
+) -> AttentionInputs:
     return AttentionInputs(q, k, v, mask, mod, scale, 0.0, None, False, params)
 
 
@@ -77,13 +82,22 @@ def _heads_inner(t: Tensor) -> Tensor:
 
 
 @tiled_attention.register_fake
-def _(q, k, v, tensors, spec, scale, grad_index, needs_grad):
+def _(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    tensors: list[Tensor],
+    spec: str,
+    scale: float,
+    grad_index: list[int],
+    needs_grad: bool,
+) -> tuple[Tensor, Tensor]:
     B, Hq, Lq, _ = q.shape
     out = q.new_empty((B, Lq, Hq, v.shape[3])).transpose(1, 2)
     return out, q.new_empty((B, Lq, Hq), dtype=lse_dtype(q.dtype)).transpose(1, 2)
 
 
-def _autograd_inside():
+def _autograd_inside() -> Any:
     """Let autograd record inside an op's implementation (the dispatcher excludes it there): a score mod's
     gradient into its tensors is taken with :func:`torch.autograd.grad`, as in eager mode."""
     from torch._C import DispatchKey as K
@@ -130,7 +144,19 @@ def tiled_attention_backward(
 
 
 @tiled_attention_backward.register_fake
-def _(dout, dlse, q, k, v, out, lse, tensors, spec, scale, grad_index):
+def _(
+    dout: Tensor,
+    dlse: Tensor | None,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    tensors: list[Tensor],
+    spec: str,
+    scale: float,
+    grad_index: list[int],
+) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
     return (
         q.new_empty(q.shape),
         k.new_empty(k.shape),
@@ -139,19 +165,19 @@ def _(dout, dlse, q, k, v, out, lse, tensors, spec, scale, grad_index):
     )
 
 
-def _setup_context(ctx, inputs, output):
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
     q, k, v, tensors, spec, scale, grad_index, _ = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse, *tensors)
     ctx.spec, ctx.scale, ctx.grad_index, ctx.n = spec, scale, grad_index, len(tensors)
 
 
-def _backward(ctx, dout, dlse):
+def _backward(ctx: Any, dout: Tensor, dlse: Tensor | None) -> tuple[Any, ...]:
     q, k, v, out, lse, *tensors = ctx.saved_tensors
     dq, dk, dv, dparams = tiled_attention_backward(
         dout, dlse, q, k, v, out, lse, tensors, ctx.spec, ctx.scale, ctx.grad_index
     )
-    dtensors: list = [None] * ctx.n
+    dtensors: list[Tensor | None] = [None] * ctx.n
     for i, g in zip(ctx.grad_index, dparams):
         dtensors[i] = g
     # a list of ints gets None, an empty list [] (torch.library's rule for the structure of the inputs)
@@ -178,7 +204,9 @@ def tiled_forward(inp: AttentionInputs) -> tuple[Tensor, Tensor]:
         return engine.tiled_forward(inp)
     mask = inp.mask
     described = describe(mask, inp.score_mod)
-    if described is None and describe(mask, None) is None:  # a mask function: its dense bool tensor enters
+    if (
+        described is None and mask is not None and describe(mask, None) is None
+    ):  # a mask function: its dense bool tensor enters
         Bm = inp.B if mask.batch_size is not None else 1
         Hm = inp.Hq if mask.num_heads is not None else 1
         mask = as_mask(mask.dense(Bm, Hm, inp.Lq, inp.Lk, inp.q.device))
@@ -187,4 +215,7 @@ def tiled_forward(inp: AttentionInputs) -> tuple[Tensor, Tensor]:
         raise ValueError(compile_reason(inp)[0])
     spec, tensors = described
     grad_index = [i for i, t in enumerate(tensors) if t.requires_grad] if torch.is_grad_enabled() else []
-    return tiled_attention(inp.q, inp.k, inp.v, tensors, spec, inp.scale, grad_index, inp.needs_grad)
+    out: Tensor
+    lse: Tensor
+    out, lse = tiled_attention(inp.q, inp.k, inp.v, tensors, spec, inp.scale, grad_index, inp.needs_grad)
+    return out, lse

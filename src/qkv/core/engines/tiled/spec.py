@@ -27,6 +27,7 @@ import ast
 import importlib
 import math
 from collections import OrderedDict
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -41,7 +42,7 @@ class _NotDescribable(Exception):
     pass
 
 
-def _describe(obj, tensors: list, depth: int):
+def _describe(obj: Any, tensors: list[Tensor], depth: int) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):  # repr() would not read back
         raise _NotDescribable()
     if obj is None or isinstance(obj, _PLAIN):
@@ -64,7 +65,7 @@ def _describe(obj, tensors: list, depth: int):
     return ("O", cls.__module__, cls.__qualname__, items)
 
 
-def describe(mask, mod) -> tuple[str, list[Tensor]] | None:
+def describe(mask: object, mod: object) -> tuple[str, list[Tensor]] | None:
     """``(spec, tensors)`` of ``mask`` and ``mod`` (either may be None), or None when one holds something
     that is neither a tensor, a plain value nor a qkv mask/mod (e.g. a function from ``masks.from_function``)."""
     tensors: list[Tensor] = []
@@ -75,7 +76,7 @@ def describe(mask, mod) -> tuple[str, list[Tensor]] | None:
     return spec, tensors
 
 
-def _build(node, tensors):
+def _build(node: Any, tensors: list[Tensor]) -> Any:
     if not isinstance(node, tuple):
         return node
     tag = node[0]
@@ -86,7 +87,7 @@ def _build(node, tensors):
     _, module, qualname, items = node
     if not module.startswith(_ROOT):
         raise ValueError(f"spec names class {module}.{qualname}; only qkv's own masks and mods can be rebuilt")
-    cls = importlib.import_module(module)
+    cls: Any = importlib.import_module(module)  # then the class named by qualname
     for part in qualname.split("."):
         cls = getattr(cls, part)
     obj = cls.__new__(cls)
@@ -94,10 +95,10 @@ def _build(node, tensors):
     return obj
 
 
-_PARSED: "OrderedDict[str, tuple]" = OrderedDict()
+_PARSED: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
 
 
-def rebuild(spec: str, tensors: list[Tensor]):
+def rebuild(spec: str, tensors: list[Tensor]) -> tuple[Any, Any]:
     """``(mask, mod)`` equal to the described ones, holding ``tensors``."""
     tree = _PARSED.get(spec)
     if tree is None:
@@ -110,10 +111,10 @@ def rebuild(spec: str, tensors: list[Tensor]):
 #: Tensors up to this many elements (lengths, ids, slopes) are keyed by value: a mask rebuilt each call from
 #: equal values is the same object, so the tiled engine's plan cache (keyed by the objects) hits.
 _BY_VALUE = 1 << 16
-_REBUILT: "OrderedDict[tuple, tuple]" = OrderedDict()
+_REBUILT: OrderedDict[tuple[Any, ...], tuple[Any, Any]] = OrderedDict()
 
 
-def _key(t: Tensor):
+def _key(t: Tensor) -> tuple[Any, ...]:
     if t.numel() <= _BY_VALUE:
         return (
             t.dtype,
@@ -124,7 +125,7 @@ def _key(t: Tensor):
     return (id(t), t._version)
 
 
-def cached_rebuild(spec: str, tensors: list[Tensor]):
+def cached_rebuild(spec: str, tensors: list[Tensor]) -> tuple[Any, Any]:
     """:func:`rebuild`, reusing the objects of an earlier call with equal small tensors (copies are kept, so a
     later in-place change of the caller's tensor cannot reach them) or the very same large ones."""
     key = (spec, tuple(_key(t) for t in tensors))
