@@ -112,6 +112,11 @@ def flex_reasons(inp: AttentionInputs) -> list[str]:
             why.append(
                 "FlexAttention compiled on CPU does not return the log-sum-exp (return_lse=True); use impl='tiled'"
             )
+        if torch.compiler.is_compiling():  # measured: NotImplementedError "Unsupported for `epilogue_nodes`"
+            why.append(
+                "FlexAttention inside torch.compile on CPU fails in Inductor's C++ template (no fused epilogue); "
+                "use impl='tiled'"
+            )
     elif min(inp.D, inp.Dv) < 16:
         why.append(f"FlexAttention's GPU kernel needs head_dim >= 16, got D={inp.D}, Dv={inp.Dv}; use impl='tiled'")
     return why
