@@ -80,7 +80,7 @@ def _doc(command: str, args, **fields) -> dict:
 
 
 def _outputs(args, console, grid, title: str, doc: dict, layers=None) -> None:
-    from .view.effects_view import save_grid_png
+    from ..view.effects_view import save_grid_png
 
     if args.png:
         with writing("png", args.png):
@@ -102,9 +102,9 @@ def _reference(path: str | None) -> list[str] | None:
 
 
 def run_ablate(args, console) -> int:
-    from .lens.effects import preference
-    from .lens.sweeps import ablation_sweep
-    from .view.effects_view import grid_table, top_table
+    from ..lens.effects import preference
+    from ..lens.sweeps import ablation_sweep
+    from ..view.effects_view import grid_table, top_table
 
     if args.how == "resample" and not args.source:
         raise ValueError("--how resample needs --source TEXT (a text of the same token count)")
@@ -131,9 +131,9 @@ def run_ablate(args, console) -> int:
 def run_patch(args, console) -> int:
     import numpy as np
 
-    from .lens.effects import preference
-    from .lens.sweeps import attribution_sweep, patch_sweep, rank_agreement
-    from .view.effects_view import grid_table, top_table
+    from ..lens.effects import preference
+    from ..lens.sweeps import attribution_sweep, patch_sweep, rank_agreement
+    from ..view.effects_view import grid_table, top_table
 
     model = _prepare(args, [args.text_a, args.text_b])
     metric = preference(args.query, args.prefer, args.over)
@@ -182,8 +182,8 @@ def add_causal_flag(p: argparse.ArgumentParser) -> None:
 
 def run_causal(args, model, console) -> dict:
     """The causal probe of ``qkv probe --causal``: prints its table and summary, returns its JSON."""
-    from .lens.causal_probe import causal_probe
-    from .view.effects_view import causal_table
+    from ..lens.causal_probe import causal_probe
+    from ..view.effects_view import causal_table
 
     with s.console(stderr=True).status("Causal probe: ablating every head on every item ...") as status:
         r = causal_probe(
