@@ -131,8 +131,6 @@ def probe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON (schema qkv.probe)")
     p.add_argument("--png", metavar="PATH", help="write the layer x head accuracy grid as PNG")
-    from .intervene import add_causal_flag
-
     add_causal_flag(p)
 
 
@@ -168,12 +166,38 @@ def run_probe(args, console) -> int:
         console.print(f"wrote {s.show(args.png)}", style="dim", markup=False, highlight=False)
     causal = None
     if args.causal:
-        from .intervene import run_causal
-
         causal = run_causal(args, s.load(args), console)
     if args.json:
         s.write_json(args.json, {**result.to_dict(), **({"causal": causal} if causal else {})}, console)
     return 0
+
+
+def add_causal_flag(p: argparse.ArgumentParser) -> None:
+    """``--causal`` for ``qkv probe``."""
+    p.add_argument(
+        "--causal",
+        action="store_true",
+        help="also ablate every head on every item: effect on the output preference, held out, and its rank "
+        "correlation with the weight preference (JSON under 'causal')",
+    )
+
+
+def run_causal(args, model, console) -> dict:
+    """The causal probe of ``qkv probe --causal``: prints its table and summary, returns its JSON."""
+    from ..lens.causal_probe import causal_probe
+    from ..view.effects_view import causal_table
+
+    with s.console(stderr=True).status("Causal probe: ablating every head on every item ...") as status:
+        r = causal_probe(
+            args.file,
+            model,
+            seed=args.seed,
+            splits=args.splits,
+            progress=lambda done, total: status.update(f"causal probe: {done}/{total} items"),
+        )
+    console.print(causal_table(r, top=args.top))
+    console.print(r.summary(), style="bold", markup=False, highlight=False)
+    return r.to_dict()
 
 
 SERVE = s.Command(

@@ -22,7 +22,7 @@ from pathlib import Path
 from . import _support as s
 from ._support import show, writing
 
-__all__ = ["ablate_args", "run_ablate", "patch_args", "run_patch", "add_causal_flag", "run_causal"]
+__all__ = ["ablate_args", "run_ablate", "patch_args", "run_patch", "ABLATE", "PATCH"]
 
 CLI_SCHEMA_VERSION = 1
 
@@ -168,34 +168,6 @@ def run_patch(args, console) -> int:
     doc = _doc("patch", args, **r.to_dict(), step=args.step, summary=summary, attribution=agree)
     _outputs(args, console, g, title, doc)
     return 0
-
-
-def add_causal_flag(p: argparse.ArgumentParser) -> None:
-    """``--causal`` for ``qkv probe``."""
-    p.add_argument(
-        "--causal",
-        action="store_true",
-        help="also ablate every head on every item: effect on the output preference, held out, and its rank "
-        "correlation with the weight preference (JSON under 'causal')",
-    )
-
-
-def run_causal(args, model, console) -> dict:
-    """The causal probe of ``qkv probe --causal``: prints its table and summary, returns its JSON."""
-    from ..lens.causal_probe import causal_probe
-    from ..view.effects_view import causal_table
-
-    with s.console(stderr=True).status("Causal probe: ablating every head on every item ...") as status:
-        r = causal_probe(
-            args.file,
-            model,
-            seed=args.seed,
-            splits=args.splits,
-            progress=lambda done, total: status.update(f"causal probe: {done}/{total} items"),
-        )
-    console.print(causal_table(r, top=args.top))
-    console.print(r.summary(), style="bold", markup=False, highlight=False)
-    return r.to_dict()
 
 
 ABLATE = s.Command(

@@ -114,6 +114,11 @@ def flex_reasons(inp: AttentionInputs) -> list[str]:
             why.append(
                 "FlexAttention compiled on CPU does not return the log-sum-exp (return_lse=True); use impl='tiled'"
             )
+        if torch.compiler.is_compiling():  # measured: NotImplementedError "Unsupported for `epilogue_nodes`"
+            why.append(
+                "FlexAttention inside torch.compile on CPU fails in Inductor's C++ template (no fused epilogue); "
+                "use impl='tiled'"
+            )
     elif min(inp.D, inp.Dv) < 16:
         why.append(f"FlexAttention's GPU kernel needs head_dim >= 16, got D={inp.D}, Dv={inp.Dv}; use impl='tiled'")
     return why
@@ -137,22 +142,18 @@ def _mask_mod(mask: Mask, lq: int, lk: int) -> Callable[[Tensor, Tensor, Tensor,
 def _score_mod(
     mod: _mods.ScoreMod | None, lq: int, lk: int
 ) -> Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]:
-    """Flex's ``score_mod``: qkv's mod, and ``+inf`` where the raw score is not finite (a NaN/inf in q or k) or
-    the mod made a NaN.
+    """Flex's ``score_mod``: qkv's mod, with a NaN it returns turned into ``+inf``.
 
-    FlexAttention treats a NaN score like a masked one (measured on CPU: a NaN key or query leaves every row
-    finite), so its output would not reveal it. As ``+inf`` it makes exactly the rows that attend it NaN (a
-    masked pair is still excluded after the score mod), which is qkv's rule for attended non-finite values --
-    and the NaN in the output lets :func:`qkv.attention` apply the one rule (:mod:`qkv.core.nonfinite`) where a
-    tile mixes in what the mask excludes. No extra pass over the inputs, no device sync. A ``-inf`` that the
-    mod returns for a finite score (a bias used as a mask) stays a masked pair.
+    qkv's rule (:mod:`qkv.core.nonfinite`): scores follow IEEE inside an engine -- ``-inf`` is weight 0, a NaN or
+    ``+inf`` score on an attended pair makes its row NaN. FlexAttention treats a NaN score like a masked one
+    (measured on CPU: the row stays finite), so a NaN becomes ``+inf``, which Flex turns into a NaN row (a masked
+    pair is still excluded after the score mod). Non-finite *inputs* never reach an engine: :func:`qkv.attention`
+    hands it cleaned copies and poisons the rows itself.
     """
 
     def score_mod(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
-        bad = ~torch.isfinite(score)
-        if mod is not None:
-            score = _mods.apply(mod, score, b, h, q_idx, kv_idx, lq, lk)
-        return torch.where(bad | torch.isnan(score), float("inf"), score)
+        score = _mods.apply(mod, score, b, h, q_idx, kv_idx, lq, lk)
+        return torch.where(torch.isnan(score), float("inf"), score)
 
     return score_mod
 
@@ -188,7 +189,7 @@ def block_mask_for(mask: Mask, B: int, H: int, lq: int, lk: int, device: torch.d
     mask has one: nothing of size ``lq x lk`` is evaluated), reused for the same mask fingerprint and sizes."""
     from torch.nn.attention.flex_attention import BlockMask
 
-    fp = mask.fingerprint()
+    fp = None if torch.compiler.is_compiling() else mask.fingerprint()  # traced code: no cache reads or writes
     key = None if fp is None else (fp, B, H, lq, lk, str(device))
     if key is not None and key in _CACHE:
         _CACHE.move_to_end(key)
@@ -222,11 +223,15 @@ def flex_forward(inp: AttentionInputs) -> tuple[Tensor, Tensor | None]:
     if not inp.needs_grad:  # Flex on CPU refuses inputs that require grad even under no_grad
         q, k, v = q.detach(), k.detach(), v.detach()
     block_mask = None if inp.mask is None else block_mask_for(inp.mask, inp.B, inp.Hq, inp.Lq, inp.Lk, q.device)
-    score_mod = _score_mod(on_device(inp.score_mod, q.device), inp.Lq, inp.Lk)
+    score_mod = None if inp.score_mod is None else _score_mod(on_device(inp.score_mod, q.device), inp.Lq, inp.Lk)
     kwargs = _lse_request() if inp.return_lse else {}
     args = dict(score_mod=score_mod, block_mask=block_mask, scale=inp.scale, enable_gqa=inp.groups > 1, **kwargs)
     # Dynamic shapes on CUDA; static on CPU, where torch 2.13's C++ Flex template miscompiles some dynamic
     # graphs (CppCompileError "cur_qSplitSize7 was not declared": padding & causal with ALiBi, B=2).
+    if torch.compiler.is_compiling():  # inside the caller's torch.compile: Flex is traced into that graph
+        from torch.nn.attention.flex_attention import flex_attention
+
+        return _outputs(inp, flex_attention(q, k, v, **args))
     dynamic = inp.device_type != "cpu" and not _STATIC_ONLY
     try:
         res = _flex(dynamic)(q, k, v, **args)
@@ -242,6 +247,11 @@ def flex_forward(inp: AttentionInputs) -> tuple[Tensor, Tensor | None]:
             raise
         except Exception as e2:
             raise _failed(inp, e2) from e2
+    return _outputs(inp, res)
+
+
+def _outputs(inp: AttentionInputs, res: Any) -> tuple[Tensor, Tensor | None]:
+    """``(out, lse float32 or None)`` from what ``flex_attention`` returned."""
     if not inp.return_lse:
         return res, None
     out, aux = res
