@@ -171,3 +171,27 @@ def test_an_interrupt_in_process_returns_130_and_leaves_the_signal_handler(monke
     assert main(["claims"]) == 130
     assert capsys.readouterr().err == "qkv: interrupted\n"
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_ctrl_c_during_the_commands_imports_waits_for_them_then_exits_130(monkeypatch, capsys):
+    """SIGINT inside ``command_imports`` (the qkv command loading torch) only records itself: the block finishes
+    (no KeyboardInterrupt can reach torch's C++ import code), then one line and SystemExit(130)."""
+    import os
+
+    from qkv import _startup
+
+    monkeypatch.setattr(_startup, "is_the_command", lambda: True)
+    before = signal.getsignal(signal.SIGINT)
+    finished = []
+    with pytest.raises(SystemExit) as e:
+        with _startup.command_imports():
+            os.kill(os.getpid(), signal.SIGINT)
+            finished.append(sum(range(10_000)))  # the signal's handler runs between these bytecodes
+    assert e.value.code == 130 and finished == [49995000]
+    assert capsys.readouterr().err == "qkv: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) is before
+    monkeypatch.setattr(_startup, "is_the_command", lambda: False)  # as a library: an ordinary KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        with _startup.command_imports():
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(10_000))

@@ -22,25 +22,11 @@ Example:
 
 from typing import TYPE_CHECKING, Any
 
-try:
+from ._startup import command_imports
+
+with command_imports():  # Ctrl-C while the `qkv` command loads torch: one line and status 130 (qkv._startup)
     from . import masks, mods
     from .core import Steps, attention, implementations, merge, steps
-except KeyboardInterrupt:  # Ctrl-C while torch loads: the `qkv` command says one line, not a traceback
-    import sys as _sys
-
-    def _is_the_command() -> bool:
-        """This process is the ``qkv`` command: its console script, ``python -m qkv`` or ``python -m qkv.cli``."""
-        import os
-
-        argv = getattr(_sys, "orig_argv", _sys.argv)
-        if os.path.basename(_sys.argv[0]) in ("qkv", "qkv.exe"):
-            return True
-        return "-m" in argv[:-1] and argv[argv.index("-m") + 1] in ("qkv", "qkv.cli")
-
-    if _is_the_command():
-        print("qkv: interrupted", file=_sys.stderr, flush=True)
-        raise SystemExit(130) from None
-    raise
 
 if TYPE_CHECKING:  # for type checkers; at run time `qkv.trace` is imported on first use (__getattr__)
     from .lens.tracing import trace
