@@ -23,6 +23,17 @@ def _seed():
     torch.manual_seed(0)
 
 
+#: The devices every device-parametrised test runs on: the CPU always, CUDA when present (bench/gpu_check.sh runs
+#: the "cuda" cases on a lent GPU). The same test code runs on both.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    """Each available device in turn (``cpu``; ``cuda`` when present): tests create their tensors on it."""
+    return torch.device(request.param)
+
+
 CHROMIUM_DEFAULT = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -109,14 +109,14 @@ def test_bad_input_subprocess_exits_2_without_traceback(args, message):
         (["explain", "--layer", "6"], "layer 6 is out of range; minilm has 6 layers (0..5)"),
         (["explain", "--head", "12"], "head 12 is out of range; minilm has 12 heads (0..11)"),
         (["explain", "word " * 600, "--query", "word"], "at most 512 positions; pass --truncate"),
-        (["explain", "The cat sat."], "token 'it' is not in the text"),
+        (["explain", "The cat sat.", "--query", "it"], "token 'it' is not in the text"),
         (["explain", "--prefer", "cat"], "give both --prefer and --over"),
         (["explain", "--prefer", "cow", "--over", "mat"], "--prefer: token 'cow' is not in the text"),
         (["explain", "--measure", "rollout", "--head", "1"], "rollout combines all heads"),
         (["explain", "--top", "0"], "--top must be at least 1"),
         (["heads", "a cat on a mat", "--query", "cat", "--prefer", "mat", "--over", "mat"], "same token"),
         (
-            ["compare", TIRED, "The dog sat.", "--prefer", "cat", "--over", "mat"],
+            ["compare", TIRED, "The dog sat.", "--query", "it", "--prefer", "cat", "--over", "mat"],
             "text B: token 'it' is not in the text",
         ),
         (["compare", TIRED, " ", "--prefer", "cat", "--over", "mat"], "text B is empty"),
@@ -184,3 +184,28 @@ def test_python_dash_m_qkv_is_the_command():
     done = subprocess.run([sys.executable, "-m", "qkv", "--version"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["qkv", qkv.__version__]
+
+
+# ---------------------------------------------------------------------------------------------- hub ids
+def test_a_hub_id_without_an_organisation_is_looked_up_not_refused(tmp_path, monkeypatch, capsys):
+    """``--model gpt2`` is a valid hub id: not in the (empty) cache, it is explained as such, not as "not org/name"."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.delenv("HF_HOME", raising=False)
+    assert main(["explain", "--model", "gpt2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qkv explain: error: --model: no model called 'gpt2': not a directory here; as a hub id,")
+    assert "'gpt2' is not in the local Hugging Face cache" in err and "huggingface-cli download gpt2" in err
+    assert "org/name" not in err and not any(tmp_path.iterdir())
+
+
+def test_a_cached_hub_id_without_an_organisation_loads(tmp_path, monkeypatch, capsys):
+    import qkv.models
+
+    snapshot = tmp_path / "models--tiny-minilm" / "snapshots" / "abc123"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.symlink_to(qkv.models.resolve("minilm"), target_is_directory=True)
+    (tmp_path / "models--tiny-minilm" / "refs").mkdir()
+    (tmp_path / "models--tiny-minilm" / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    assert main(["explain", "--model", "tiny-minilm", "--top", "1"]) == 0
+    assert "What 'it' (token 8) attends to" in capsys.readouterr().out

@@ -172,17 +172,50 @@ def test_damaged_model_directory(damaged, capsys, damage, says):
     assert msg.startswith("--model: ") and says in msg, msg
 
 
-def test_unexpected_library_error_while_loading(damaged, monkeypatch, capsys):
-    """Whatever torch/safetensors/tokenizers raise on a damaged checkpoint becomes the command's error line."""
+def test_a_failure_inside_qkv_while_loading_is_qkvs_not_a_damaged_checkpoint(damaged, monkeypatch, capsys):
+    """A bug in qkv's loader (here a RuntimeError) is reported as qkv's failure, with its traceback and status 1."""
 
     def boom(name, **kw):
         raise RuntimeError("Error(s) in loading state_dict: size mismatch")
 
     monkeypatch.setattr("qkv.models.load", boom)
-    assert main(["heads", "a cat", "--query", "a", "--prefer", "cat", "--over", "a", "--model", str(damaged)]) == 2
-    msg = error_line(capsys, "heads")
-    assert msg.startswith(f"--model: cannot load '{damaged}' (RuntimeError: Error(s) in loading state_dict")
-    assert "restore its files or pass another --model" in msg
+    assert main(["heads", "a cat", "--query", "a", "--prefer", "cat", "--over", "a", "--model", str(damaged)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: Error(s) in loading state_dict" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"qkv heads: internal error: loading --model '{damaged}' failed inside qkv (RuntimeError")
+    assert "this is a bug in qkv, not a damaged checkpoint" in last and "damaged or of an unsupported kind" not in err
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OSError(5, "Input/output error"), json.JSONDecodeError("Expecting value", "{", 1)],
+    ids=["OSError", "JSONDecodeError"],
+)
+def test_file_problems_while_loading_are_a_damaged_checkpoint(damaged, monkeypatch, capsys, error):
+    def unreadable(name, **kw):
+        raise error
+
+    monkeypatch.setattr("qkv.models.load", unreadable)
+    assert main(["explain", "--model", str(damaged)]) == 2
+    msg = error_line(capsys, "explain")
+    assert msg.startswith(f"--model: cannot load '{damaged}' ({type(error).__name__}: ")
+    assert msg.endswith(
+        "the checkpoint is damaged or of an unsupported kind: restore its files or pass another --model"
+    )
+
+
+def test_a_safetensors_error_is_a_damaged_checkpoint(damaged, monkeypatch, capsys):
+    from safetensors import SafetensorError
+
+    def unreadable(name, **kw):
+        raise SafetensorError("Error while deserializing header: HeaderTooLarge")
+
+    monkeypatch.setattr("qkv.models.load", unreadable)
+    assert main(["explain", "--model", str(damaged)]) == 2
+    msg = error_line(capsys, "explain")
+    assert msg.startswith(f"--model: cannot load '{damaged}' (SafetensorError: Error while deserializing header")
+    assert msg.endswith("restore its files or pass another --model")
 
 
 def test_damaged_model_for_claims(damaged, capsys):
@@ -234,9 +267,10 @@ def test_undecodable_output_path_is_written_and_shown(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------- flag words
 def test_library_messages_name_no_flags():
     """Views and the lens speak Python; only the CLI's modules speak flags."""
-    root = Path(qkv.cli.__file__).parent
+    root = Path(qkv.__file__).parent
+    assert (root / "cli" / "__init__.py").is_file()
     for path in sorted(root.rglob("*.py")):
-        if path.name in ("cli.py", "cli_apps.py", "cli_explain.py", "cli_errors.py", "demo.py"):
+        if path.parent.name == "cli" or path.name == "demo.py":
             continue
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if "raise ValueError" in line or line.strip().startswith(('f"', '"')):

@@ -36,6 +36,13 @@ DOCUMENTED = [
     "import qkv.view; from qkv.view.html import write_html",
     "import qkv.distributed; from qkv.distributed import ring_attention",
     "import qkv.cli; assert qkv.cli.main",
+    "from qkv.cli import main, COMMANDS, DEFAULT_TEXT, FLAG_WORDS, cli_words; import qkv.cli.explain, qkv.cli._support",
+    "from qkv.lens import ESSAY_SENTENCE; from qkv.lens.summary import preference_summary, explanation, HeadFlip",
+    "from qkv.view.terminal import preference_summary, attention_summary, head_caveat, head_flips, HeadFlip; "
+    "import qkv.lens.summary as s; assert preference_summary is s.preference_summary and HeadFlip is s.HeadFlip",
+    "from qkv.serve.schemas import DEFAULT_TEXT; from qkv.lens import ESSAY_SENTENCE; assert DEFAULT_TEXT == "
+    "ESSAY_SENTENCE",
+    "import sys, qkv.cli; assert 'qkv.lens' not in sys.modules and 'torch' in sys.modules",
     "import qkv; assert 'trace' in dir(qkv)",
 ]
 

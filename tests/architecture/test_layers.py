@@ -38,6 +38,12 @@ def test_the_tree_keeps_every_contract():
         ("core/lse.py", "from qkv import cli  # a deliberate back-import"),
         ("lens/heads.py", "import qkv.view.terminal  # a deliberate back-import"),
         ("distributed/plan.py", "import qkv.models  # ring attention must use the mechanism only"),
+        # the CLI's former cycle (cli <-> cli_apps / cli_explain): a command module importing the entry point back
+        ("cli/explain.py", "from qkv.cli import main  # a deliberate back-import of the entry point"),
+        ("cli/apps.py", "def f():\n    from . import COMMANDS  # inside a function, still a back-import"),
+        ("cli/_support.py", "from . import explain  # the support module importing a command"),
+        ("cli/claims.py", "from .explain import run_explain  # one command module importing another"),
+        ("lens/summary.py", "from qkv.view.terminal import top_table  # analysis must not import a view"),
     ],
 )
 def test_a_back_import_breaks_the_contracts(tmp_path, where, line):

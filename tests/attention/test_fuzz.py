@@ -286,3 +286,35 @@ def test_every_engine_follows_the_nonfinite_rule(data):
             assert_rule(name, a, b, tol * 10)
         return
     raise AssertionError("no engine took the inputs")
+
+
+FLEX_EXAMPLES = int(os.environ.get("QKV_FUZZ_FLEX_EXAMPLES", "3"))  # each is a FlexAttention compile (seconds)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("flex" not in implementations(), reason="torch.nn.attention.flex_attention absent")
+@settings(max_examples=FLEX_EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_flex_forward_matches_the_fp64_reference(data):
+    """The same random compositions for ``impl="flex"`` (forward: it declares no backward on CPU), fewer of them."""
+    draw = data.draw
+    B, Hkv, G = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.sampled_from([1, 2]))
+    Hq, lq, lk = Hkv * G, draw(st.integers(1, 150)), draw(st.integers(1, 150))
+    D, Dv = draw(st.sampled_from([8, 16])), draw(st.sampled_from([None, 16]))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    q = torch.randn(B, Hq, lq, D, generator=g, dtype=torch.float64)
+    k = torch.randn(B, Hkv, lk, D, generator=g, dtype=torch.float64)
+    v = torch.randn(B, Hkv, lk, Dv or D, generator=g, dtype=torch.float64)
+    mask = _mask(draw, B, Hq, lq, lk, g)
+    mod, _ = _mod(draw, B, Hq, lq, lk, g, torch.float32)
+    with torch.no_grad():
+        got = attention(q.float(), k.float(), v.float(), mask=mask, score_mod=mod, impl="flex")
+        want = attention(q, k, v, mask=mask, score_mod=_rebind_fp64(mod), impl="reference")
+    _close("flex out", got, want, 2e-4)
+
+
+def _rebind_fp64(mod):
+    """An fp32 bias mod as its fp64 twin (other mods compute in the score's dtype already)."""
+    if isinstance(mod, mods.ScoreMod) and getattr(mod, "tensor", None) is not None:
+        return mods.bias(mod.tensor.double())
+    return mod

@@ -18,7 +18,7 @@ def fake():
         Supports(
             devices=frozenset({"cuda"}), score_mods=False, lse=False, gqa=False, dtypes=frozenset({torch.float16})
         ),
-        priority={"cpu": lambda inp: 1.0},
+        cost={"cpu": lambda inp: 1.0},
         description="declares little",
     )
     registry.register(impl)
@@ -36,20 +36,25 @@ def test_every_reason_comes_from_a_declaration(fake):
         attention(q, k, k, impl="fake")
 
 
-def test_auto_never_picks_an_implementation_with_reasons_even_at_the_best_priority(fake):
+def test_auto_never_picks_an_implementation_with_reasons_even_at_the_lowest_cost(fake):
     q = torch.randn(1, 2, 300, 8)
     inp = check_inputs(q, q, q, mask=masks.causal())
     assert fake.rank(inp) < registry.get("sdpa").rank(inp)
     assert registry.select("auto", inp).name != "fake"
 
 
-def test_a_device_without_its_own_order_uses_the_cpu_order():
-    impl = Implementation("x", reference_forward, Supports(), priority={"cpu": lambda inp: 7.0})
+def test_a_device_without_its_own_costs_uses_the_cpu_costs():
+    impl = Implementation("x", reference_forward, Supports(), cost={"cpu": lambda inp: 7.0})
     inp = check_inputs(*(torch.randn(1, 1, 2, 4) for _ in range(3)))
     assert impl.rank(inp) == 7.0
-    assert Implementation("y", reference_forward, Supports(), priority={"cuda": lambda inp: 1.0}).rank(inp) == float(
-        "inf"
-    )
+    assert Implementation("y", reference_forward, Supports(), cost={"cuda": lambda inp: 1.0}).rank(inp) == float("inf")
+
+
+def test_priority_is_a_deprecated_alias_of_cost():
+    inp = check_inputs(*(torch.randn(1, 1, 2, 4) for _ in range(3)))
+    with pytest.warns(DeprecationWarning, match="pass cost="):
+        impl = Implementation("x", reference_forward, Supports(), priority={"cpu": lambda inp: 3.0})
+    assert impl.rank(inp) == 3.0 and set(impl.cost) == {"cpu"}
 
 
 def test_declared_mask_predicate_and_empty_problems():

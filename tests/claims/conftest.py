@@ -6,7 +6,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def minilm():
-    from qkv.lens.trace import load_model
+    from qkv.lens.loading import load_model
 
     return load_model("minilm")
 

@@ -396,6 +396,8 @@ def test_report_verdicts_follow_their_own_numbers(small_report):
     )
     assert report.sentences == tuple(CORPUS[2:7]) and len(report.rows) == 5
     assert any("tracing" in m for m in messages) and any("claim 5" in m for m in messages)
+    for n in (4, 5):  # what swapping the twin candidates' K and V does (qkv.claims.causal)
+        assert report.claim(n).data["causal"]["items"] >= 80 and "Causally" in report.claim(n).summary
 
 
 def test_report_json_and_markdown(small_report):
@@ -423,7 +425,7 @@ def test_bad_input_is_refused(small_report, tmp_path):
 
 def test_threads_are_restored(small_report, minilm):
     before = torch.get_num_threads()
-    evaluate(minilm, sentences=CORPUS[:2], dims=(4, 8), synthetic_rows=64, threads=1)
+    evaluate(minilm, sentences=CORPUS[:2], dims=(4, 8), synthetic_rows=64, threads=1, causal=False)
     assert torch.get_num_threads() == before
 
 
@@ -450,3 +452,12 @@ def test_cli_claims_end_to_end(tmp_path):
     assert len(doc["sentences"]) == len(CORPUS)
     for name in FIGURES:
         assert (tmp_path / "figs" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_coreference_summary_says_its_margin_so_compare_does_not_contradict_it(small_report):
+    """ "0 heads ... switch" here and "L3 H1 flips" in qkv compare: the summary says a switch needs the margin."""
+    report, _, _ = small_report
+    c = report.claim("coreference")
+    tau = c.data["tau"] if isinstance(c.data, dict) and "tau" in c.data else 0.05
+    assert f"by >= {tau} on the control" in c.summary
+    assert f"a margin under {tau} counts as no preference" in c.summary and "qkv compare" in c.summary

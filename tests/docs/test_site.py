@@ -66,7 +66,7 @@ def test_api_pages_render_the_docstrings(site):
         "masks": ["qkv.masks"],
         "claims": ["qkv.claims"],
         "steps": ["softmax_weights"],
-        "hf": ["qkv.hf", "qkv.hf.wrap", "qkv.lens.hf_trace.trace_transformers"],
+        "hf": ["qkv.hf", "qkv.hf.wrap", "qkv.lens.hf_adapter.TransformersAdapter"],
         "probe": [
             "qkv.lens.probing.probe",
             "qkv.lens.probing.ProbeResult.to_dict",

@@ -7,7 +7,7 @@ SENTENCE = "The cat sat on the mat because it was tired."
 
 @pytest.fixture(scope="session")
 def minilm():
-    from qkv.lens.trace import load_model
+    from qkv.lens.loading import load_model
 
     return load_model("minilm")  # cached per process: the view and CLI tests reuse it
 

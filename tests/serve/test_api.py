@@ -7,8 +7,9 @@ import torch
 
 import qkv
 from qkv.lens.heads import choose_head
+from qkv.lens.summary import attention_summary, compare_summary, head_caveat, head_flips, preference_summary
+from qkv.serve.schemas import CompareResponse, Health, ProbeResponse, TraceResponse
 from qkv.view.html import token_labels
-from qkv.view.terminal import attention_summary, preference_summary
 
 from .conftest import SENTENCE, XSS
 
@@ -52,15 +53,26 @@ def test_trace_matches_the_library(client, oracle):
     expect = oracle.breakdown(8, 5, 11)
     assert [(r["index"], r["token"]) for r in rows] == [(b.index, b.token) for b in expect]
     assert [list(r.values())[2:] for r in rows] == [pytest.approx(list(b)[2:], abs=1e-6) for b in expect]
-    assert doc["summary"] == attention_summary(oracle, 8, "weights")
+    # the essay's sentence with the query on its pronoun: the essay's pair by default, as in qkv explain
+    assert (doc["prefer"], doc["over"]) == ("cat", "mat")
+    assert doc["summary"] == preference_summary(oracle, 8, "cat", "mat", "weights")
+    assert doc["caveat"] == head_caveat(oracle, 8, "cat", 5, 11)
     assert doc["trace"] is None and doc["masked"] is None
+
+
+def test_trace_without_a_pair_off_the_essay(client, minilm):
+    text = "The dog chased the ball because it was fast."
+    doc = post(client, "/api/trace", {"text": text, "query": "ball"}).json()
+    t = qkv.trace(text, minilm)
+    assert doc["prefer"] is None and doc["summary"] == attention_summary(t, "ball", "weights")
+    assert doc["caveat"] is None and (doc["layer"], doc["head"]) == choose_head(t, "ball")
 
 
 def test_trace_defaults_and_full_trace(client, oracle):
     doc = post(client, "/api/trace", {"text": SENTENCE, "include_trace": True}).json()
-    assert doc["query"] == {"index": 1, "token": "the"}  # the first non-special token
+    assert doc["query"] == {"index": 8, "token": "it"}  # the text's first pronoun, as the CLI
     n, h = doc["layer"], doc["head"]
-    assert (n, h) == choose_head(oracle, 1)  # the lens's rule, as the static page
+    assert (n, h) == choose_head(oracle, 8, prefer="cat", over="mat")  # the lens's rule, as the CLI and the page
     assert doc["trace"] == oracle.to_dict(4)
     assert doc["masked"] == [[] for _ in oracle.tokens]  # an encoder masks nothing
     assert doc["labels"] == token_labels(oracle)
@@ -79,7 +91,19 @@ def test_measures_and_prefer_over(client, oracle):
     assert (doc["layer"], doc["head"]) == (best.layer, best.head) and (doc["prefer"], doc["over"]) == ("cat", "mat")
     assert doc["summary"] == preference_summary(oracle, 8, "cat", "mat", "values")
     doc = post(client, "/api/trace", {"text": SENTENCE, "query": "it", "measure": "rollout"}).json()
-    assert doc["measure"] == "rollout" and "after rollout" in doc["summary"]
+    assert doc["measure"] == "rollout" and doc["summary"] == preference_summary(oracle, 8, "cat", "mat", "rollout")
+    doc = post(client, "/api/trace", {"text": SENTENCE, "query": "cat", "measure": "rollout"}).json()
+    assert doc["prefer"] is None and "after rollout" in doc["summary"]
+
+
+@pytest.mark.parametrize("query", [None, "it", "It", "IT", "it@1", 8, "8", -5])
+def test_one_story_for_one_token(client, oracle, query):
+    """However the pronoun is named, the page opens on the same head and pair (the CLI's: tests/test_cli.py)."""
+    body = {"text": SENTENCE} if query is None else {"text": SENTENCE, "query": query}
+    doc = post(client, "/api/trace", body).json()
+    best = oracle.heads(8, "cat", "mat")[0]
+    assert doc["query"] == {"index": 8, "token": "it"}
+    assert (doc["prefer"], doc["over"]) == ("cat", "mat") and (doc["layer"], doc["head"]) == (best.layer, best.head)
 
 
 def test_compare_matches_the_library(client, oracle, minilm):
@@ -99,7 +123,12 @@ def test_compare_matches_the_library(client, oracle, minilm):
     flips = [hd["flipped"] for hd in doc["heads"]]
     assert flips == sorted(flips, reverse=True)  # flipped heads first
     n = sum(flips)
-    assert doc["summary"].endswith(f"the other {72 - n} keep their preference.")
+    assert f"the other {72 - n} keep their preference." in doc["summary"]
+    ranked = (oracle.heads("it", "cat", "mat"), soft.heads("it", "cat", "mat"))
+    assert doc["summary"] == compare_summary(head_flips(*ranked), "cat", "mat")
+    clear = [hd for hd in doc["heads"] if hd["clear"]]
+    assert all(hd["flipped"] and min(abs(hd["diff_a"]), abs(hd["diff_b"])) >= 0.05 for hd in clear)
+    assert f"{len(clear)} of the {n} switch by at least 0.05 on both sides" in doc["summary"]
     assert doc["texts"] == [SENTENCE, SOFT] and (doc["prefer"], doc["over"], doc["query"]) == ("cat", "mat", "it")
 
 
@@ -215,7 +244,12 @@ def test_oversized_body_is_413_declared_or_streamed(client):
 def test_compare_errors(client):
     ok = {"text_a": SENTENCE, "text_b": SOFT, "prefer": "cat", "over": "mat"}
     _error(post(client, "/api/compare", {**ok, "text_b": ""}), 422, '"text_b" is empty')
-    _error(post(client, "/api/compare", {**ok, "text_b": "The dog sat."}), 422, "text B: token 'it' is not in the text")
+    _error(
+        post(client, "/api/compare", {**ok, "query": "it", "text_b": "The dog sat."}),
+        422,
+        "text B: token 'it' is not in the text",
+    )
+    _error(post(client, "/api/compare", {**ok, "text_b": "The dog sat."}), 422, "text B: prefer: token 'cat'")
     _error(post(client, "/api/compare", {**ok, "over": "cat"}), 422, "same token")
     _error(post(client, "/api/compare", {**ok, "measure": "rollout"}), 422, 'field "measure"')
     _error(post(client, "/api/compare", {"text_a": SENTENCE}), 422, 'missing field "text_b"', 'missing field "prefer"')
@@ -237,3 +271,49 @@ def test_hostile_text_round_trips_as_data(client):
     assert doc["text"] == XSS and doc["trace"]["text"] == XSS
     r = client.get("/")
     assert "__pwned" not in r.text  # the page never contains user text; the script writes it with textContent
+
+
+# ----------------------------------------------------------------------------------------------- declared schemas
+@pytest.mark.parametrize(
+    "path, body, model",
+    [
+        ("/api/trace", {"text": SENTENCE}, TraceResponse),
+        ("/api/trace", {"text": SENTENCE, "query": "cat", "measure": "values", "include_trace": True}, TraceResponse),
+        ("/api/compare", {"text_a": SENTENCE, "text_b": SOFT, "prefer": "cat", "over": "mat"}, CompareResponse),
+        ("/api/health", None, Health),
+    ],
+)
+def test_responses_are_what_their_schema_declares(client, path, body, model):
+    """Every field the route returns is declared (extra fields are refused) and every declared one is there."""
+    r = client.get(path) if body is None else post(client, path, body)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    model.model_validate(doc)
+    assert set(doc) == {f.alias or name for name, f in model.model_fields.items()}
+    spec = client.get("/openapi.json").json()
+    method = "get" if body is None else "post"
+    declared = spec["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert declared.endswith("/" + model.__name__)
+
+
+def test_probe_response_is_what_its_schema_declares(client):
+    items = [
+        {"text": SENTENCE, "query": "it", "candidates": ["cat", "mat"], "answer": "cat", "pair": 1},
+        {"text": SOFT, "query": "it", "candidates": ["cat", "mat"], "answer": "mat", "pair": 1},
+    ]
+    r = post(client, "/api/probe", {"items": items})
+    assert r.status_code == 200, r.text
+    ProbeResponse.model_validate(r.json())
+
+
+def test_a_response_that_breaks_its_schema_is_an_error_not_sent(minilm, monkeypatch):
+    """The app checks what it returns: a payload with an undeclared field is a 500 naming the bug."""
+    from fastapi.testclient import TestClient
+
+    import qkv.serve.app as app_module
+
+    real = app_module.trace_payload
+    monkeypatch.setattr(app_module, "trace_payload", lambda t, **kw: {**real(t, **kw), "surprise": 1})
+    with TestClient(app_module.create_app(minilm), base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
+        r = post(c, "/api/trace", {"text": SENTENCE})
+    assert r.status_code == 500 and "surprise" in r.json()["error"] and "bug in qkv serve" in r.json()["error"]

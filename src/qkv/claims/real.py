@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..lens.trace import Trace, _clean
+from ..lens.essay import ESSAY_SENTENCE
+from ..lens.naming import clean as _clean
+from ..lens.trace import Trace
 from .measures import cosine_matrix, entropy, max_weight, pearson, softmax_jacobian_norm, spearman, top_mass
 
 __all__ = [
@@ -40,7 +42,6 @@ __all__ = [
     "independent_variance",
 ]
 
-ESSAY_SENTENCE = "The cat sat on the mat because it was tired."
 #: The minimal pair: one adjective changed so that "it" is the mat.
 CONTROL_SENTENCE = "The cat sat on the mat because it was soft."
 

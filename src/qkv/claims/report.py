@@ -15,8 +15,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..lens.loading import load_model
 from ..lens.probing import probe
-from ..lens.trace import Trace, load_model, trace
+from ..lens.trace import Trace
+from ..lens.tracing import trace
+from .causal import swap_effects
 from .real import (
     CONTROL_SENTENCE,
     CORPUS,
@@ -259,7 +262,7 @@ def _claim_sharpening(real: list, th: Thresholds, name: str) -> ClaimResult:
     )
 
 
-def _claim_decoupling(real: list, example, th: Thresholds, name: str) -> ClaimResult:
+def _claim_decoupling(real: list, example, th: Thresholds, name: str, causal=None) -> ClaimResult:
     v = decoupling_verdict([r.spearman for r in real], example.key_cos, example.value_cos, th)
     pair = f"L{example.layer}H{example.head} '{example.first}'/'{example.second}'"
     figure = (
@@ -283,6 +286,9 @@ def _claim_decoupling(real: list, example, th: Thresholds, name: str) -> ClaimRe
         f"{example.key_cos:.2f} and values with cosine {example.value_cos:.2f}."
     )
     data = {"real": [asdict(r) for r in real], "example": asdict(example)}
+    if causal is not None:  # what swapping V of the twin candidates does (qkv.claims.causal)
+        summary = f"{summary} {causal.sentence('decoupling')}"
+        data["causal"] = causal.figures()
     return ClaimResult(
         4,
         "decoupling",
@@ -297,7 +303,7 @@ def _claim_decoupling(real: list, example, th: Thresholds, name: str) -> ClaimRe
     )
 
 
-def _claim_coreference(c, p, th: Thresholds, name: str) -> ClaimResult:
+def _claim_coreference(c, p, th: Thresholds, name: str, causal=None) -> ClaimResult:
     """Claim 5: the verdict from the probe ``p`` on the twin pairs; the essay's sentence ``c`` alongside."""
     layer, head, margin, control = c.best[0]
     one = coreference_verdict(margin, control, th)
@@ -326,7 +332,9 @@ def _claim_coreference(c, p, th: Thresholds, name: str) -> ClaimResult:
         f"(control margin {control:+.2f}). Averaged over all {c.heads} heads {q} gives {ref} "
         f"{c.mean_referent_weight:.3f} and {other} {c.mean_other_weight:.3f} (margin {c.mean_margin:+.3f}; "
         f"control {c.mean_control_margin:+.3f}). {c.referent_heads} heads prefer {ref} by >= {c.tau} and switch "
-        f"to {other} on the control; {c.first_noun_heads} prefer {ref} in both."
+        f"to {other} by >= {c.tau} on the control; {c.first_noun_heads} prefer {ref} in both (a margin under "
+        f"{c.tau} counts as no preference, so smaller sign changes -- the flips qkv compare lists -- are not "
+        "counted here)."
     )
     summary = (
         f"Over {s.n} pronoun sentences in {p.twins.pairs} twin pairs (one word flips the referent), "
@@ -334,6 +342,10 @@ def _claim_coreference(c, p, th: Thresholds, name: str) -> ClaimResult:
         f"other half ({s.ci_low:.0%}-{s.ci_high:.0%}), against {base['first']:.0%} for the first-mentioned "
         f"noun: {p.verdict}. On the essay's sentence alone: {summary}"
     )
+    data = {"probe": p.to_dict(), "sentence": c.to_dict(), "sentence_verdict": one.verdict}
+    if causal is not None:  # what swapping K of the twin candidates does (qkv.claims.causal)
+        summary = f"{summary} {causal.sentence('coreference')}"
+        data["causal"] = causal.figures()
     return ClaimResult(
         5,
         "coreference",
@@ -345,7 +357,7 @@ def _claim_coreference(c, p, th: Thresholds, name: str) -> ClaimResult:
         v.verdict,
         v.reason,
         summary,
-        {"probe": p.to_dict(), "sentence": c.to_dict(), "sentence_verdict": one.verdict},
+        data,
     )
 
 
@@ -359,6 +371,7 @@ def evaluate(
     dims: Sequence[int] = DIMS,
     synthetic_rows: int = 2048,
     threads: int | None = 1,
+    causal: bool = True,
 ) -> ClaimsReport:
     """Measure the essay's five claims on ``model`` and grade each from its numbers.
 
@@ -371,6 +384,7 @@ def evaluate(
         seed: seed of the synthetic draw.
         dims: the synthetic ``d_k`` values.
         synthetic_rows: synthetic queries per ``d_k``.
+        causal: also swap K and V of the twin candidates (claims 4 and 5, :mod:`qkv.claims.causal`).
         threads: torch intra-op threads while measuring (restored afterwards); the tensors are small, so
             one thread is fastest and does not fight other processes for cores. ``None`` leaves torch as is.
 
@@ -386,7 +400,9 @@ def evaluate(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _evaluate(model, progress or (lambda message: None), sentences, thresholds, seed, dims, synthetic_rows)
+        return _evaluate(
+            model, progress or (lambda message: None), sentences, thresholds, seed, dims, synthetic_rows, causal
+        )
     finally:
         torch.set_num_threads(before)
 
@@ -399,6 +415,7 @@ def _evaluate(
     seed: int,
     dims: Sequence[int],
     synthetic_rows: int,
+    causal: bool = True,
 ) -> ClaimsReport:
     start = time.perf_counter()
     say("synthetic: unit-normal q, k for every d_k")
@@ -418,11 +435,15 @@ def _evaluate(
         _claim_saturation(syn, real_saturation(corpus), thresholds, name),
         _claim_sharpening(real_sharpness(corpus), thresholds, name),
     ]
+    swaps = None
+    if causal:
+        say("claims 4 and 5 causally: swapping K and V of the twin candidates")
+        swaps = swap_effects(m, seed=seed)
     say("measuring claim 4: key vs value similarity")
     layers, example = real_decoupling(corpus, thresholds.close_key_cos)
-    claims.append(_claim_decoupling(layers, example, thresholds, name))
+    claims.append(_claim_decoupling(layers, example, thresholds, name, swaps))
     say("measuring claim 5: 'it' -> 'cat' and its control")
     coref = coreference(traces[ESSAY_SENTENCE], traces[CONTROL_SENTENCE], tau=thresholds.margin)
     say("measuring claim 5: qkv probe on the shipped twin pairs")
-    claims.append(_claim_coreference(coref, probe("twins", m, seed=seed), thresholds, name))
+    claims.append(_claim_coreference(coref, probe("twins", m, seed=seed), thresholds, name, swaps))
     return ClaimsReport(name, tuple(claims), syn.slope, thresholds, sentences, time.perf_counter() - start)

@@ -1,7 +1,7 @@
 """qkv.core -- the mechanism: tensors in, tensors out.
 
 * :func:`attention` dispatches to a registered implementation (:mod:`qkv.core.engines`: ``reference`` is
-  the oracle, ``sdpa``, ``tiled``); :func:`steps` exposes every named step of the essay's chain
+  the oracle, ``sdpa``, ``tiled``, ``flex``); :func:`steps` exposes every named step of the essay's chain
   (:func:`compute_scores`, :func:`scale_scores`, :func:`modify_scores`, :func:`apply_mask`,
   :func:`softmax_weights`, :func:`weigh_values`);
 * :mod:`qkv.core.masks` / :mod:`qkv.core.mods` (public as :mod:`qkv.masks` / :mod:`qkv.mods`) say who may

@@ -197,7 +197,8 @@ class _Alibi(ScoreMod):
 
     def apply(self, score, b, h, q_idx, kv_idx, lq, lk):
         off = lk - lq if self.align == "bottom_right" else 0
-        if not torch.compiler.is_compiling() and h.numel() and int(h.max()) >= self.num_heads:  # (check() did)
+        # (skipped while torch.compile traces it, e.g. inside FlexAttention: check() has verified the head count)
+        if h.numel() and not torch.compiler.is_compiling() and int(h.max()) >= self.num_heads:
             raise ValueError(
                 f"alibi has {self.num_heads} slopes but attention has more heads "
                 f"(head index {int(h.max())}); give one slope per query head"

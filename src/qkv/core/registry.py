@@ -3,7 +3,7 @@
 Each implementation *declares* what it supports (:class:`Supports`: devices, dtypes, masks, score mods
 and their gradients, lse, dropout, GQA, ``Dv != D``, empty problems); the human-readable reasons why it
 cannot run some inputs are derived from those declarations (:func:`not_supported_reasons`).
-``impl="auto"`` takes the preferred implementation (lowest priority on the inputs' device) among those
+``impl="auto"`` takes the cheapest implementation (lowest cost on the inputs' device) among those
 with no reasons; a forced choice that cannot run raises with every reason. Nothing ever falls back
 silently. The table of implementations and the measurements behind their priorities live in
 :mod:`qkv.core.engines`.
@@ -11,7 +11,8 @@ silently. The table of implementations and the measurements behind their priorit
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import InitVar, dataclass, field
 from typing import Callable
 
 import torch
@@ -103,25 +104,38 @@ class Implementation:
         forward: ``fn(inputs) -> (out (B, Hq, Lq, Dv), lse (B, Hq, Lq) or None)``; differentiable. ``lse`` is
             float32 (float64 for float64 inputs); None only when ``supports.lse`` is False.
         supports: what it can honour (the reasons come from here).
-        priority: ``{device type: fn(inputs) -> float}``; ``auto`` picks the lowest among supported ones.
-            A device without its own entry uses ``"cpu"``'s order (only the CPU order is measured so far).
+        cost: ``{device type: fn(inputs) -> float}``, a relative cost from measurement: ``auto`` picks the
+            lowest among supported ones. A device without its own entry uses ``"cpu"``'s costs.
         description: one line for ``qkv.implementations()``.
         extra_reasons: ``fn(inputs) -> list[str]`` for limits a declaration cannot express (rarely needed).
+        priority: deprecated alias of ``cost`` (the lower value always won: it is a cost).
     """
 
     name: str
     forward: Callable[[AttentionInputs], tuple[Tensor, Tensor | None]]
     supports: Supports
-    priority: dict = field(default_factory=dict)
+    cost: dict = field(default_factory=dict)
     description: str = ""
     extra_reasons: Callable[[AttentionInputs], list[str]] | None = None
+    priority: InitVar[dict | None] = None
+
+    def __post_init__(self, priority):
+        if priority is not None:
+            warnings.warn(
+                "Implementation(priority=...) is deprecated: the lowest value wins, so it is a cost; "
+                "pass cost=... instead",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            object.__setattr__(self, "cost", dict(self.cost, **priority))
 
     def not_supported_reasons(self, inp: AttentionInputs) -> list[str]:
         why = not_supported_reasons(self.supports, inp)
         return why + (list(self.extra_reasons(inp)) if self.extra_reasons else [])
 
     def rank(self, inp: AttentionInputs) -> float:
-        fn = self.priority.get(inp.device_type) or self.priority.get("cpu")
+        """The cost of running ``inp`` here (``inf`` without a cost for the device or for ``"cpu"``)."""
+        fn = self.cost.get(inp.device_type) or self.cost.get("cpu")
         return float("inf") if fn is None else fn(inp)
 
 
@@ -150,7 +164,7 @@ def implementations() -> dict[str, str]:
 
 def select(name: str, inp: AttentionInputs) -> Implementation:
     """The implementation to run: ``name`` itself (if it supports ``inp``), or for ``"auto"`` the
-    lowest-priority supported one. Raises ``ValueError`` listing every reason otherwise."""
+    cheapest supported one. Raises ``ValueError`` listing every reason otherwise."""
     if not isinstance(name, str):
         raise ValueError(f"impl must be a string, got {type(name).__name__}; known: {', '.join(['auto', *_REGISTRY])}")
     if name != "auto":

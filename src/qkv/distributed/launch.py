@@ -1,4 +1,7 @@
-"""Run a function on ``W`` local processes joined by a gloo process group -- bounded in time, cleaned up.
+"""Run a function on ``W`` local processes joined by a process group -- bounded in time, cleaned up.
+
+The backend follows the device the ranks compute on (:func:`backend_for`): gloo for CPU tensors, NCCL for CUDA
+tensors (one GPU per rank: rank ``r`` uses ``cuda:r``).
 
 :func:`spawn` starts ``W`` processes with ``torch.multiprocessing`` (``spawn`` start method), joins them
 through a ``TCPStore`` that the parent opens on ``127.0.0.1`` with a free port chosen by the kernel
@@ -32,7 +35,17 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-__all__ = ["spawn", "Failure", "SpawnError", "loopback_interface"]
+__all__ = ["spawn", "Failure", "SpawnError", "loopback_interface", "backend_for"]
+
+
+def backend_for(device) -> str:
+    """The process-group backend for tensors on ``device``: ``"nccl"`` for CUDA, ``"gloo"`` otherwise.
+
+    Example:
+        >>> backend_for("cpu"), backend_for("cuda:0")
+        ('gloo', 'nccl')
+    """
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,8 @@ def _child(rank, world_size, port, fn, args, pg_timeout, backend, threads, resul
             os.environ.setdefault("GLOO_SOCKET_IFNAME", iface)  # gloo talks over loopback only
         if threads:
             torch.set_num_threads(threads)
+        if backend == "nccl":  # one GPU per rank
+            torch.cuda.set_device(rank % max(torch.cuda.device_count(), 1))
         store = dist.TCPStore("127.0.0.1", port, world_size, is_master=False, timeout=timedelta(seconds=pg_timeout))
         dist.init_process_group(
             backend, store=store, rank=rank, world_size=world_size, timeout=timedelta(seconds=pg_timeout)
@@ -95,7 +110,8 @@ def spawn(
     timeout: float = 120.0,
     pg_timeout: float = 30.0,
     grace: float = 10.0,
-    backend: str = "gloo",
+    backend: str | None = None,
+    device="cpu",
     threads: int | None = None,
     return_failures: bool = False,
 ) -> list:
@@ -108,7 +124,8 @@ def spawn(
         timeout: wall-clock bound for the whole run (seconds); ranks still running are killed.
         pg_timeout: timeout of the process group (bounds every collective / point-to-point wait).
         grace: once a rank has failed, seconds the others get to finish before they are killed.
-        backend: ``"gloo"`` (CPU) or ``"nccl"`` (one GPU per rank).
+        backend: ``"gloo"`` (CPU) or ``"nccl"`` (one GPU per rank); default :func:`backend_for` ``(device)``.
+        device: where ``fn`` computes (``"cpu"`` or ``"cuda"``): chooses the default backend.
         threads: ``torch.set_num_threads`` in each child (default: CPU cores // W, at least 1).
         return_failures: put :class:`Failure` objects in the result list instead of raising.
 
@@ -118,6 +135,7 @@ def spawn(
     if not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive int, got {world_size!r}")
     threads = threads or max(1, (os.cpu_count() or 1) // world_size)
+    backend = backend or backend_for(device)
     master = dist.TCPStore(
         "127.0.0.1", 0, world_size + 1, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=pg_timeout)
     )

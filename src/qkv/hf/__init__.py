@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 from .backend import attention_forward, layer_order
 from .loading import HFModel, check_family, load, wrap
 from .masks import mask_interface, recover
+from .registration import NAME, register
 
 __all__ = [
     "NAME",
@@ -45,8 +46,6 @@ __all__ = [
     "TESTED_FAMILIES",
 ]
 
-#: The ``attn_implementation`` name.
-NAME = "qkv"
 #: transformers versions the test-suite (tests/hf) runs against.
 TESTED_TRANSFORMERS = ("5.24.0",)
 #: Families tests/hf checks against eager transformers (logits, generate, weights).
@@ -56,15 +55,6 @@ if int(_transformers.__version__.split(".")[0]) < 5:  # pragma: no cover - depen
     raise ImportError(
         f"qkv.hf needs transformers>=5 (its mask interface), found {_transformers.__version__}; pip install 'qkv[hf]'"
     )
-
-
-def register() -> None:
-    """Register ``"qkv"`` in transformers' attention and mask interfaces (idempotent; done on import)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
-
-    AttentionInterface.register(NAME, attention_forward)
-    AttentionMaskInterface.register(NAME, mask_interface)
 
 
 register()

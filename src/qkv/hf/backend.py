@@ -65,11 +65,34 @@ def _layer_index(module) -> int:
     return idx
 
 
+_WARNED_NO_COLLECTOR = False
+
+
 def _wants_attentions() -> bool:
-    """Whether transformers is collecting ``attentions`` for this forward (``output_attentions=True``)."""
+    """Whether transformers is collecting ``attentions`` for this forward (``output_attentions=True``).
+
+    Read from transformers' private ``output_capturing._active_collector``; where a transformers version lacks
+    it, every call computes its weights (the slower ``qkv.steps`` path) and a warning says so, once.
+    """
+    global _WARNED_NO_COLLECTOR
     try:
         from transformers.utils.output_capturing import _active_collector
-    except ImportError:  # pragma: no cover - other transformers layouts: be safe and return weights
+    except ImportError as e:  # other transformers layouts: be safe, return weights, and say what it costs
+        if not _WARNED_NO_COLLECTOR:
+            _WARNED_NO_COLLECTOR = True
+            import warnings
+
+            import transformers
+
+            warnings.warn(
+                f"qkv.hf: transformers {transformers.__version__} has no "
+                f"transformers.utils.output_capturing._active_collector ({e}), so the qkv backend cannot tell "
+                "whether output_attentions=True was asked for: every attention call now computes and returns "
+                "its weights through qkv.steps, the slower path, instead of the fused qkv.attention; use a "
+                "tested transformers version (qkv.hf.TESTED_TRANSFORMERS) for full speed",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return True
     collected = _active_collector.get()
     return bool(collected) and "attentions" in collected

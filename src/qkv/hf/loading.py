@@ -57,7 +57,7 @@ def wrap(model, tokenizer=None, name: str | None = None) -> HFModel:
     The model's attention implementation is set to ``"qkv"`` (``model.set_attn_implementation``) when it
     is anything else; it is not changed back (the computation is the same up to float rounding).
     """
-    from . import register
+    from .registration import register
 
     register()
     check_family(model)
@@ -67,8 +67,9 @@ def wrap(model, tokenizer=None, name: str | None = None) -> HFModel:
     return HFModel(model, tokenizer, str(name))
 
 
-def load(name_or_path: str | os.PathLike, *, dtype=None) -> HFModel:
-    """Load ``name_or_path`` (a directory or a cached hub id) with ``AutoModel`` and the ``"qkv"`` backend.
+def load(name_or_path: str | os.PathLike, *, dtype=None, device=None) -> HFModel:
+    """Load ``name_or_path`` (a directory or a cached hub id) with ``AutoModel`` and the ``"qkv"`` backend,
+    in ``dtype`` (default float32) on ``device`` (default CPU).
 
     Raises:
         ValueError: not a directory and not in the local cache (nothing is downloaded), no config.json,
@@ -78,7 +79,7 @@ def load(name_or_path: str | os.PathLike, *, dtype=None) -> HFModel:
     from transformers import AutoConfig, AutoModel
 
     from ..models.loading import resolve
-    from . import register
+    from .registration import register
 
     register()
     directory = Path(resolve(name_or_path))
@@ -100,20 +101,46 @@ def load(name_or_path: str | os.PathLike, *, dtype=None) -> HFModel:
     model = AutoModel.from_pretrained(
         directory, attn_implementation="qkv", local_files_only=True, dtype=dtype or torch.float32
     )
+    if device is not None:
+        model = model.to(device)
     return HFModel(model.eval(), _tokenizer(directory, model.config), os.fspath(name_or_path))
 
 
+#: Files from which transformers' AutoTokenizer builds a tokenizer (besides tokenizer.json, read by qkv).
+TOKENIZER_FILES = (
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
+
 def _tokenizer(directory: Path, config):
-    """qkv's own tokenizer for ``tokenizer.json`` (the same tokens as the native loaders), else
-    transformers' AutoTokenizer from the directory, else None."""
+    """qkv's own tokenizer for ``tokenizer.json`` (the same tokens as the native loaders), else transformers'
+    AutoTokenizer from the directory's tokenizer files, else None (no tokenizer files: a trace then says how
+    to pass one).
+
+    Raises:
+        ValueError: the directory has tokenizer files that cannot be loaded (the cause is kept, chained).
+    """
     if (directory / "tokenizer.json").is_file():
         from ..models.tokenizer import Tokenizer
 
         limit = getattr(config, "max_position_embeddings", None) or 1 << 20
         return Tokenizer(directory / "tokenizer.json", limit, getattr(config, "pad_token_id", None))
-    try:
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(directory, local_files_only=True)
-    except Exception:  # no tokenizer files: a model without a tokenizer (trace raises with the fix)
+    present = [name for name in TOKENIZER_FILES if (directory / name).is_file()]
+    if not present:
         return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    except Exception as e:  # transformers, tokenizers and sentencepiece raise many kinds: keep the cause
+        raise ValueError(
+            f"{directory} has tokenizer files ({', '.join(present)}) but transformers cannot load them "
+            f"({type(e).__name__}: {e}); restore the checkpoint's original tokenizer files, or load the model "
+            "with transformers and pass tokenizer= to qkv.trace"
+        ) from e

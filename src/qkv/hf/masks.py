@@ -29,17 +29,19 @@ from .. import masks as qmasks
 
 __all__ = ["mask_interface", "band_of", "band_mask", "padding_mask", "recover", "Band"]
 
-#: ``(lo, hi)``: a pair may attend when ``lo <= kv - q <= hi`` in absolute positions (None = unbounded).
-Band = tuple
+#: ``Band(lo, hi)``: a pair may attend when ``lo <= kv - q <= hi`` in absolute positions (None = unbounded);
+#: qkv's own band (:class:`qkv.masks.Band`), re-exported here for the names it had.
+Band = qmasks.Band
 
-_FULL: Band = (None, None)
+_FULL = Band(None, None)
 
 
 def band_of(fn) -> Band | None:
     """The band of a transformers ``mask_function`` built from its public pieces, or None if unknown.
 
     Recognised: ``causal_mask_function``, ``bidirectional_mask_function``,
-    ``sliding_window_overlay(w)``, ``sliding_window_bidirectional_overlay(w)`` and ``and_masks`` of them.
+    ``sliding_window_overlay(w)``, ``sliding_window_bidirectional_overlay(w)`` and ``and_masks`` of them
+    (the :meth:`Band.intersect <qkv.masks.Band.intersect>` of their bands).
     """
     name = getattr(fn, "__qualname__", "")
     cells = {}
@@ -47,25 +49,24 @@ def band_of(fn) -> Band | None:
     if code is not None and fn.__closure__:
         cells = dict(zip(code.co_freevars, (c.cell_contents for c in fn.__closure__)))
     if name == "causal_mask_function":
-        return (None, 0)
+        return Band(None, 0)
     if name == "bidirectional_mask_function":
         return _FULL
     if name == "sliding_window_overlay.<locals>.inner_mask" and isinstance(cells.get("sliding_window"), int):
-        return (1 - cells["sliding_window"], None)  # kv > q - w
+        return Band(1 - cells["sliding_window"], None)  # kv > q - w
     if name == "sliding_window_bidirectional_overlay.<locals>.inner_mask" and isinstance(
         cells.get("sliding_window"), int
     ):
         w = cells["sliding_window"]
-        return (-w, w)  # |q - kv| <= w
+        return Band(-w, w)  # |q - kv| <= w
     if name == "and_masks.<locals>.and_mask" and isinstance(cells.get("mask_functions"), tuple):
-        lo, hi = None, None
+        band = _FULL
         for sub in cells["mask_functions"]:
             b = band_of(sub)
             if b is None:
                 return None
-            lo = b[0] if lo is None else (lo if b[0] is None else max(lo, b[0]))
-            hi = b[1] if hi is None else (hi if b[1] is None else min(hi, b[1]))
-        return (lo, hi)
+            band = band.intersect(b)
+        return band
     return None
 
 
@@ -73,7 +74,7 @@ def band_mask(band: Band, lq: int, lk: int, shift: int) -> qmasks.Mask | None:
     """``lo <= kv - q <= hi`` (absolute) for local rows/columns, where ``kv - q = local + shift``
     (``shift = kv_offset - q_offset``), as a structured qkv mask; None when the band needs a dense mask.
     """
-    lo, hi = band
+    lo, hi = band.lo, band.hi
     if lo is not None and lo - shift <= 1 - lq:  # excludes nothing here (a window longer than the problem)
         lo = None
     if hi is not None and hi - shift >= lk - 1:
@@ -144,7 +145,7 @@ def mask_interface(
     from transformers import masking_utils as mu
 
     q_offset, kv_offset = int(q_offset), int(kv_offset)
-    band = band_of(mask_function) if mask_function is not None else (None, 0)
+    band = band_of(mask_function) if mask_function is not None else Band(None, 0)
     structured = None if band is None else band_mask(band, q_length, kv_length, kv_offset - q_offset)
     if structured is None:
         dense = mu.sdpa_mask(
@@ -210,8 +211,8 @@ def recover(t: Tensor, lq: int, lk: int) -> qmasks.Mask:
     if not bool(seen.any()):
         return qmasks.from_tensor(allowed)
     lo, hi = int(d[seen].min()), int(d[seen].max())
-    band = (None if lo <= 1 - lq else lo, None if hi >= lk - 1 else hi)  # the extremes: unbounded
-    candidate = _and(band_mask(band, lq, lk, 0) if band != _FULL else None, padding_mask(keys))
+    band = Band(None if lo <= 1 - lq else lo, None if hi >= lk - 1 else hi)  # the extremes: unbounded
+    candidate = _and(None if band.full else band_mask(band, lq, lk, 0), padding_mask(keys))
     if candidate is None:
         candidate = qmasks.full()
     if bool((candidate.dense(B, 1, lq, lk, device=t.device) == allowed).all()):

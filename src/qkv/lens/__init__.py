@@ -9,16 +9,30 @@ The function ``trace`` is deliberately not re-exported here: ``qkv.lens.trace`` 
 """
 
 from .attribution import normalise_rows, residual_attention, rollout, transformed_value_norms, value_norms
+from .effects import effect, embedding_cosine, logit_diff, preference
+from .essay import ESSAY_SENTENCE
+from .interventions import ablate, knockout, patch, swap
 from .probing import probe
+from .rows import Resolved
 from .trace import MEASURES, Attended, BreakdownRow, HeadPreference, Trace
 
 __all__ = [
+    "ablate",
+    "knockout",
+    "swap",
+    "patch",
+    "effect",
+    "preference",
+    "embedding_cosine",
+    "logit_diff",
     "probe",
     "Trace",
     "Attended",
     "HeadPreference",
     "BreakdownRow",
+    "Resolved",
     "MEASURES",
+    "ESSAY_SENTENCE",
     "value_norms",
     "transformed_value_norms",
     "normalise_rows",

@@ -1,9 +1,9 @@
-"""Which model a trace runs: loading by name or path (cached per process) and what a trace says about it.
+"""Which model a trace runs: loading by name or path (cached per process) and the adapter the lens reads it by.
 
 :func:`load_model` returns a native qkv model (:func:`qkv.models.load`) or, for a transformers model or a
 checkpoint of a family qkv does not re-implement, a :class:`qkv.hf.HFModel` (the "qkv" attention backend;
-transformers is imported only then). :func:`model_info`, :func:`max_positions` and :func:`count_tokens` read
-either kind the same way for :mod:`qkv.lens.trace` and ``qkv serve``. Re-exported by :mod:`qkv.lens.trace`.
+transformers is imported only then). :func:`adapt` wraps either in its :class:`qkv.lens.adapters.ModelAdapter`;
+:func:`model_info`, :func:`max_positions` and :func:`count_tokens` read any model through it.
 
 Sizes as in :class:`qkv.lens.trace.Trace`: ``num_layers`` N, ``num_heads`` H, ``num_kv_heads`` Hkv, ``head_dim`` D.
 """
@@ -11,9 +11,12 @@ Sizes as in :class:`qkv.lens.trace.Trace`: ``num_layers`` N, ``num_heads`` H, ``
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
-__all__ = ["load_model", "model_name", "model_info", "max_positions", "count_tokens"]
+from .adapters import ModelAdapter, NativeAdapter
+
+__all__ = ["load_model", "adapt", "model_name", "model_info", "max_positions", "count_tokens"]
 
 _MODELS: dict[str, Any] = {}
 
@@ -24,10 +27,12 @@ def load_model(model: Any = "minilm"):
     A transformers model, or a directory / cached hub id of a family qkv does not re-implement, loads
     through :mod:`qkv.hf` (the "qkv" attention backend; transformers is imported only then).
     """
+    if isinstance(model, ModelAdapter):
+        return model.loaded
     if not isinstance(model, str):
-        from .hf_trace import as_hf_model, is_transformers_model
+        if _is_transformers(model):
+            from .hf_adapter import as_hf_model
 
-        if is_transformers_model(model) or type(model).__name__ == "HFModel":
             return as_hf_model(model)
         if not (hasattr(model, "layers") and hasattr(model, "tokenizer") and hasattr(model, "config")):
             raise ValueError(
@@ -51,47 +56,56 @@ def load_model(model: Any = "minilm"):
     return _MODELS[model]
 
 
+def _is_transformers(model: Any) -> bool:
+    """A transformers ``PreTrainedModel`` or a :class:`qkv.hf.HFModel` (checked without importing transformers:
+    neither can exist unless it was imported)."""
+    tf, hf = sys.modules.get("transformers"), sys.modules.get("qkv.hf")
+    return (tf is not None and isinstance(model, getattr(tf, "PreTrainedModel", ()))) or (
+        hf is not None and isinstance(model, hf.HFModel)
+    )
+
+
+def adapt(model: Any = "minilm", given: Any = None, *, tokenizer: Any = None) -> ModelAdapter:
+    """The :class:`ModelAdapter` of ``model`` (anything :func:`load_model` takes, or an adapter).
+
+    Args:
+        model: a name/path, a loaded model or an adapter.
+        given: what the caller passed to load it (the name a trace shows); default ``model`` when a string.
+        tokenizer: a transformers tokenizer for a transformers model (default: the one loaded with it).
+    """
+    if isinstance(model, ModelAdapter) and tokenizer is None:
+        return model
+    given = model if given is None and isinstance(model, str) else given
+    m = load_model(model)
+    if _is_transformers(m):
+        from .hf_adapter import TransformersAdapter, as_hf_model
+
+        return TransformersAdapter(as_hf_model(m, tokenizer))
+    if tokenizer is not None:
+        raise ValueError(f"tokenizer= goes with a transformers model; {type(m).__name__} brings its own tokenizer")
+    return NativeAdapter(m, model_name(m, given))
+
+
 def model_name(m, given: Any = None) -> str:
     """The name a trace shows for loaded model ``m`` (``given``: what the caller passed to load it)."""
     return getattr(m, "name", None) or getattr(m.config, "name", None) or (given if isinstance(given, str) else "model")
 
 
 def model_info(m, given: Any = None) -> dict:
-    """The ``model`` dict of loaded model ``m`` (name, type, sizes): what a trace of a native model carries
-    and what ``qkv serve`` reports; a transformers model's sizes come from its config
-    (:func:`qkv.lens.hf_trace.config_info`)."""
-    if type(m).__name__ == "HFModel":
-        from .hf_trace import config_info
-
-        return {"name": model_name(m, given), **config_info(m.config)}
-    cfg = m.config
-    return {
-        "name": model_name(m, given),
-        "model_type": cfg.model_type,
-        "num_layers": cfg.num_layers,
-        "num_heads": cfg.num_heads,
-        "num_kv_heads": cfg.num_kv_heads,
-        "head_dim": cfg.head_dim,
-    }
+    """The ``model`` dict of loaded model ``m`` (name, type, sizes): what its traces carry and what
+    ``qkv serve`` reports (:meth:`ModelAdapter.info`)."""
+    return adapt(m, given).info()
 
 
 def max_positions(m) -> int | None:
     """The most tokens loaded model ``m`` accepts (None when a transformers config does not say)."""
-    if type(m).__name__ == "HFModel":
-        from .hf_trace import position_limit
-
-        return position_limit(m.config)
-    return m.config.max_positions
+    return adapt(m).max_positions
 
 
 def count_tokens(m, text: str) -> int | None:
     """How many tokens of ``text`` loaded model ``m`` reads (cut at its limit, as ``truncate=True`` traces);
     None when it has no tokenizer."""
-    if type(m).__name__ == "HFModel":
-        from .hf_trace import count_tokens as hf_count_tokens
-
-        return hf_count_tokens(m, text)
-    return None if m.tokenizer is None else len(m.tokenizer.encode(text, truncate=True).ids)
+    return adapt(m).count_tokens(text)
 
 
 def _model_type(directory) -> str | None:

@@ -17,7 +17,7 @@ span, ignoring case). A candidate given as a plain string is its first whole-wor
 ``<answers><answer/>...</answers>`` and ``<correctAnswer>`` (``A``, ``B``, ...). The text is
 ``txt1 + " " + pron + " " + txt2`` (no space before ``txt2`` starting with punctuation); the pronoun's
 span is known exactly. An answer is located by the first whole-word occurrence before the pronoun (else
-anywhere), or failing that its head word's (see :func:`qkv.lens.probing.head_word`). Consecutive schemas
+anywhere), or failing that its head word's (see :func:`head_word`). Consecutive schemas
 with the same answers (ignoring case and a leading "the") share a pair id: the twins.
 
 Malformed input raises ``ValueError`` naming the file, the line and the field.
@@ -33,6 +33,9 @@ from pathlib import Path
 
 __all__ = [
     "Span",
+    "head_word",
+    "DETERMINERS",
+    "PREPOSITIONS",
     "Item",
     "Skipped",
     "Dataset",
@@ -53,6 +56,37 @@ class Span:
     text: str
     start: int
     end: int
+
+
+#: Words dropped from the front of a candidate before its head word is chosen.
+DETERMINERS = frozenset("the a an this that these those his her its their my your our some every each".split())
+#: A candidate is cut before the first of these (after its first word): "the sack of potatoes" -> "the sack".
+PREPOSITIONS = frozenset(
+    "of in on at with from for to by about under over near behind into onto without between".split()
+)
+
+
+def head_word(span: Span) -> Span:
+    """The head noun of a candidate, by a simple documented rule.
+
+    1. words are runs of letters/digits (apostrophes and hyphens inside a word kept, a trailing ``'s`` dropped);
+    2. the candidate is cut before its first preposition (:data:`PREPOSITIONS`) that is not its first word;
+    3. the head is the last remaining word that is not a determiner (:data:`DETERMINERS`).
+
+    "The sack of potatoes" -> "sack"; "the brown suitcase" -> "suitcase"; "Mr. Smith" -> "Smith".
+
+    Example:
+        >>> head_word(Span("The sack of potatoes", 4, 24))
+        Span(text='sack', start=8, end=12)
+    """
+    words = [(m.group(0), m.start()) for m in re.finditer(r"\w+(?:['’-]\w+)*", span.text)]
+    words = [(w[:-2], s) if re.search(r"['’]s$", w, re.IGNORECASE) and len(w) > 2 else (w, s) for w, s in words]
+    cut = next((i for i, (w, _) in enumerate(words) if i > 0 and w.lower() in PREPOSITIONS), len(words))
+    content = [ws for ws in words[:cut] if ws[0].lower() not in DETERMINERS] or words[:cut] or words
+    if not content:
+        return span
+    w, s = content[-1]
+    return Span(w, span.start + s, span.start + s + len(w))
 
 
 @dataclass(frozen=True)
@@ -254,7 +288,6 @@ def _norm_answer(a: str) -> str:
 
 def parse_wsc_xml(text: str, source: str = "<xml>") -> Dataset:
     """Items from ``WSCollection.xml`` (see the module docstring); ids are ``wsc-1``, ``wsc-2``, ..."""
-    from .probing import head_word  # the head-word rule lives with the probe
 
     try:
         root = ET.fromstring(re.sub(r"<!DOCTYPE[^>]*>", "", text, count=1))

@@ -19,7 +19,6 @@ Shape legend: ``N`` layers, ``H`` heads (``1`` for rollout), ``M`` used items, `
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -27,8 +26,10 @@ import numpy as np
 import torch
 
 from . import stats
-from .probe_io import Dataset, Item, Skipped, Span, load_twins, read_items
-from .trace import Trace, load_model, model_name, trace_batch
+from .loading import load_model, model_name
+from .probe_io import Dataset, Item, Skipped, Span, head_word, load_twins, read_items
+from .trace import MEASURES, Trace
+from .tracing import trace_batch
 
 __all__ = [
     "probe",
@@ -52,49 +53,27 @@ __all__ = [
 ]
 
 PROBE_SCHEMA = "qkv.probe"
-MEASURES = ("weights", "values", "rollout")
 PIECES = ("sum", "first")
 TRACKS, ABOVE_CHANCE, NO_EVIDENCE = "tracks the referent", "does not clear the baselines", "no better than chance"
-
-#: Words dropped from the front of a candidate before its head word is chosen.
-DETERMINERS = frozenset("the a an this that these those his her its their my your our some every each".split())
-#: A candidate is cut before the first of these (after its first word): "the sack of potatoes" -> "the sack".
-PREPOSITIONS = frozenset(
-    "of in on at with from for to by about under over near behind into onto without between".split()
-)
-
-
-def head_word(span: Span) -> Span:
-    """The head noun of a candidate, by a simple documented rule.
-
-    1. words are runs of letters/digits (apostrophes and hyphens inside a word kept, a trailing ``'s`` dropped);
-    2. the candidate is cut before its first preposition (:data:`PREPOSITIONS`) that is not its first word;
-    3. the head is the last remaining word that is not a determiner (:data:`DETERMINERS`).
-
-    "The sack of potatoes" -> "sack"; "the brown suitcase" -> "suitcase"; "Mr. Smith" -> "Smith".
-
-    Example:
-        >>> head_word(Span("The sack of potatoes", 4, 24))
-        Span(text='sack', start=8, end=12)
-    """
-    words = [(m.group(0), m.start()) for m in re.finditer(r"\w+(?:['’-]\w+)*", span.text)]
-    words = [(w[:-2], s) if re.search(r"['’]s$", w, re.IGNORECASE) and len(w) > 2 else (w, s) for w, s in words]
-    cut = next((i for i, (w, _) in enumerate(words) if i > 0 and w.lower() in PREPOSITIONS), len(words))
-    content = [ws for ws in words[:cut] if ws[0].lower() not in DETERMINERS] or words[:cut] or words
-    if not content:
-        return span
-    w, s = content[-1]
-    return Span(w, span.start + s, span.start + s + len(w))
 
 
 @dataclass(frozen=True)
 class Mapped:
-    """An item's tokens: ``query`` token indices, per candidate the head-word token indices."""
+    """An item's tokens: ``query`` token indices, per candidate the head-word token indices.
+
+    ``head_words`` are the candidates' head *words* (:func:`head_word`), not attention heads; the old name
+    ``heads`` is kept as a read-only alias (deprecated).
+    """
 
     item: Item
     query: list[int]
     candidates: list[list[int]]
-    heads: list[Span]
+    head_words: list[Span]
+
+    @property
+    def heads(self) -> list[Span]:
+        """Deprecated alias of :attr:`head_words`."""
+        return self.head_words
 
 
 def map_item(item: Item, t: Trace, pieces: str = "sum") -> Mapped | Skipped:

@@ -4,13 +4,14 @@
 * :class:`Attended` -- :meth:`Trace.top <qkv.lens.trace.Trace.top>`: one key and its weight/value share.
 * :class:`HeadPreference` -- :meth:`Trace.heads <qkv.lens.trace.Trace.heads>`: one head, ``prefer - over``.
 * :class:`BreakdownRow` -- :meth:`Trace.breakdown <qkv.lens.trace.Trace.breakdown>`: the chain for one key.
+* :class:`Resolved` -- :meth:`Trace.resolve <qkv.lens.trace.Trace.resolve>`: a query and a pair as indices.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["Attended", "HeadPreference", "BreakdownRow"]
+__all__ = ["Attended", "HeadPreference", "BreakdownRow", "Resolved"]
 
 
 class Attended(NamedTuple):
@@ -45,3 +46,11 @@ class BreakdownRow(NamedTuple):
     weight: float
     value_norm: float
     value_share: float
+
+
+class Resolved(NamedTuple):
+    """A query and an optional ``prefer``/``over`` pair as token indices (``prefer``/``over`` None: no pair)."""
+
+    query: int
+    prefer: int | None
+    over: int | None

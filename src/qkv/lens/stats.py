@@ -42,6 +42,11 @@ __all__ = [
     "permutation_null",
     "TwinStats",
     "twin_flips",
+    "rankdata",
+    "spearman",
+    "Interval",
+    "group_bootstrap",
+    "mean_interval",
 ]
 
 
@@ -306,3 +311,65 @@ def twin_flips(preds: np.ndarray, answers: Sequence[int], twins: Sequence[tuple[
     return TwinStats(
         len(twins), K, float(flip.sum(0).mean()), int(r.sum()), int(w.sum()), up, down, sign_test(up, down)
     )
+
+
+# ------------------------------------------------------------------------------ means and ranks (interventions)
+def rankdata(x) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank (as ``scipy.stats.rankdata``); 1-D."""
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    edges = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1], True])  # start of each run of ties, and n
+    ranks = np.repeat((edges[:-1] + edges[1:] - 1) / 2.0 + 1.0, np.diff(edges))
+    out = np.empty(len(x), dtype=np.float64)
+    out[order] = ranks
+    return out
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation (Pearson of average ranks); 0.0 when either side is constant.
+
+    Example:
+        >>> spearman([1, 2, 3, 4], [1, 4, 9, 16]), spearman([1, 2, 3], [3, 2, 1])
+        (1.0, -1.0)
+    """
+    rx, ry = rankdata(x), rankdata(y)
+    if len(rx) != len(ry):
+        raise ValueError(f"spearman needs two sequences of one length, got {len(rx)} and {len(ry)}")
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = math.sqrt(float((rx**2).sum() * (ry**2).sum()))
+    return 0.0 if den == 0 else float((rx * ry).sum() / den)
+
+
+class Interval(NamedTuple):
+    """A statistic with a percentile-bootstrap interval: ``value [low, high]`` over ``n`` units."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+    def to_dict(self) -> dict:
+        return {"value": self.value, "ci_low": self.low, "ci_high": self.high, "n": self.n}
+
+
+def group_bootstrap(groups: Sequence, rounds: int = 1000, seed: int = 0) -> np.ndarray:
+    """``(rounds, M)`` item indices of bootstrap resamples that draw whole groups (twins stay together)."""
+    names = list(dict.fromkeys(groups))
+    members = [np.flatnonzero(np.array([g == n for g in groups])) for n in names]
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(names), size=(rounds, len(names)))
+    return [np.concatenate([members[i] for i in row]) for row in picks]
+
+
+def mean_interval(values: np.ndarray, groups: Sequence, rounds: int = 1000, seed: int = 0, level: float = 0.95):
+    """Per column of ``values`` ``(M, K)`` the mean over items with a percentile-bootstrap interval that resamples
+    whole ``groups``; returns ``(mean (K,), low (K,), high (K,))``."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 1:
+        values = values[:, None]
+    if values.shape[0] != len(groups) or values.shape[0] < 1:
+        raise ValueError(f"values must be (M items, K) with M = {len(groups)} groups given, got {values.shape}")
+    boots = np.stack([values[idx].mean(0) for idx in group_bootstrap(groups, rounds, seed)])  # (rounds, K)
+    a = (1.0 - level) / 2
+    return values.mean(0), np.quantile(boots, a, axis=0), np.quantile(boots, 1 - a, axis=0)

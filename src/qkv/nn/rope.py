@@ -105,6 +105,7 @@ class RotaryEmbedding(nn.Module):
         self._inv_freq = rope_frequencies(head_dim, theta, scaling)  # (D/2,) plain tensor (not in state_dict)
         self._inv_freq64 = rope_frequencies(head_dim, theta, scaling, torch.float64)
         self._cached: tuple | None = None  # (positions copy, dtype, cos, sin, positions, version): reused across layers
+        self._on: dict = {}  # (dtype, device) -> inverse frequencies there: copied to a device once, not per call
 
     def cos_sin(self, positions: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
         """``cos, sin`` of shape ``(L, D)`` or ``(B, 1, L, D)`` (broadcast over heads)."""
@@ -138,13 +139,22 @@ class RotaryEmbedding(nn.Module):
         return cos, sin
 
     def _cos_sin(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        inv = (self._inv_freq64 if dtype == torch.float64 else self._inv_freq).to(positions.device)
+        inv = self._frequencies(torch.float64 if dtype == torch.float64 else torch.float32, positions.device)
         freqs = positions.to(inv.dtype).unsqueeze(-1) * inv  # (..., L, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (..., L, D)
         cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)
         if positions.dim() == 2:
             cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, L, D)
         return cos, sin
+
+    def _frequencies(self, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """The inverse frequencies ``(D/2,)`` in ``dtype`` on ``device`` (copied there on first use)."""
+        if torch.compiler.is_compiling():  # traced: no cache writes inside a graph
+            return (self._inv_freq64 if dtype == torch.float64 else self._inv_freq).to(device)
+        key = (dtype, device)
+        if key not in self._on:
+            self._on[key] = (self._inv_freq64 if dtype == torch.float64 else self._inv_freq).to(device)
+        return self._on[key]
 
     def forward(self, x: Tensor, positions: Tensor) -> Tensor:
         """Rotate ``x`` ``(B, H, L, D)`` by ``positions`` ``(L,)`` or ``(B, L)``."""

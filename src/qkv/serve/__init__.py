@@ -3,6 +3,7 @@
 * :func:`qkv.serve.app.create_app` -- the FastAPI app (page + JSON API, OpenAPI at ``/openapi.json``).
 * :func:`qkv.serve.server.serve` -- load the model, bind, run uvicorn until Ctrl-C.
 * :mod:`qkv.serve.limits` -- text/body/concurrency limits (no web framework needed).
+* :mod:`qkv.serve.intervene` -- ``POST /api/intervene``: interventions as data, the metric plain and intervened.
 
 This package sits at the view level: it uses :mod:`qkv.lens`, :mod:`qkv.models` and :mod:`qkv.view`, and
 nothing below it imports it; ``import qkv`` never imports FastAPI or uvicorn.

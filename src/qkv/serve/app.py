@@ -1,12 +1,16 @@
 """The ``qkv serve`` web app (FastAPI): the page at ``/`` and the JSON API described at ``/openapi.json``.
 
 * ``GET /`` -- the page: type a sentence, click a token, click a head, switch weights/values/rollout, drag t.
+  ``GET /compare`` and ``GET /probe`` -- forms over the two endpoints below, with their results as tables.
 * ``GET /static/{name}`` -- its four files (from a fixed table; no request path is ever opened).
 * ``POST /api/trace`` ``{text, query?, layer?, head?, measure?, prefer?, over?, include_trace?}`` -> tokens,
   the query's weights/values ``(N, H, L)`` and rollout ``(N, L)``, one head's breakdown, the summary.
 * ``POST /api/compare`` ``{text_a, text_b, query, prefer, over, measure?}`` -> per head preference in A and B.
 * ``POST /api/probe`` ``{items, measure?, seed?}`` -> the probe over a small inline list of items (qkv's JSONL
   item schema): per-head accuracy with intervals, baselines, held-out best head, verdict (``qkv probe --json``).
+* ``POST /api/intervene`` ``{text, interventions, query?, prefer?, over?, layer?, head?, include_trace?}`` -> the
+  text traced plainly and under the interventions (ablate, knockout, swap, patch): the query's weights in both
+  runs, the metric on both and its effect, what was applied (:mod:`qkv.serve.intervene`).
 * ``GET /api/health`` -> model, limits, traces in flight.
 
 Every error is JSON ``{"error": "..."}``: 400 malformed JSON or a bad Host, 404/405 unknown route or method,
@@ -22,13 +26,17 @@ from typing import Any, Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from ..lens.essay import ESSAY_SENTENCE
 from ..lens.trace import Trace, count_tokens, load_model, max_positions, model_info, trace
 from .errors import message
+from .intervene import PlainRuns, intervene
+from .intervene_schemas import InterveneRequest, InterveneResponse
 from .limits import BodyLimit, Busy, Limits, TraceGate
-from .page import CSP, SECURITY_HEADERS, assets, index_html
+from .page import CSP, SECURITY_HEADERS, assets, html_pages
 from .schemas import (
     CompareRequest,
     CompareResponse,
@@ -100,7 +108,7 @@ def create_app(
     info = {**model_info(m, model), "max_positions": max_positions(m) if m.tokenizer is not None else None}
     gate = TraceGate(limits.running, limits.waiting, limits.retry_after)
     files = assets()
-    page = index_html(limits.max_chars).encode()
+    pages = {path: page.encode() for path, page in html_pages(limits).items()}
 
     app = FastAPI(
         title="qkv serve",
@@ -124,7 +132,7 @@ def create_app(
             return _error(
                 404,
                 f"no such page or endpoint: {request.method} {request.url.path}; the API is "
-                "POST /api/trace, POST /api/compare, POST /api/probe, GET /api/health "
+                "POST /api/trace, POST /api/compare, POST /api/probe, POST /api/intervene, GET /api/health "
                 "(schema at /openapi.json)",
             )
         if exc.status_code == 405:
@@ -156,9 +164,7 @@ def create_app(
     def check_text(text: str, field: str = "text") -> None:
         """The CLI's checks, before the model runs: non-empty, not too long in characters or tokens."""
         if not text.strip():
-            raise ValueError(
-                f'"{field}" is empty; give a sentence such as "The cat sat on the mat because it was tired."'
-            )
+            raise ValueError(f'"{field}" is empty; give a sentence such as "{ESSAY_SENTENCE}"')
         if len(text) > limits.max_chars:
             raise ValueError(
                 f'"{field}" has {len(text):,} characters; this server traces at most '
@@ -171,16 +177,28 @@ def create_app(
                 f"tokens (shorten the text)"
             )
 
-    async def run(work: Callable[[], dict]) -> Response:
+    async def run(work: Callable[[], dict], answer: type[BaseModel]) -> Response:
+        """Compute ``work()`` in a trace slot; answer it as JSON after checking it is the route's ``answer``."""
+
+        def body() -> str:
+            doc = work()
+            try:  # the route returns exactly what its response_model declares
+                answer.model_validate(doc)
+            except ValidationError as e:  # a ValueError, but qkv's bug, not the request's: a 500
+                raise RuntimeError(f"the answer is not a {answer.__name__}: {e}") from None
+            return json.dumps(doc, ensure_ascii=False, allow_nan=False)
+
         async with gate.slot():
-            body = await run_in_threadpool(lambda: json.dumps(work(), ensure_ascii=False, allow_nan=False))
-        return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
+            text = await run_in_threadpool(body)
+        return Response(text, media_type="application/json", headers={"Cache-Control": "no-store"})
 
     # ------------------------------------------------------------------------------------------ routes
     @app.get("/", include_in_schema=False)
-    async def index() -> Response:
+    @app.get("/compare", include_in_schema=False)
+    @app.get("/probe", include_in_schema=False)
+    async def index(request: Request) -> Response:
         return Response(
-            page,
+            pages[request.url.path],
             media_type="text/html; charset=utf-8",
             headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"},
         )
@@ -217,7 +235,8 @@ def create_app(
                 prefer=req.prefer,
                 over=req.over,
                 include_trace=req.include_trace,
-            )
+            ),
+            TraceResponse,
         )
 
     @app.post("/api/compare", response_model=CompareResponse, responses=_ERRORS)
@@ -233,7 +252,8 @@ def create_app(
                 prefer=req.prefer,
                 over=req.over,
                 measure=req.measure,
-            )
+            ),
+            CompareResponse,
         )
 
     @app.post("/api/probe", response_model=ProbeResponse, responses=_ERRORS)
@@ -244,9 +264,23 @@ def create_app(
         the probe then holds one trace slot, like a trace.
         """
         data = probe_items(req.items, max_items=limits.max_items, check_text=check_text)
-        return await run(lambda: probe_payload(data, m, measure=req.measure, seed=req.seed))
+        return await run(lambda: probe_payload(data, m, measure=req.measure, seed=req.seed), ProbeResponse)
+
+    plain_runs = PlainRuns(m, tracer)  # the page asks about one text, one change at a time
+
+    @app.post("/api/intervene", response_model=InterveneResponse, responses=_ERRORS)
+    async def api_intervene(req: InterveneRequest) -> Response:
+        """Intervene at the essay's steps (ablate a head, knock out an edge, swap two tokens' q/k/v, patch from
+        another text): the query's weights and the metric, plain and under the interventions, in order."""
+        check_text(req.text)
+        for k, spec in enumerate(req.interventions):
+            if getattr(spec, "source", None) is not None:
+                check_text(spec.source, f"interventions[{k}].source")
+        specs = [spec.model_dump() for spec in req.interventions]
+        fields = req.model_dump(include={"query", "prefer", "over", "layer", "head", "include_trace"})
+        return await run(lambda: intervene(m, req.text, specs, plain=plain_runs, **fields), InterveneResponse)
 
     allowed = None if host in ("0.0.0.0", "::", "") else {*LOOPBACK_HOSTS, host.strip("[]").lower()}
-    app.add_middleware(BodyLimit, max_body=limits.max_body)
+    app.add_middleware(BodyLimit, max_body=limits.max_body, max_drain=limits.max_drain)
     app.add_middleware(_Guard, allowed=allowed)
     return app

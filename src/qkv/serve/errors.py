@@ -19,6 +19,8 @@ EXAMPLES = {
     '"query": "it", "prefer": "cat", "over": "mat"}',
     "POST /api/probe": '{"items": [{"text": "The cat sat on the mat because it was tired.", "query": "it", '
     '"candidates": ["cat", "mat"], "answer": "cat"}, ...]}',
+    "POST /api/intervene": '{"text": "The cat sat on the mat because it was tired.", "query": "it", '
+    '"prefer": "cat", "over": "mat", "interventions": [{"kind": "ablate", "layer": 3, "head": 1}]}',
 }
 
 _EXPECTED = {
@@ -52,13 +54,32 @@ def _shown(value: Any) -> str:
     return f"{text} ({kind})"
 
 
+#: Tags of tagged unions (an intervention's "kind"): pydantic puts the tag in an error's location after the index.
+UNION_TAGS = ("ablate", "knockout", "swap", "patch")
+
+
 def _field(err: dict) -> str:
-    # a union (str | int) reports one error per branch, located at field.str / field.int: name the field once
-    return ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "str", "int"))
+    # a union (str | int) reports one error per branch, located at field.str / field.int: name the field once;
+    # list items read as items[0], a tagged union's tag after an index is left out (interventions[0].layer)
+    out, prev = "", None
+    for p in err.get("loc", ()):
+        if p in ("body", "str", "int") or (isinstance(prev, int) and p in UNION_TAGS):
+            prev = p
+            continue
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        prev = p
+    return out
 
 
 def _expected(err: dict) -> str:
     kind = err.get("type", "")
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        tags = err.get("ctx", {}).get("expected_tags") or ", ".join(repr(t) for t in UNION_TAGS)
+        return f"an object whose {err.get('ctx', {}).get('discriminator', 'kind')} is one of {tags}"
+    if kind in ("too_short", "too_long"):
+        ctx = err.get("ctx", {})
+        n = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+        return f"{'at least' if kind == 'too_short' else 'at most'} {n} item{'s' if n != 1 else ''}"
     if kind == "literal_error":
         return err.get("ctx", {}).get("expected", "one of the allowed values")
     return _EXPECTED.get(kind) or err.get("msg", "a valid value").replace("Input should be ", "")

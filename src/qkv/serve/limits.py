@@ -42,6 +42,9 @@ class Limits:
         running: traces computed at once (each one a forward pass on the CPU threads torch uses).
         waiting: traces allowed to wait for a slot; one more gets 503 with ``Retry-After``.
         retry_after: seconds suggested in ``Retry-After``.
+        max_drain: bytes of an oversized body read and dropped before its 413 is sent, so that the client, still
+            sending, reads the answer instead of a connection reset; a body declared larger than this is answered
+            at once (and the connection closed).
     """
 
     max_chars: int = 500
@@ -51,9 +54,10 @@ class Limits:
     running: int = 2
     waiting: int = 8
     retry_after: int = 1
+    max_drain: int = 16 * 1024 * 1024
 
     def __post_init__(self):
-        for name in ("max_chars", "max_tokens", "max_body", "max_items", "running", "retry_after"):
+        for name in ("max_chars", "max_tokens", "max_body", "max_items", "running", "retry_after", "max_drain"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Limits.{name} must be >= 1, got {getattr(self, name)}")
         if self.waiting < 0:
@@ -102,18 +106,23 @@ class TraceGate:
 class BodyLimit:
     """ASGI middleware: answer 413 (JSON ``{"error": ...}``) to a request whose body exceeds ``max_body`` bytes.
 
-    A declared ``Content-Length`` over the limit is refused before reading; otherwise the body is read (at
-    most ``max_body + 1`` bytes are kept) and replayed to the app, so a chunked upload cannot slip past.
+    The body is read (at most ``max_body`` bytes are kept) and replayed to the app, so a chunked upload cannot
+    slip past. An oversized body -- declared by ``Content-Length`` or found while reading -- is read on and
+    dropped up to ``max_drain`` bytes before the 413 is sent: a server that answers and closes while the client
+    is still sending makes the client's TCP stack see a reset instead of the answer (it happened under load).
+    Only a body larger than ``max_drain`` is answered at once, and its connection closed.
     """
 
-    def __init__(self, app, max_body: int):
-        self.app, self.max_body = app, max_body
+    def __init__(self, app, max_body: int, max_drain: int = 16 * 1024 * 1024):
+        self.app, self.max_body, self.max_drain = app, max_body, max(max_drain, max_body)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            if int(declared) <= self.max_drain and not await self._drain(receive, 0):
+                return  # the client went away
             return await self._refuse(send, f"{int(declared):,} bytes")
         chunks, size = [], 0
         while True:
@@ -122,10 +131,13 @@ class BodyLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
+            more = message.get("more_body", False)
             if size > self.max_body:
+                if more and not await self._drain(receive, size):
+                    return
                 return await self._refuse(send, f"more than {self.max_body:,} bytes")
             chunks.append(chunk)
-            if not message.get("more_body", False):
+            if not more:
                 break
         body, sent = b"".join(chunks), False
 
@@ -137,6 +149,17 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _drain(self, receive, size: int) -> bool:
+        """Read and drop the rest of the body, up to ``max_drain`` bytes in all; False if the client left."""
+        while size <= self.max_drain:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return False
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        return True
 
     async def _refuse(self, send, got: str) -> None:
         doc = {

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+from ..lens.essay import ESSAY_QUERY, ESSAY_SENTENCE
+
 __all__ = [
     "TraceRequest",
     "CompareRequest",
@@ -25,8 +27,8 @@ __all__ = [
     "PROBE_ITEM_SCHEMA",
 ]
 
-DEFAULT_TEXT = "The cat sat on the mat because it was tired."  #: the essay's sentence (as ``qkv explain``)
-DEFAULT_QUERY = "it"
+DEFAULT_TEXT = ESSAY_SENTENCE  #: alias of :data:`qkv.lens.essay.ESSAY_SENTENCE` (deprecated here)
+DEFAULT_QUERY = ESSAY_QUERY  #: alias of :data:`qkv.lens.essay.ESSAY_QUERY` (deprecated here)
 
 Measure = Literal["weights", "values", "rollout"]
 TokenRef = StrictStr | StrictInt
@@ -38,6 +40,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _Answer(BaseModel):
+    """A response: exactly the declared fields (the app validates what it returns against it)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
 class TraceRequest(_Strict):
     """``POST /api/trace``: one text, traced once."""
 
@@ -45,15 +53,23 @@ class TraceRequest(_Strict):
         description="the text (non-empty; at most the server's max_chars characters)", examples=[DEFAULT_TEXT]
     )
     query: TokenRef | None = Field(
-        None, description=_QUERY + "; default: the first non-special token", examples=[DEFAULT_QUERY]
+        None,
+        description=_QUERY + "; default: the text's first pronoun (it, she, they, ...), else its first token",
+        examples=[DEFAULT_QUERY],
     )
     layer: StrictInt | None = Field(None, description="layer of the breakdown (default: the best head's layer)")
     head: StrictInt | None = Field(
         None, description="head of the breakdown (default: the sharpest or the one that most prefers `prefer`)"
     )
     measure: Measure = Field("weights", description="weights: softmax(q.k/sqrt(d)); values: ||a f(v)||; rollout")
-    prefer: TokenRef | None = Field(None, description="a token the query may prefer (with `over`)")
-    over: TokenRef | None = Field(None, description="the token it is compared with (with `prefer`)")
+    prefer: TokenRef | None = Field(
+        None,
+        description="a token the query may prefer (with `over`); default on the essay's sentence with the query "
+        "on its pronoun: cat",
+    )
+    over: TokenRef | None = Field(
+        None, description="the token it is compared with (with `prefer`); default on the essay's sentence: mat"
+    )
     include_trace: StrictBool = Field(
         False, description="also return the whole trace (every layer, head and query; what the page draws)"
     )
@@ -64,7 +80,11 @@ class CompareRequest(_Strict):
 
     text_a: StrictStr = Field(examples=[DEFAULT_TEXT])
     text_b: StrictStr = Field(examples=["The cat sat on the mat because it was soft."])
-    query: TokenRef = Field(DEFAULT_QUERY, description=_QUERY)
+    query: TokenRef | None = Field(
+        None,
+        description=_QUERY + "; default: each text's first pronoun, else its first token",
+        examples=[DEFAULT_QUERY],
+    )
     prefer: TokenRef = Field(description="a token in both texts", examples=["cat"])
     over: TokenRef = Field(description="another token in both texts", examples=["mat"])
     measure: Literal["weights", "values"] = "weights"
@@ -140,7 +160,7 @@ class ProbeRequest(_Strict):
     seed: StrictInt = Field(0, ge=0, le=2**63 - 1, description="seed of the held-out splits and the permutation null")
 
 
-class Token(BaseModel):
+class Token(_Answer):
     index: int
     text: str = Field(description="the token as the tokenizer spells it")
     start: int = Field(description="character span in the text ((0, 0) for special tokens)")
@@ -148,12 +168,12 @@ class Token(BaseModel):
     special: bool = Field(description="added by the tokenizer ([CLS], [SEP])")
 
 
-class QueryRef(BaseModel):
+class QueryRef(_Answer):
     index: int
     token: str
 
 
-class Row(BaseModel):
+class Row(_Answer):
     index: int
     token: str
     score: float = Field(description="q.k")
@@ -163,13 +183,13 @@ class Row(BaseModel):
     value_share: float = Field(description="value_norm / sum of the row's value_norm")
 
 
-class Breakdown(BaseModel):
+class Breakdown(_Answer):
     layer: int
     head: int
     rows: list[Row] = Field(description="L rows, one per key token")
 
 
-class TraceResponse(BaseModel):
+class TraceResponse(_Answer):
     """The answer of ``POST /api/trace``."""
 
     schema_: str = Field(alias="schema", examples=["qkv.serve.trace"])
@@ -178,30 +198,32 @@ class TraceResponse(BaseModel):
     model: dict[str, Any] = Field(description="name, model_type, num_layers, num_heads, num_kv_heads, head_dim")
     tokens: list[Token]
     query: QueryRef
-    layer: int = Field(description="the head shown first: its layer")
+    layer: int = Field(description="the head shown first (qkv.lens.heads.choose_head, as qkv explain): its layer")
     head: int
     measure: Measure
-    prefer: str | None
+    prefer: str | None = Field(description="the pair's tokens (the essay's cat/mat by default on its sentence)")
     over: str | None
     weights: list[list[list[float]]] = Field(description="(N, H, L): the query's softmax weights in every head")
     values: list[list[list[float]]] = Field(description="(N, H, L): ||a f(v)|| normalised per row")
     rollout: list[list[float]] = Field(description="(N, L): rollout after each layer")
     breakdown: Breakdown
     summary: str
+    caveat: str | None = Field(description="a caution when the head shown marks `prefer` for every token")
     trace: dict[str, Any] | None = Field(description="with include_trace: Trace.to_dict(4), schema qkv.trace")
     masked: list[list[int]] | None = Field(description="with include_trace: per query, keys no head may attend to")
     labels: list[str] | None = Field(description="with include_trace: each token's span of the text, as shown")
 
 
-class HeadChange(BaseModel):
+class HeadChange(_Answer):
     layer: int
     head: int
     diff_a: float = Field(description="measure(query->prefer) - measure(query->over) in text A")
     diff_b: float
-    flipped: bool
+    flipped: bool = Field(description="the sign changed, by any amount")
+    clear: bool = Field(description="flipped by at least 0.05 on both sides (the margin qkv claims counts)")
 
 
-class CompareResponse(BaseModel):
+class CompareResponse(_Answer):
     """The answer of ``POST /api/compare`` (the same content as the compare command's JSON)."""
 
     schema_: str = Field(alias="schema", examples=["qkv.serve.compare"])
@@ -217,7 +239,7 @@ class CompareResponse(BaseModel):
     summary: str
 
 
-class Score(BaseModel):
+class Score(_Answer):
     correct: int
     n: int
     accuracy: float
@@ -230,26 +252,26 @@ class HeadScore(Score):
     head: int
 
 
-class SkippedItem(BaseModel):
+class SkippedItem(_Answer):
     id: str
     line: int | None = Field(description="the item's index in `items`")
     reason: str
 
 
-class ProbeItems(BaseModel):
+class ProbeItems(_Answer):
     total: int
     used: int
     skipped: list[SkippedItem]
 
 
-class Splits(BaseModel):
+class Splits(_Answer):
     n: int
     min: float
     median: float
     max: float
 
 
-class HeadChosen(BaseModel):
+class HeadChosen(_Answer):
     layer: int
     head: int
     train_accuracy: float
@@ -261,13 +283,13 @@ class HeldOutScore(Score):
     heads_chosen: list[HeadChosen] = Field(description="the best head of each half, scored on the other half")
 
 
-class NullScore(BaseModel):
+class NullScore(_Answer):
     best_of_heads: float
     best_of_heads_p: float = Field(description="permutation p of the best head's accuracy (twin answers swapped)")
     rounds: int
 
 
-class TwinScore(BaseModel):
+class TwinScore(_Answer):
     pairs: int
     heads: int
     mean_flips: float = Field(description="heads whose pick differs between twins, mean per pair")
@@ -278,7 +300,7 @@ class TwinScore(BaseModel):
     sign_test_p: float
 
 
-class ProbeResponse(BaseModel):
+class ProbeResponse(_Answer):
     """The answer of ``POST /api/probe``: ``ProbeResult.to_dict()``, the same document the probe command writes."""
 
     schema_: str = Field(alias="schema", examples=["qkv.probe"])
@@ -303,7 +325,7 @@ class ProbeResponse(BaseModel):
     reason: str
 
 
-class Health(BaseModel):
+class Health(_Answer):
     status: Literal["ok"]
     model: dict[str, Any]
     limits: dict[str, int]
@@ -311,5 +333,5 @@ class Health(BaseModel):
     refused: int = Field(description="requests answered 503 so far")
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(_Answer):
     error: str = Field(description="what was expected, what arrived and how to fix it")

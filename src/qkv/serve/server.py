@@ -69,7 +69,8 @@ def serve(
     """
     import uvicorn
 
-    from ..lens.trace import load_model, model_info, trace
+    from ..lens.loading import load_model, model_info
+    from ..lens.tracing import trace
     from .app import create_app
 
     say = say or (lambda line: print(line, file=sys.stderr, flush=True))

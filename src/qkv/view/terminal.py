@@ -1,7 +1,11 @@
-"""Terminal views of a :class:`qkv.lens.Trace` (rich renderables) and the honest one-line summaries.
+"""Terminal views of a :class:`qkv.lens.Trace` (rich renderables).
 
-Every function takes a trace (and the names of tokens) and returns a ``rich`` renderable or a string;
-printing is the caller's business. Shape legend: ``N`` layers, ``H`` heads, ``L`` tokens.
+Every function takes a trace (and the names of tokens) and returns a ``rich`` renderable; printing is the
+caller's business. Shape legend: ``N`` layers, ``H`` heads, ``L`` tokens.
+
+The one-line summaries are analysis, so they live in the lens (:mod:`qkv.lens.summary`); the names
+``preference_summary``, ``attention_summary``, ``head_caveat``, ``head_flips`` and ``HeadFlip`` stay
+importable from here as aliases (deprecated: import them from :mod:`qkv.lens.summary`).
 
 Example:
     >>> import torch
@@ -15,12 +19,20 @@ Example:
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 from rich.table import Table
 from rich.text import Text
 
 from ..lens.heads import choose_head
+from ..lens.summary import (  # aliases of the lens's analysis (deprecated here)
+    PREFERENCE_MARGIN,
+    HeadFlip,
+    attention_summary,
+    head_caveat,
+    head_flips,
+    preference_summary,
+)
 from ..lens.trace import Attended, HeadPreference, Trace
 
 __all__ = [
@@ -180,109 +192,12 @@ def heads_table(trace: Trace, prefs: Sequence[HeadPreference], prefer: str, over
     return table
 
 
-def preference_summary(
-    trace: Trace, query: str | int, prefer: str | int, over: str | int, measure: str = "weights"
-) -> str:
-    """One honest sentence: the head that most prefers ``prefer``, the average over all heads, and the count."""
-    q, a, b = (trace.tokens[trace.index(x)] for x in (query, prefer, over))
-    if measure == "rollout":
-        r = trace.row(query, measure="rollout")
-        ia, ib = trace.index(prefer), trace.index(over)
-        who = a if r[ia] > r[ib] else (b if r[ib] > r[ia] else "neither")
-        return (
-            f"'{q}' -> '{a}' vs '{b}' (rollout after the last layer): {float(r[ia]):.3f} vs {float(r[ib]):.3f}, "
-            f"so '{q}' draws more on {who!r}"
-            if who != "neither"
-            else f"'{q}' draws equally on both."
-        )
-    prefs = trace.heads(query, prefer, over, measure)
-    n, top = len(prefs), prefs[0]
-    mean_a = sum(p.prefer for p in prefs) / n
-    mean_b = sum(p.over for p in prefs) / n
-    count = sum(p.diff > 0 for p in prefs)
-    if top.diff > 0:
-        head = (
-            f"the head that most prefers '{a}' ({_head_label(top.layer, top.head)}) gives "
-            f"{top.prefer:.3f} vs {top.over:.3f}"
-        )
-    else:
-        head = f"no head gives '{a}' more {measure} than '{b}'"
-    avg = f"'{q}' prefers '{a}'" if mean_a > mean_b else (f"'{q}' prefers '{b}'" if mean_b > mean_a else "a tie")
-    return (
-        f"'{q}' -> '{a}' vs '{b}' ({measure}): {head}; averaged over all {n} heads "
-        f"{mean_a:.3f} vs {mean_b:.3f}, so on average {avg}; {count} of {n} heads prefer '{a}'."
-    )
-
-
-def head_caveat(trace: Trace, query: str | int, prefer: str | int, layer: int, head: int) -> str | None:
-    """A caution when a head gives ``prefer`` about as much from *every* token as from ``query``.
-
-    Such a head marks the word (or its position) for everyone; only a minimal pair (``qkv compare``)
-    can tell whether it tracks the referent. Returns None when the query stands out.
-    """
-    i, a = trace.index(query), trace.index(prefer)
-    w = trace.attention(layer, head)  # (L, L)
-    from_query, from_all = float(w[i, a]), float(w[:, a].mean())
-    if from_all < 0.5 * from_query:
-        return None
-    return (
-        f"Note: L{trace.check_layer(layer)} H{trace.check_head(head)} gives '{trace.tokens[a]}' {from_all:.3f} "
-        f"on average from all {len(trace)} tokens (vs {from_query:.3f} from '{trace.tokens[i]}'), so it marks "
-        f"'{trace.tokens[a]}' for every token; a minimal pair (qkv compare) tests whether a head tracks the referent."
-    )
-
-
-def attention_summary(trace: Trace, query: str | int, measure: str = "weights") -> str:
-    """One honest sentence without a contrast: the mean top content token, the special tokens' share."""
-    i = trace.index(query)
-    r = trace.row(i, measure=measure)  # mean over layers and heads (or final rollout)
-    content = [j for j in range(len(trace)) if not trace.special[j] and j != i]
-    q = trace.tokens[i]
-    parts = []
-    if content:
-        j = max(content, key=lambda c: float(r[c]))
-        where = (
-            "after rollout through all layers"
-            if measure == "rollout"
-            else f"averaged over all {trace.num_layers * trace.num_heads} heads"
-        )
-        noun = {"weights": "weight", "values": "value-norm share", "rollout": "rollout share"}[measure]
-        parts.append(
-            f"{where}, of the other content tokens '{q}' gives the most {noun} to "
-            f"'{trace.tokens[j]}' (token {j}: {float(r[j]):.3f})"
-        )
-    sp = sum(float(r[j]) for j in range(len(trace)) if trace.special[j])
-    if any(trace.special):
-        parts.append(f"special tokens take {sp:.3f} and '{q}' itself {float(r[i]):.3f}")
-    return "; ".join(parts) + "." if parts else f"'{q}' is the only token."
-
-
-class HeadFlip(NamedTuple):
-    """One head's preference in two texts (``diff = prefer - over`` in each)."""
-
-    layer: int
-    head: int
-    diff_a: float
-    diff_b: float
-
-    @property
-    def flipped(self) -> bool:
-        return (self.diff_a > 0) != (self.diff_b > 0) and self.diff_a != 0 and self.diff_b != 0
-
-    @property
-    def change(self) -> float:
-        return self.diff_b - self.diff_a
-
-
-def head_flips(a: Sequence[HeadPreference], b: Sequence[HeadPreference]) -> list[HeadFlip]:
-    """Pair two :meth:`Trace.heads` rankings head by head, sorted by how much the preference moved."""
-    by = {(p.layer, p.head): p.diff for p in b}
-    out = [HeadFlip(p.layer, p.head, p.diff, by[(p.layer, p.head)]) for p in a]
-    return sorted(out, key=lambda f: -abs(f.change))
-
-
 def compare_table(flips: Sequence[HeadFlip], prefer: str, over: str, limit: int = 12) -> Table:
-    """Heads whose preference flips between text A and text B first, then the largest movers."""
+    """Heads whose preference flips between text A and text B first, then the largest movers.
+
+    A flip smaller than :data:`qkv.lens.summary.PREFERENCE_MARGIN` on either side is marked ``(by < 0.05)``.
+    """
+    margin = PREFERENCE_MARGIN
     ordered = [f for f in flips if f.flipped] + [f for f in flips if not f.flipped]
     table = Table(
         title=Text(f"Preference '{prefer}' - '{over}' per head, text A vs text B"),
@@ -296,7 +211,11 @@ def compare_table(flips: Sequence[HeadFlip], prefer: str, over: str, limit: int 
         def side(d: float) -> str:
             return prefer if d > 0 else over
 
-        note = f"flips: {side(f.diff_a)} -> {side(f.diff_b)}" if f.flipped else f"keeps {side(f.diff_a)}"
+        note = (
+            f"flips: {side(f.diff_a)} -> {side(f.diff_b)}{'' if f.clear else ' (by < ' + str(margin) + ')'}"
+            if f.flipped
+            else f"keeps {side(f.diff_a)}"
+        )
         table.add_row(
             _head_label(f.layer, f.head),
             f"{f.diff_a:+.3f}",

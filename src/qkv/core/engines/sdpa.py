@@ -8,7 +8,8 @@ implementation): SDPA takes other masks only as a dense ``Lq x Lk`` tensor (slow
 fully-masked rows), has no score mods, does not return the log-sum-exp and draws dropout from the
 global RNG.
 
-fp16/bf16 inputs are computed in fp32 and returned in their dtype (the qkv contract).
+fp16/bf16 inputs are computed in fp32 and returned in their dtype (the qkv contract); on CUDA they go to SDPA
+as they are (its flash and memory-efficient kernels accumulate in fp32).
 
 Example:
     >>> import torch
@@ -71,7 +72,9 @@ def sdpa_mask_reason(inp: AttentionInputs) -> str | None:
 
 def sdpa_forward(inp: AttentionInputs) -> tuple[Tensor, None]:
     """``(out, None)``: SDPA computes no log-sum-exp (its declaration says ``lse=False``)."""
-    cd = inp.compute_dtype
+    # On CUDA fp16/bf16 go in as they are: the flash / memory-efficient kernels accumulate in fp32 themselves
+    # (the qkv contract), and an fp32 copy would rule out flash.
+    cd = inp.compute_dtype if inp.device_type == "cpu" else inp.dtype
     q, k, v = inp.q.to(cd), inp.k.to(cd), inp.v.to(cd)
     padding = sdpa_key_padding(inp)
     out = torch.nn.functional.scaled_dot_product_attention(

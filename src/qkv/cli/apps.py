@@ -1,6 +1,6 @@
 """The ``qkv serve`` and ``qkv probe`` subcommands (their argument parsers and runners; see :mod:`qkv.cli`).
 
-Each pair is one entry of :data:`qkv.cli.COMMANDS`; the shared CLI helpers are imported when a command runs.
+Each pair is one entry of :data:`qkv.cli.COMMANDS`; they share :mod:`qkv.cli._support` with the others.
 """
 
 from __future__ import annotations
@@ -8,10 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli_errors import show, writing
-from .lens.trace import MEASURES
+from . import _support as s
 
-__all__ = ["serve_args", "run_serve", "probe_args", "run_probe"]
+__all__ = ["serve_args", "run_serve", "probe_args", "run_probe", "SERVE", "PROBE"]
 
 
 # -------------------------------------------------------------------------------------------- serve
@@ -32,15 +31,44 @@ def serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--queue", type=int, default=8, metavar="N", help="traces that may wait; more get 503 + Retry-After (default 8)"
     )
+    p.add_argument(
+        "--device",
+        help="where the model runs: a torch device such as cuda, cuda:1 or mps (default: where it loads, the CPU)",
+    )
+
+
+def _on_device(args) -> None:
+    """Load ``--model`` and move it to ``--device`` before the server starts.
+
+    The lens keeps loaded models per name (:func:`qkv.lens.trace.load_model`), so the server, which loads
+    ``--model`` by name, serves this moved copy.
+    """
+    import torch
+
+    try:
+        device = torch.device(args.device)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(
+            f"--device: {args.device!r} is not a torch device ({e}); use e.g. cpu, cuda or cuda:0"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: this machine has no CUDA device; drop --device to run on the CPU")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"--device {args.device}: there are {torch.cuda.device_count()} CUDA device(s) "
+            f"(cuda:0..cuda:{torch.cuda.device_count() - 1})"
+        )
+    with s.console(stderr=True).status(f"Loading {s.show(args.model)} onto {device} ..."):
+        m = s.load(args)
+        (m.model if hasattr(m, "model") and hasattr(m.model, "to") else m).to(device)
 
 
 def run_serve(args, console) -> int:
-    from .cli import _console
-    from .serve import require_extra
+    from ..serve import require_extra
 
     require_extra()
-    from .serve.limits import Limits
-    from .serve.server import serve
+    from ..serve.limits import Limits
+    from ..serve.server import serve
 
     try:
         limits = Limits(
@@ -68,11 +96,15 @@ def run_serve(args, console) -> int:
                 str(e),
             )
         ) from None
-    return serve(args.model, args.host, args.port, limits=limits, status=_console(stderr=True).status)
+    if args.device is not None:
+        _on_device(args)
+    return serve(args.model, args.host, args.port, limits=limits, status=s.console(stderr=True).status)
 
 
 # -------------------------------------------------------------------------------------------- probe
 def probe_args(p: argparse.ArgumentParser) -> None:
+    from ..lens.trace import MEASURES
+
     p.add_argument(
         "file",
         nargs="?",
@@ -99,26 +131,28 @@ def probe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON (schema qkv.probe)")
     p.add_argument("--png", metavar="PATH", help="write the layer x head accuracy grid as PNG")
+    from .intervene import add_causal_flag
+
+    add_causal_flag(p)
 
 
 def run_probe(args, console) -> int:
-    from .cli import _check_outputs, _console, _load, _write_json
-    from .lens.probing import probe
-    from .view.probe_view import probe_renderable, save_grid
+    from ..lens.probing import probe
+    from ..view.probe_view import probe_renderable, save_grid
 
     for flag in ("top", "rounds", "batch_size", "splits"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
-    _check_outputs(args, ("json", "png"))
+    s.check_outputs(args, ("json", "png"))
     if args.file != "twins" and not Path(args.file).is_file():
         raise ValueError(
             f"no such file: {args.file!r}; give a .jsonl (qkv's probe schema) or WSCollection.xml, or "
             f"no FILE for the shipped twin pairs"
         )
-    with _console(stderr=True).status(f"Probing {args.model} ...") as status:
+    with s.console(stderr=True).status(f"Probing {s.show(args.model)} ...") as status:
         result = probe(
             args.file,
-            _load(args),
+            s.load(args),
             measure=args.measure,
             pieces=args.pieces,
             batch_size=args.batch_size,
@@ -129,9 +163,22 @@ def run_probe(args, console) -> int:
         )
     console.print(probe_renderable(result, top=args.top))
     if args.png:
-        with writing("png", args.png):
+        with s.writing("png", args.png):
             save_grid(result, args.png)
-        console.print(f"wrote {show(args.png)}", style="dim", markup=False, highlight=False)
+        console.print(f"wrote {s.show(args.png)}", style="dim", markup=False, highlight=False)
+    causal = None
+    if args.causal:
+        from .intervene import run_causal
+
+        causal = run_causal(args, s.load(args), console)
     if args.json:
-        _write_json(args.json, result.to_dict(), console)
+        s.write_json(args.json, {**result.to_dict(), **({"causal": causal} if causal else {})}, console)
     return 0
+
+
+SERVE = s.Command(
+    "a local web app: type a sentence, click a token and a head, drag the softmax scaling", serve_args, run_serve
+)
+PROBE = s.Command(
+    "does a head track the referent? per-head accuracy over a dataset, with honest statistics", probe_args, run_probe
+)
