@@ -20,8 +20,7 @@ output projection).
 
 Example:
     >>> import torch
-    >>> from qkv.nn import MultiHeadAttention
-    >>> from qkv.nn.hooks import Hooks, hooks
+    >>> from qkv.nn import Hooks, MultiHeadAttention, hooks
     >>> mha = MultiHeadAttention(8, 2, name="layers.0.attention")
     >>> x = torch.randn(1, 3, 8)
     >>> def zero_head_1(t, name):
