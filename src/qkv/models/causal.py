@@ -107,7 +107,9 @@ class CausalLM(nn.Module):
         km = key_mask(attention_mask)  # padding mask, bool (B, 1, 1, Lk) or None
         if km is None:
             return None if L == 1 else masks.causal(align="bottom_right")
-        return masks.causal(align="bottom_right") & km
+        padding = masks.as_mask(km)  # a Mask on both sides: torch.compile traces Mask & Mask, not Mask & Tensor
+        assert padding is not None  # km is a bool tensor here
+        return masks.causal(align="bottom_right") & padding
 
     @torch.no_grad()
     def generate(
