@@ -1,9 +1,17 @@
 """BodyLimit at the ASGI level: an oversized body is read and dropped (up to max_drain) before its 413 is sent."""
 
 import asyncio
+import concurrent.futures
 import json
 
 from qkv.serve.limits import BodyLimit, Limits
+
+
+def _run(coro):
+    """``asyncio.run`` in a thread of its own: the session's sync Playwright (browser tests) keeps an event loop
+    running in the main thread, where ``asyncio.run`` refuses to start another."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def run(max_body, max_drain, parts, declared=None):
@@ -23,7 +31,7 @@ def run(max_body, max_drain, parts, declared=None):
     async def app(scope, receive, send):
         called.append((await receive())["body"])
 
-    asyncio.run(BodyLimit(app, max_body=max_body, max_drain=max_drain)(scope, receive, send))
+    _run(BodyLimit(app, max_body=max_body, max_drain=max_drain)(scope, receive, send))
     status = next((m["status"] for m in sent if m["type"] == "http.response.start"), None)
     return status, len(read), called
 
@@ -54,7 +62,7 @@ def test_the_413_says_what_arrived_and_the_limit():
     async def send(message):
         sent.append(message)
 
-    asyncio.run(BodyLimit(None, max_body=64)._refuse(send, "1,000 bytes"))
+    _run(BodyLimit(None, max_body=64)._refuse(send, "1,000 bytes"))
     doc = json.loads(sent[1]["body"])
     assert doc == {
         "error": "the request body is 1,000 bytes; this server accepts at most 64 bytes (send a shorter text)"
