@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..lens.stats import rankdata
+
 __all__ = [
     "softmax_jacobian",
     "softmax_jacobian_norm",
@@ -118,18 +120,6 @@ def cosine_matrix(x: Tensor) -> Tensor:
     """Cosine similarity of every pair of rows: ``(..., L, D) -> (..., L, L)`` (float64)."""
     x = torch.nn.functional.normalize(x.double(), dim=-1)
     return x @ x.transpose(-2, -1)
-
-
-def rankdata(x) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank (as ``scipy.stats.rankdata``); 1-D."""
-    x = np.asarray(x, dtype=np.float64)
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    edges = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1], True])  # start of each run of ties, and n
-    ranks = np.repeat((edges[:-1] + edges[1:] - 1) / 2.0 + 1.0, np.diff(edges))
-    out = np.empty(len(x), dtype=np.float64)
-    out[order] = ranks
-    return out
 
 
 def pearson(x, y) -> float:
