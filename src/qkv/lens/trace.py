@@ -13,10 +13,8 @@ occurrence, or an integer index (also as a string, ``"8"``); :meth:`Trace.resolv
 query and a ``prefer``/``over`` pair (with the defaults every view shares); :meth:`Trace.span` and
 :meth:`Trace.token_at` select by character offset.
 
-``qkv.trace([text, ...])`` (:func:`trace_batch`) runs padded batches and can record only some steps
-(``steps=("weights",)``); the steps not recorded are ``None`` in its traces.
-
-This module holds the record and its constants only. Traces are built by :func:`qkv.lens.tracing.trace`
+This module holds the record and its constants only (a batch trace recording only some steps holds ``None``
+for the others). Traces are built by :func:`qkv.lens.tracing.trace`
 (``qkv.trace``) through :mod:`qkv.lens.build`; models are read through :mod:`qkv.lens.adapters`. The names
 ``trace``, ``trace_batch``, ``load_model``, ``model_name``, ``model_info``, ``max_positions`` and ``count_tokens``
 still resolve here (deprecated aliases: import them from :mod:`qkv.lens.tracing` / :mod:`qkv.lens.loading`).
