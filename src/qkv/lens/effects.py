@@ -64,7 +64,7 @@ class Metric:
 
     def bind(self, target: Target, base: Forward) -> Bound:  # pragma: no cover - abstract
         """A function ``Forward (B rows of target's text) -> (B,)``; ``base`` is the un-intervened run (B = 1)."""
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: subclasses must implement
 
     def describe(self) -> str:
         return self.name

@@ -186,7 +186,7 @@ class Intervention:
     how: str = "intervention"
 
     def edits(self, target: Target) -> list[Edit]:  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: subclasses must implement
 
     def describe(self) -> str:
         return repr(self)
