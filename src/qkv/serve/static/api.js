@@ -51,5 +51,32 @@
     return td;
   }
 
-  window.qkvApi = { post: post, cell: cell, MAX_WAIT_S: MAX_WAIT_S };
+  // The form pages (/compare, /probe) share one layout: a #go button, a #status line and an #error line.
+  const $ = (id) => document.getElementById(id);
+  function setError(msg) { $("error").textContent = msg || ""; $("error").hidden = !msg; }
+  function setStatus(msg, busy) { $("status").textContent = msg || ""; $("status").classList.toggle("busy", !!busy); }
+
+  // submit(path, body, show, doing, done): post with #go disabled, "<doing>…" then "<done> in N ms" in #status, the
+  // answer drawn by show(answer), or the error in #error
+  async function submit(path, body, show, doing, done) {
+    $("go").disabled = true;
+    setStatus(doing + "…");
+    const started = performance.now();
+    try {
+      const r = await post(path, body, (m) => setStatus(m, true));
+      setError("");
+      show(r);
+      setStatus(done + " in " + Math.round(performance.now() - started) + " ms");
+      document.body.dataset.shown = String(+(document.body.dataset.shown || 0) + 1);
+    } catch (err) {
+      setError(err.message);
+      setStatus("");
+    } finally {
+      $("go").disabled = false;
+    }
+  }
+
+  window.qkvApi = {
+    post: post, cell: cell, submit: submit, setError: setError, setStatus: setStatus, MAX_WAIT_S: MAX_WAIT_S,
+  };
 })();

@@ -6,8 +6,7 @@
   const $ = (id) => document.getElementById(id);
   const api = window.qkvApi;
 
-  function setError(msg) { $("error").textContent = msg || ""; $("error").hidden = !msg; }
-  function setStatus(msg, busy) { $("status").textContent = msg || ""; $("status").classList.toggle("busy", !!busy); }
+  const setError = api.setError;
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
   const fmt = (x) => (x >= 0 ? "+" : "") + x.toFixed(3);
 
@@ -47,21 +46,7 @@
     if (empty.length) { setError("fill in " + empty.join(", ") + " (e.g. " + $(empty[0]).placeholder + ")"); return; }
     if (!body.query) delete body.query;  // the server's default query, as the CLI's
     else if (/^-?\d+$/.test(body.query)) body.query = parseInt(body.query, 10);  // a token index, as in the CLI
-    $("go").disabled = true;
-    setStatus("comparing…");
-    const started = performance.now();
-    try {
-      const r = await api.post("/api/compare", body, (m) => setStatus(m, true));
-      setError("");
-      show(r);
-      setStatus("compared in " + Math.round(performance.now() - started) + " ms");
-      document.body.dataset.shown = String(+(document.body.dataset.shown || 0) + 1);
-    } catch (err) {
-      setError(err.message);
-      setStatus("");
-    } finally {
-      $("go").disabled = false;
-    }
+    await api.submit("/api/compare", body, show, "comparing", "compared");
   });
   document.body.dataset.ready = "1";
 })();

@@ -6,8 +6,7 @@
   const $ = (id) => document.getElementById(id);
   const api = window.qkvApi;
 
-  function setError(msg) { $("error").textContent = msg || ""; $("error").hidden = !msg; }
-  function setStatus(msg, busy) { $("status").textContent = msg || ""; $("status").classList.toggle("busy", !!busy); }
+  const setError = api.setError;
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
   const pct = (x) => (100 * x).toFixed(1) + "%";
   const ci = (s) => pct(s.ci_low) + " – " + pct(s.ci_high);
@@ -62,22 +61,8 @@
     let items;
     try { items = readItems($("items").value); } catch (err) { setError(err.message); return; }
     const seed = parseInt($("seed").value || "0", 10);
-    $("go").disabled = true;
-    setStatus("probing " + items.length + " items…");
-    const started = performance.now();
-    try {
-      const r = await api.post("/api/probe", { items: items, measure: $("measure").value, seed: seed },
-        (m) => setStatus(m, true));
-      setError("");
-      show(r);
-      setStatus("probed in " + Math.round(performance.now() - started) + " ms");
-      document.body.dataset.shown = String(+(document.body.dataset.shown || 0) + 1);
-    } catch (err) {
-      setError(err.message);
-      setStatus("");
-    } finally {
-      $("go").disabled = false;
-    }
+    const body = { items: items, measure: $("measure").value, seed: seed };
+    await api.submit("/api/probe", body, show, "probing " + items.length + " items", "probed");
   });
   document.body.dataset.ready = "1";
 })();
