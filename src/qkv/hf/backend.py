@@ -25,7 +25,6 @@ from torch import Tensor
 
 from .. import masks as qmasks
 from .. import mods as qmods
-from ..core import attention as qkv_attention
 from ..nn.hooked import attend
 from ..nn.hooks import active
 from .masks import recover
@@ -156,14 +155,10 @@ def attention_forward(
     mods = [m for m in (qmods.softcap(float(softcap)) if softcap else None, bias) if m is not None]
     score_mod = None if not mods else mods[0] if len(mods) == 1 else mods
     scale = None if scaling is None else float(scaling)
-    name = f"layers.{_layer_index(module)}.attention" if active() else None
-    need_weights = _wants_attentions()
+    name = f"layers.{_layer_index(module)}.attention" if active() else ""  # no hook set: attend runs the fast path
     p = float(dropout) if module.training else 0.0
-    if name is None and not need_weights:
-        out = qkv_attention(query, key, value, mask=mask, score_mod=score_mod, scale=scale, dropout_p=p, impl=IMPL)
-        return out.transpose(1, 2).contiguous(), None
     out, weights = attend(
-        name or "",
+        name,
         query,
         key,
         value,
@@ -172,7 +167,7 @@ def attention_forward(
         scale=scale,
         dropout_p=p,
         impl=IMPL,
-        need_weights=need_weights,
+        need_weights=_wants_attentions(),
     )
     if weights is not None:
         weights = weights.to(query.dtype)
